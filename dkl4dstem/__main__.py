@@ -1,0 +1,5 @@
+import sys
+
+from dkl4dstem.cli import main
+
+sys.exit(main())

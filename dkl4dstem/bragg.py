@@ -1,0 +1,156 @@
+"""Template-matching Bragg disc finder behind the `bragg_distance` scalarizer (strain / lattice mapping).
+
+Why this design: with a convergent probe every Bragg reflection is a copy of the vacuum probe disc, so the
+normalized cross-correlation (NCC) of the pattern with the vacuum probe peaks at disc centres whatever their
+intensity. NCC is scale invariant, which matters because Bragg discs of thin samples are 10^3-10^4 times
+weaker than the central disc. For the same reason the central disc is found first and then blanked before
+the second pass: otherwise its bright edge dominates every correlation window next to it.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy
+import scipy.ndimage
+import scipy.signal
+
+from dkl4dstem.diffraction import DetectorCalibration
+from dkl4dstem.errors import InputError
+
+DEFAULTS: dict[str, float] = {
+    "min_score": 0.5,  # NCC threshold for a disc (1 = identical to the probe)
+    "min_separation_radii": 1.5,  # discs nearer the central disc than this (in disc radii) are ignored
+    "shell_tolerance": 0.15,  # first-order shell: distances within (1 + tol) of the nearest disc
+    "min_discs": 2.0,  # fewer first-order discs than this -> NaN (reflections come in +g/-g pairs)
+}
+_CENTRAL_MASK_RADII = 1.2  # central disc blanked out to this many radii before the Bragg pass
+_TEMPLATE_RADII = 1.0  # template half-width in disc radii (rounded up): the disc plus a thin dark rim
+
+
+class NoBraggDiscsWarning(RuntimeWarning):
+    """No usable Bragg discs: the value is NaN and the experiment leaves the point out of training."""
+
+
+def validate_params(params: dict[str, float]) -> None:
+    """InputError for values that cannot work, before the experiment starts."""
+    if not 0 < params["min_score"] < 1:
+        raise InputError(f"bragg_distance min_score must be in (0, 1), got {params['min_score']:g}")
+    if params["min_separation_radii"] < 0 or params["shell_tolerance"] < 0:
+        raise InputError("bragg_distance min_separation_radii and shell_tolerance must be >= 0")
+    if params["min_discs"] < 1:
+        raise InputError(f"bragg_distance min_discs must be >= 1, got {params['min_discs']:g}")
+
+
+def _template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[float, float]]:
+    """Odd-sized crop of the vacuum probe around its CoM, its disc radius (px) and CoM (y, x)."""
+    from dkl4dstem.scalarizers import reference_center_px, reference_disc_radius_px
+
+    ref = numpy.asarray(reference, dtype=numpy.float64)
+    center = reference_center_px(DetectorCalibration(reference=reference), ref.shape)
+    radius = reference_disc_radius_px(reference)
+    h = max(1, math.ceil(_TEMPLATE_RADII * radius))
+    iy, ix = int(round(center[0])), int(round(center[1]))
+    padded = numpy.pad(ref, h)  # the crop stays (2h+1)^2 even for a disc near the detector edge
+    return padded[iy:iy + 2 * h + 1, ix:ix + 2 * h + 1], radius, center
+
+
+def normalized_cross_correlation(image: numpy.ndarray, template: numpy.ndarray) -> numpy.ndarray:
+    """Zero-normalized cross-correlation, same shape as image (template centred; odd template sizes).
+
+    Windows without intensity variation get 0; windows partly outside the detector see zeros there."""
+    t = template - template.mean()
+    n = t.size
+    box = numpy.ones_like(t)
+    numerator = scipy.signal.fftconvolve(image, t[::-1, ::-1], mode="same")
+    s1 = scipy.signal.fftconvolve(image, box, mode="same")
+    s2 = scipy.signal.fftconvolve(image * image, box, mode="same")
+    variance = numpy.maximum(s2 - s1 * s1 / n, 0.0)
+    # FFT round-off is ~1e-16 of the brightest window; Bragg discs sit ~1e-8 of it in variance.
+    usable = variance > 1e-12 * variance.max() if variance.max() > 0 else numpy.zeros(variance.shape, bool)
+    denominator = numpy.sqrt(variance * float((t * t).sum()))
+    return numpy.where(usable, numerator / numpy.where(usable, denominator, 1.0), 0.0)
+
+
+def _refine(score: numpy.ndarray, peak: numpy.ndarray) -> numpy.ndarray:
+    """Sub-pixel peak position: a parabola through the peak and its two neighbours along each axis."""
+    out = peak.astype(numpy.float64)
+    for axis in (0, 1):
+        if 0 < peak[axis] < score.shape[axis] - 1:
+            lo, hi = peak.copy(), peak.copy()
+            lo[axis] -= 1
+            hi[axis] += 1
+            a, b, c = score[tuple(lo)], score[tuple(peak)], score[tuple(hi)]
+            curvature = a - 2 * b + c
+            if curvature < 0:
+                out[axis] += 0.5 * (a - c) / curvature
+    return out
+
+
+def find_discs(image: numpy.ndarray, template: numpy.ndarray, radius: float,
+               min_score: float) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Disc centres (n, 2) as sub-pixel (y, x) and their NCC scores, for discs whose centre is on the detector
+    at least one radius from its edge (discs cut by the edge give biased centres)."""
+    score = normalized_cross_correlation(image, template)
+    local_max = scipy.ndimage.maximum_filter(score, size=max(3, int(round(radius))), mode="constant")
+    peaks = numpy.argwhere((score == local_max) & (score >= min_score))
+    margin = radius
+    keep = ((peaks[:, 0] >= margin) & (peaks[:, 1] >= margin) & (peaks[:, 0] <= image.shape[0] - 1 - margin)
+            & (peaks[:, 1] <= image.shape[1] - 1 - margin))
+    peaks = peaks[keep]
+    centres = numpy.array([_refine(score, p) for p in peaks]).reshape(-1, 2)
+    return centres, score[tuple(peaks.T)] if len(peaks) else numpy.zeros(0)
+
+
+def first_order_discs(pattern: numpy.ndarray, reference: numpy.ndarray, min_score: float = 0.5,
+                      min_separation_radii: float = 1.5,
+                      shell_tolerance: float = 0.15) -> tuple[numpy.ndarray | None, numpy.ndarray]:
+    """(central disc centre or None, first-order disc centres (n, 2)) in px, (y, x)."""
+    image = numpy.asarray(pattern, dtype=numpy.float64)
+    if image.shape != numpy.shape(reference):
+        raise InputError(f"pattern shape {image.shape} differs from the reference shape {numpy.shape(reference)}")
+    template, radius, ref_center = _template(reference)
+    centres, _ = find_discs(image, template, radius, min_score)
+    if len(centres) == 0:
+        return None, numpy.zeros((0, 2))
+    offsets = numpy.hypot(centres[:, 0] - ref_center[0], centres[:, 1] - ref_center[1])
+    nearest = int(numpy.argmin(offsets))
+    if offsets[nearest] > radius:  # the central disc can tilt with the sample, but not off its own disc
+        return None, numpy.zeros((0, 2))
+    central = centres[nearest]
+    ys, xs = numpy.indices(image.shape)
+    outside = numpy.hypot(ys - central[0], xs - central[1]) > _CENTRAL_MASK_RADII * radius
+    bragg, _ = find_discs(numpy.where(outside, image, 0.0), template, radius, min_score)
+    if len(bragg) == 0:
+        return central, numpy.zeros((0, 2))
+    distances = numpy.hypot(bragg[:, 0] - central[0], bragg[:, 1] - central[1])
+    far = distances > min_separation_radii * radius
+    bragg, distances = bragg[far], distances[far]
+    if len(bragg) == 0:
+        return central, numpy.zeros((0, 2))
+    shell = distances <= distances.min() * (1.0 + shell_tolerance)
+    return central, bragg[shell]
+
+
+def bragg_distance(pattern: numpy.ndarray, calibration: DetectorCalibration, min_score: float = 0.5,
+                   min_separation_radii: float = 1.5, shell_tolerance: float = 0.15,
+                   min_discs: float = 2.0) -> float:
+    """Mean distance of the first-order Bragg discs from the central disc; mrad, or px when uncalibrated.
+
+    NaN (with a NoBraggDiscsWarning) when the central disc or fewer than `min_discs` first-order discs are
+    found. Requires the vacuum reference as the disc template."""
+    if calibration.reference is None:
+        raise InputError("bragg_distance needs a vacuum reference pattern (the probe without a sample) as its "
+                         "disc template")
+    array = numpy.asarray(pattern)
+    if array.ndim != 2:
+        raise InputError(f"a diffraction pattern must be 2-D (det_y, det_x), got shape {array.shape}")
+    central, discs = first_order_discs(array, calibration.reference, min_score, min_separation_radii,
+                                       shell_tolerance)
+    if central is None or len(discs) < min_discs:
+        found = "no central disc" if central is None else f"{len(discs)} first-order disc(s)"
+        warnings.warn(f"bragg_distance: {found} found (need the central disc and >= {min_discs:g}); value is NaN",
+                      NoBraggDiscsWarning, stacklevel=2)
+        return math.nan
+    distance = float(numpy.mean(numpy.hypot(discs[:, 0] - central[0], discs[:, 1] - central[1])))
+    return distance * (1.0 if calibration.mrad_per_px is None else float(calibration.mrad_per_px))

@@ -1,0 +1,460 @@
+"""The automated experiment: K random seed points, then N steps chosen by the DKL model.
+
+Per step: measure -> scalarize -> write to the session file -> condition the GP on the new point with the current
+embedding (cheap, `PosteriorCache.add`) -> acquisition -> next position. Network training runs on a background
+thread (`trainer.BackgroundTrainer`) on a snapshot of the data and is swapped in when ready, so the microscope never
+waits for it; with `wait_for_training` (replay default) the loop waits for it before the next decision, which
+makes a run reproducible for a given seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+import typing
+import warnings
+
+import numpy
+import torch
+
+from dkl4dstem import acquisition as acquisition_module
+from dkl4dstem.diffraction import DetectorCalibration, Measurement
+from dkl4dstem.errors import InputError, InstrumentError, ModelError
+from dkl4dstem.instrument import Instrument
+from dkl4dstem.patches import extract_patches, position_of
+from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
+from dkl4dstem.session import SessionData, SessionWriter
+from dkl4dstem.survey import validate_survey
+from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    scalarizer: str = "com_magnitude"
+    scalarizer_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    window: int = 12
+    seeds: int = 10
+    steps: int = 100
+    acquisition: str = "ei"
+    xi: float = 0.01
+    beta: float = 4.0
+    maximize: bool = True
+    seed: int = 0
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (128, 64)
+    learning_rate: float = 0.01
+    initial_iterations: int = 200   # full fit after the seed points
+    update_iterations: int = 30     # warm-start Adam steps per new point
+    refit_every: int = 25           # every this many points a fuller refit ...
+    refit_iterations: int = 150     # ... of this many steps
+    wait_for_training: bool = True  # replay: reproducible; live microscope: False
+    max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded
+    max_consecutive_failures: int = 5
+    device: str | None = None
+    checkpoint_every: int = 25
+
+    def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
+        """Refuse settings that cannot work, before any dose is spent."""
+        for name in ("window", "seeds", "latent_dim", "initial_iterations", "refit_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("steps", "update_iterations", "max_retries", "refit_iterations"):
+            if int(getattr(self, name)) < 0:
+                raise InputError(f"{name} must be zero or a positive integer, got {getattr(self, name)}")
+        for name in ("xi", "beta", "learning_rate"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
+                raise InputError(f"{name} must be a positive number, got {value}")
+        if self.acquisition not in acquisition_module.ACQUISITIONS:
+            raise InputError(f"unknown acquisition {self.acquisition!r}; choose one of "
+                             f"{', '.join(acquisition_module.ACQUISITIONS)}")
+        height, width = survey_shape
+        if self.window >= min(height, width):
+            raise InputError(f"window {self.window} must be smaller than the survey {height}x{width}")
+        available = height * width - n_excluded
+        if self.seeds + self.steps > available:
+            raise InputError(f"seeds + steps = {self.seeds + self.steps} is more than the {available} candidate "
+                             f"positions of the {height}x{width} survey")
+        get_scalarizer(self.scalarizer, **self.scalarizer_params)
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StepEvent:
+    step: int
+    phase: str
+    position: tuple[int, int]
+    value: float
+    next_position: tuple[int, int] | None
+    prediction: numpy.ndarray | None
+    uncertainty: numpy.ndarray | None
+    acquisition: numpy.ndarray | None
+    decision_seconds: float
+    training_seconds: float
+    instrument_seconds: float
+    step_seconds: float
+    n_measured: int
+    n_total: int
+    best_value: float
+    best_position: tuple[int, int] | None
+    units: str
+    model_version: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    visited: list[tuple[int, int]]
+    values: list[float]
+    phases: list[str]
+    best_value: float
+    best_position: tuple[int, int] | None
+    decision_seconds: list[float]
+    step_seconds: list[float]
+    training_seconds: list[float]
+    instrument_seconds: list[float]
+    prediction: numpy.ndarray | None
+    uncertainty: numpy.ndarray | None
+    acquisition: numpy.ndarray | None
+    stopped: bool
+    error: str | None
+    units: str
+    n_candidates: int
+    excluded: list[tuple[int, int]]
+
+
+class Experiment:
+    def __init__(self, instrument: Instrument, config: ExperimentConfig, *, session_path: str | None = None,
+                 exclude_mask: numpy.ndarray | None = None, on_event: typing.Callable[[StepEvent], None] | None = None,
+                 resume: SessionData | None = None, session_settings: dict[str, typing.Any] | None = None) -> None:
+        self.instrument = instrument
+        self.config = config
+        self.session_path = session_path
+        self.exclude_mask = exclude_mask
+        self.on_event = on_event
+        self.resume_data = resume
+        self.session_settings = session_settings or {}  # e.g. the data path, so a resume needs nothing else
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    # --- control, thread safe --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def run(self) -> ExperimentResult:
+        """Blocking. The instrument is closed (camera stopped, probe released) on every exit path."""
+        try:
+            return _Run(self).execute()
+        finally:
+            self.instrument.close()
+
+
+class _Run:
+    """State of one run; kept apart from `Experiment` so the public object stays a small control surface."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.config = experiment.config
+        self.instrument = experiment.instrument
+        survey = self.instrument.survey()
+        self.survey_image = validate_survey(survey.image, self.config.window)
+        self.height, self.width = self.survey_image.shape
+        self.n_candidates = self.height * self.width
+        self.calibration: DetectorCalibration = self.instrument.calibration()
+        self.scalarizer: Scalarizer = get_scalarizer(self.config.scalarizer, **self.config.scalarizer_params)
+        self.units = self.scalarizer.units_for(self.calibration)
+        self.blocked = numpy.zeros(self.n_candidates, dtype=bool)  # measured or excluded
+        if experiment.exclude_mask is not None:
+            mask = numpy.asarray(experiment.exclude_mask, dtype=bool)
+            if mask.shape != (self.height, self.width):
+                raise InputError(f"exclude mask shape {mask.shape} does not match the survey {self.height}x{self.width}")
+            self.blocked |= mask.reshape(-1)
+        self.config.validate((self.height, self.width), int(self.blocked.sum()))
+        self.patches = extract_patches(self.survey_image, self.config.window)
+        self.indices: list[int] = []
+        self.values: list[float] = []
+        self.phases: list[str] = []
+        self.excluded: list[int] = []
+        self.timings: dict[str, list[float]] = {"decision": [], "step": [], "training": [], "instrument": []}
+        self.posterior: TrainedPosterior | None = None
+        self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
+        self.writer: SessionWriter | None = None
+        self.trainer = BackgroundTrainer(self.patches, self.config)
+        self.error: str | None = None
+        self._failures = 0  # consecutive positions whose frames all failed
+
+    @property
+    def total(self) -> int:
+        return self.config.seeds + self.config.steps
+
+    def execute(self) -> ExperimentResult:
+        try:
+            self._open_session()
+            self._replay_resumed()
+            self._run_seeds()
+            self._run_steps()
+        except (InstrumentError, InputError, ModelError) as exc:
+            self.error = str(exc)
+            logger.error("experiment stopped: %s", exc)
+        finally:
+            self.trainer.close()
+            if self.writer is not None:
+                if self.posterior is not None:
+                    self._checkpoint(force=True)
+                self.writer.close()
+        return self._result()
+
+    # --- phases ---------------------------------------------------------------------------------------------
+    def _open_session(self) -> None:
+        path = self.experiment.session_path
+        if path is None:
+            return
+        resume = self.experiment.resume_data is not None
+        settings = {**self.config.to_dict(), "units": self.units, "calibration": self.calibration.to_metadata(),
+                    **self.experiment.session_settings}
+        detector_shape = self._detector_shape()
+        self.writer = SessionWriter(path, settings, self.survey_image, detector_shape,
+                                    reference=self.calibration.reference, resume=resume)
+
+    def _detector_shape(self) -> tuple[int, int]:
+        if self.calibration.reference is not None:
+            return typing.cast(tuple[int, int], tuple(self.calibration.reference.shape))
+        shape = getattr(self.instrument, "detector_shape", None)
+        if shape is not None:
+            return typing.cast(tuple[int, int], tuple(shape))
+        if self.experiment.resume_data is not None:
+            return typing.cast(tuple[int, int], tuple(self.experiment.resume_data.patterns.shape[1:]))
+        raise InputError("the instrument does not report its detector shape; acquire a vacuum reference first")
+
+    def _replay_resumed(self) -> None:
+        data = self.experiment.resume_data
+        if data is None:
+            return
+        if tuple(data.survey.shape) != (self.height, self.width):
+            raise InputError(f"session survey {data.survey.shape} does not match this survey {self.height}x{self.width}")
+        for (y, x), value, phase in zip(data.positions, data.values, data.phases):
+            index = int(y) * self.width + int(x)
+            if self.blocked[index]:
+                continue  # a point recorded twice (should not happen) is counted once
+            self._record(index, float(value), "seed" if phase == 0 else "step")
+        if data.model_state is not None:
+            self.trainer.load_state(data.model_state)
+
+    def _run_seeds(self) -> None:
+        # A fixed permutation per seed: a resumed run continues the same seed sequence, skipping measured points.
+        order = numpy.random.default_rng(self.config.seed).permutation(self.n_candidates)
+        for index in (int(i) for i in order):
+            if self.experiment.stopped or self.phases.count("seed") >= self.config.seeds:
+                break
+            if self.blocked[index]:
+                continue
+            self._wait_if_paused()
+            step_start = time.perf_counter()
+            value, instrument_seconds = self._measure(index, "seed")
+            self._emit(index, value, "seed", None, 0.0, 0.0, instrument_seconds, time.perf_counter() - step_start)
+
+    def _run_steps(self) -> None:
+        if self.experiment.stopped or len(self.indices) >= self.total:
+            return
+        if not self._training_values().size:
+            raise InstrumentError("no seed point gave a usable value; check the camera and the scalarizer")
+        self.trainer.fit_now(self.indices, self.values, iterations=self.config.initial_iterations)
+        self.posterior = self.trainer.take_result(wait=True)
+        if self.posterior is None:
+            raise ModelError("the DKL model could not be fitted to the seed points: "
+                             + "; ".join(self.trainer.failures[-2:]))
+        next_index, decision_seconds = self._decide()
+        while len(self.indices) < self.total and not self.experiment.stopped and next_index is not None:
+            self._wait_if_paused()
+            if self.experiment.stopped:
+                break
+            step_start = time.perf_counter()
+            value, instrument_seconds = self._measure(next_index, "step")
+            measured = next_index
+            training_seconds = self._swap_in_training()
+            next_index, decision_seconds = self._decide() if len(self.indices) < self.total else self._decide(final=True)
+            self._emit(measured, value, "step", next_index if len(self.indices) < self.total else None,
+                       decision_seconds, training_seconds, instrument_seconds, time.perf_counter() - step_start)
+            self._checkpoint()
+
+    # --- pieces -----------------------------------------------------------------------------------------------
+    def _wait_if_paused(self) -> None:
+        while not self.experiment._running.wait(timeout=0.1):
+            if self.experiment.stopped:
+                return
+
+    def _measure(self, index: int, phase: str) -> tuple[float, float]:
+        """Measure one point with retries; a point whose frames keep failing is excluded, not retried forever."""
+        y, x = position_of(index, self.width)
+        start = time.perf_counter()
+        measurement: Measurement | None = None
+        problem = ""
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                measurement = self.instrument.measure(y, x)
+                problem = _frame_problem(measurement.pattern, self._expected_pattern_shape())
+                if not problem:
+                    break
+            except InstrumentError as exc:
+                problem = str(exc)
+            except Exception as exc:  # a camera driver may raise anything; the point is what matters
+                problem = f"{type(exc).__name__}: {exc}"
+            logger.warning("measurement at (%d, %d) attempt %d failed: %s", y, x, attempt + 1, problem)
+            measurement = None
+        instrument_seconds = time.perf_counter() - start
+        if measurement is None:
+            self._failures += 1
+            self.blocked[index] = True
+            self.excluded.append(index)
+            warnings.warn(f"position ({y}, {x}) excluded: {problem}", RuntimeWarning, stacklevel=2)
+            if self._failures >= self.config.max_consecutive_failures:
+                raise InstrumentError(f"{self._failures} positions in a row failed; last: {problem}")
+            return math.nan, instrument_seconds
+        self._failures = 0
+        value = self._scalarize(measurement.pattern, y, x)
+        if self.writer is not None:
+            self.writer.append(y, x, measurement.pattern, value, phase)
+        self._record(index, value, phase)
+        return value, instrument_seconds
+
+    def _expected_pattern_shape(self) -> tuple[int, ...] | None:
+        if self.writer is not None:
+            return self.writer.pattern_shape
+        if self.calibration.reference is not None:
+            return tuple(self.calibration.reference.shape)
+        return None
+
+    def _scalarize(self, pattern: numpy.ndarray, y: int, x: int) -> float:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                value = float(self.scalarizer(pattern, self.calibration))
+        except Exception as exc:
+            logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x, exc)
+            return math.nan
+        if not math.isfinite(value):
+            logger.warning("scalarizer %s gave %s at (%d, %d); the point is kept but not used for training",
+                           self.scalarizer.name, value, y, x)
+            return math.nan
+        return value
+
+    def _record(self, index: int, value: float, phase: str) -> None:
+        self.blocked[index] = True
+        self.indices.append(index)
+        self.values.append(value)
+        self.phases.append(phase)
+
+    def _training_values(self) -> numpy.ndarray:
+        values = numpy.asarray(self.values, dtype=numpy.float64)
+        return values[numpy.isfinite(values)]
+
+    def _swap_in_training(self) -> float:
+        """Swap in a finished background training; with wait_for_training wait for it first."""
+        result = self.trainer.take_result(wait=self.config.wait_for_training)
+        if result is None:
+            return 0.0
+        self.posterior = result  # points measured while it trained are conditioned on in _decide
+        return result.training_seconds
+
+    def _decide(self, final: bool = False) -> tuple[int | None, float]:
+        start = time.perf_counter()
+        assert self.posterior is not None
+        self.posterior.catch_up(self.indices, self.values)
+        mean, variance, target_mean, target_std = self.posterior.predict(self.indices, self.values)
+        valid = self._training_values()
+        best_raw = float(valid.max() if self.config.maximize else valid.min())
+        best_std = (best_raw - target_mean) / target_std
+        values = acquisition_module.acquisition_values(
+            mean, variance, best_std, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
+            maximize=self.config.maximize)
+        next_index = None if final else acquisition_module.choose_next(values, self.blocked)
+        decision_seconds = time.perf_counter() - start
+        self.maps = (
+            (mean * target_std + target_mean).cpu().numpy().reshape(self.height, self.width),
+            (variance.sqrt() * target_std).cpu().numpy().reshape(self.height, self.width),
+            values.cpu().numpy().reshape(self.height, self.width),
+        )
+        if not final and not self.experiment.stopped:
+            self.trainer.start(self.indices, self.values)
+        return next_index, decision_seconds
+
+    def _best(self) -> tuple[float, tuple[int, int] | None]:
+        values = numpy.asarray(self.values, dtype=numpy.float64)
+        finite = numpy.isfinite(values)
+        if not finite.any():
+            return math.nan, None
+        masked = numpy.where(finite, values, -numpy.inf if self.config.maximize else numpy.inf)
+        k = int(numpy.argmax(masked) if self.config.maximize else numpy.argmin(masked))
+        return float(values[k]), position_of(self.indices[k], self.width)
+
+    def _emit(self, index: int, value: float, phase: str, next_index: int | None, decision_seconds: float,
+              training_seconds: float, instrument_seconds: float, step_seconds: float) -> None:
+        for name, seconds in (("decision", decision_seconds), ("training", training_seconds),
+                              ("instrument", instrument_seconds), ("step", step_seconds)):
+            self.timings[name].append(seconds)
+        if self.experiment.on_event is None:
+            return
+        best_value, best_position = self._best()
+        maps = self.maps if phase == "step" else None
+        event = StepEvent(
+            step=len(self.indices) - 1, phase=phase, position=position_of(index, self.width), value=value,
+            next_position=None if next_index is None else position_of(next_index, self.width),
+            prediction=None if maps is None else maps[0], uncertainty=None if maps is None else maps[1],
+            acquisition=None if maps is None else maps[2], decision_seconds=decision_seconds,
+            training_seconds=training_seconds, instrument_seconds=instrument_seconds, step_seconds=step_seconds,
+            n_measured=len(self.indices), n_total=self.total, best_value=best_value, best_position=best_position,
+            units=self.units, model_version=self.posterior.version if self.posterior is not None else 0)
+        try:
+            self.experiment.on_event(event)
+        except Exception:  # a broken listener (UI) must never stop the microscope
+            logger.exception("experiment event listener failed")
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self.writer is None or self.posterior is None:
+            return
+        if force or len(self.indices) % self.config.checkpoint_every == 0:
+            self.writer.checkpoint(len(self.indices), self.trainer.state())
+
+    def _result(self) -> ExperimentResult:
+        best_value, best_position = self._best()
+        maps = self.maps or (None, None, None)
+        return ExperimentResult(
+            visited=[position_of(i, self.width) for i in self.indices], values=list(self.values),
+            phases=list(self.phases), best_value=best_value, best_position=best_position,
+            decision_seconds=self.timings["decision"], step_seconds=self.timings["step"],
+            training_seconds=self.timings["training"], instrument_seconds=self.timings["instrument"],
+            prediction=maps[0], uncertainty=maps[1], acquisition=maps[2], stopped=self.experiment.stopped,
+            error=self.error, units=self.units, n_candidates=self.n_candidates,
+            excluded=[position_of(i, self.width) for i in self.excluded])
+
+
+def _frame_problem(pattern: typing.Any, expected_shape: tuple[int, ...] | None) -> str:
+    """Why a camera frame is unusable ('' when it is fine)."""
+    array = numpy.asarray(pattern) if pattern is not None else None
+    if array is None or array.size == 0:
+        return "empty frame"
+    if array.ndim != 2:
+        return f"frame is not 2D (shape {array.shape})"
+    if expected_shape is not None and tuple(array.shape) != tuple(expected_shape):
+        return f"frame shape {array.shape} differs from the expected {tuple(expected_shape)}"
+    if not numpy.all(numpy.isfinite(array)):
+        return "frame contains NaN/Inf"
+    return ""

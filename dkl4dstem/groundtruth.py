@@ -1,0 +1,75 @@
+"""Ground truth from every pattern of a replayed dataset, chunk by chunk (bounded memory), optionally on dask."""
+from __future__ import annotations
+
+import typing
+import warnings
+
+import numpy
+
+from dkl4dstem.diffraction import DetectorCalibration
+from dkl4dstem.errors import InputError
+from dkl4dstem.scalarizers import Scalarizer
+
+
+def _scalarize_block(block: numpy.ndarray, scalarizer: Scalarizer, calibration: DetectorCalibration) -> numpy.ndarray:
+    out = numpy.empty(block.shape[:2], dtype=numpy.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for y in range(block.shape[0]):
+            for x in range(block.shape[1]):
+                pattern = numpy.asarray(block[y, x], dtype=numpy.float32)
+                try:
+                    out[y, x] = scalarizer(pattern, calibration) if numpy.all(numpy.isfinite(pattern)) else numpy.nan
+                except Exception:
+                    out[y, x] = numpy.nan
+    return out
+
+
+def ground_truth_map(data: typing.Any, scalarizer: Scalarizer, calibration: DetectorCalibration, *,
+                     chunk_rows: int = 4, dask: str | bool | None = None,
+                     progress: typing.Callable[[int], None] | None = None) -> numpy.ndarray:
+    """Scalar at every scan position. `dask`: True for a local cluster, or a scheduler address."""
+    if dask:
+        return _ground_truth_dask(data, scalarizer, calibration, chunk_rows, dask)
+    result = numpy.empty(data.shape[:2], dtype=numpy.float64)
+    for start in range(0, data.shape[0], chunk_rows):
+        block = numpy.asarray(data[start:start + chunk_rows])
+        result[start:start + len(block)] = _scalarize_block(block, scalarizer, calibration)
+        if progress is not None:
+            progress(len(block))
+    return result
+
+
+def _ground_truth_dask(data: typing.Any, scalarizer: Scalarizer, calibration: DetectorCalibration,
+                       chunk_rows: int, dask: str | bool) -> numpy.ndarray:
+    try:
+        import dask.array
+        import distributed
+    except ImportError:
+        raise InputError("--dask needs the 'dask' extra: pip install 'dkl4dstem[dask]'") from None
+    if not isinstance(data, numpy.ndarray) or data.base is not None and not isinstance(data, numpy.memmap):
+        pass
+    client = distributed.Client(dask) if isinstance(dask, str) else distributed.Client(processes=False)
+    try:
+        array = dask.array.from_array(data, chunks=(chunk_rows, -1, -1, -1))
+        mapped = array.map_blocks(_scalarize_block, scalarizer, calibration, drop_axis=(2, 3),
+                                  dtype=numpy.float64)
+        return typing.cast(numpy.ndarray, mapped.compute())
+    finally:
+        client.close()
+
+
+def check_finite(data: typing.Any, chunk_rows: int = 8) -> None:
+    """Refuse data with NaN/Inf up front (chunk by chunk, bounded memory)."""
+    for start in range(0, data.shape[0], chunk_rows):
+        block = numpy.asarray(data[start:start + chunk_rows])
+        if not numpy.all(numpy.isfinite(block)):
+            bad = numpy.argwhere(~numpy.isfinite(block))[0]
+            raise InputError(f"data contains NaN/Inf (first at scan position ({start + bad[0]}, {bad[1]}))")
+
+
+def nrmse(prediction: numpy.ndarray, truth: numpy.ndarray) -> float:
+    """RMSE over all positions divided by the standard deviation of the ground-truth map."""
+    valid = numpy.isfinite(truth) & numpy.isfinite(prediction)
+    spread = float(numpy.std(truth[valid]))
+    return float(numpy.sqrt(numpy.mean((prediction[valid] - truth[valid]) ** 2)) / spread) if spread > 0 else numpy.nan

@@ -1,0 +1,153 @@
+"""Deep kernel learning: a small network embeds HAADF patches, an exact GP works in that latent space.
+
+The network runs in float32 (it is the expensive, batched part); the GP arithmetic runs in float64 (small n x n
+Cholesky factors whose conditioning matters). Network and GP hyperparameters are trained jointly on gpytorch's
+exact marginal log-likelihood. Prediction over all candidates does not go through gpytorch's ExactGP
+prediction path: `posterior.PosteriorCache` does it incrementally on the fixed embedding (see there why).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import typing
+import warnings
+
+import gpytorch
+import linear_operator
+import numpy
+import torch
+
+from dkl4dstem.runtime import pick_device
+
+
+class FeatureExtractor(torch.nn.Sequential):
+    """MLP patch -> latent. Small on purpose: a few hundred training points cannot support a deep net."""
+
+    def __init__(self, input_dim: int, latent_dim: int = 2, hidden: typing.Sequence[int] = (128, 64)) -> None:
+        layers: list[torch.nn.Module] = []
+        width = input_dim
+        for size in hidden:
+            layers += [torch.nn.Linear(width, size), torch.nn.Tanh()]
+            width = size
+        layers.append(torch.nn.Linear(width, latent_dim))
+        super().__init__(*layers)
+
+
+class LatentGP(gpytorch.models.ExactGP):
+    """Exact GP on latent coordinates: constant mean, scaled ARD RBF kernel, Gaussian likelihood."""
+
+    def __init__(self, latent_dim: int, likelihood: gpytorch.likelihoods.GaussianLikelihood) -> None:
+        super().__init__(None, None, likelihood)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=latent_dim))
+
+    def forward(self, z: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
+
+
+@dataclasses.dataclass
+class FitReport:
+    iterations: int
+    loss: float
+    seconds: float
+    failed: str | None = None  # reason when the fit was rolled back
+
+
+class DKLModel:
+    """Feature extractor + latent GP, trained jointly; warm-started between experiment steps."""
+
+    def __init__(self, input_dim: int, *, latent_dim: int = 2, hidden: typing.Sequence[int] = (128, 64),
+                 learning_rate: float = 0.01, seed: int = 0, device: str | torch.device | None = None) -> None:
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # deterministic initial weights for a given seed, without leaking global state
+        self.net = FeatureExtractor(input_dim, latent_dim, hidden).to(self.device)
+        torch.random.set_rng_state(generator_state)
+        self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
+            noise_constraint=gpytorch.constraints.GreaterThan(1e-4)).to(self.device, torch.float64)
+        self.gp = LatentGP(latent_dim, self.likelihood).to(self.device, torch.float64)
+        self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
+        self.learning_rate = learning_rate
+        self.optimizer = self._new_optimizer()
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([
+            {"params": self.net.parameters(), "weight_decay": 1e-4},
+            {"params": self.gp.parameters()},
+        ], lr=self.learning_rate)
+
+    def clone(self) -> DKLModel:
+        """Independent copy (weights, hyperparameters, optimizer state) for training off the decision thread."""
+        return copy.deepcopy(self)
+
+    def embed(self, patches: numpy.ndarray | torch.Tensor, batch_size: int = 32768) -> torch.Tensor:
+        """Latent coordinates (float64) of patches, in batches so a 512x512 survey never forms huge activations."""
+        self.net.eval()
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(patches), batch_size):
+                chunk = torch.as_tensor(patches[start:start + batch_size], dtype=torch.float32, device=self.device)
+                chunks.append(self.net(chunk).to(torch.float64))
+        return torch.cat(chunks) if chunks else torch.empty((0, 0), dtype=torch.float64, device=self.device)
+
+    def fit(self, patches: numpy.ndarray, targets: numpy.ndarray, iterations: int,
+            should_stop: typing.Callable[[], bool] | None = None) -> FitReport:
+        """Adam on the exact marginal log-likelihood; on NaN loss or a non-PSD kernel roll back and report."""
+        start = time.perf_counter()
+        x = torch.as_tensor(patches, dtype=torch.float32, device=self.device)
+        y = torch.as_tensor(targets, dtype=torch.float64, device=self.device)
+        backup = copy.deepcopy((self.net.state_dict(), self.gp.state_dict(), self.optimizer.state_dict()))
+        self.net.train()
+        self.gp.train()
+        self.likelihood.train()
+        loss_value = math.nan
+        try:
+            # Exact Cholesky up to n = 5000: gpytorch would otherwise switch to CG/Lanczos above 800 points.
+            with gpytorch.settings.max_cholesky_size(5000), gpytorch.settings.debug(False):
+                for _ in range(iterations):
+                    if should_stop is not None and should_stop():
+                        break
+                    self.optimizer.zero_grad(set_to_none=True)
+                    z = self.net(x).to(torch.float64)
+                    self.gp.set_train_data(inputs=z, targets=y, strict=False)
+                    loss = -self.mll(self.gp(z), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError("loss is not finite")
+                    loss.backward()
+                    self.optimizer.step()
+                    loss_value = float(loss.detach())
+        except (FloatingPointError, linear_operator.utils.errors.NotPSDError, RuntimeError) as exc:
+            net_state, gp_state, optimizer_state = backup
+            self.net.load_state_dict(net_state)
+            self.gp.load_state_dict(gp_state)
+            self.optimizer.load_state_dict(optimizer_state)
+            warnings.warn(f"DKL training step failed and was rolled back: {exc}", RuntimeWarning, stacklevel=2)
+            return FitReport(iterations, loss_value, time.perf_counter() - start, failed=str(exc))
+        finally:
+            self.net.eval()
+            self.gp.eval()
+            self.likelihood.eval()
+        return FitReport(iterations, loss_value, time.perf_counter() - start)
+
+    @property
+    def noise(self) -> float:
+        return float(self.likelihood.noise.detach().reshape(-1)[0])
+
+    @property
+    def mean_constant(self) -> float:
+        return float(self.gp.mean_module.constant.detach().reshape(-1)[0])
+
+    def kernel(self) -> gpytorch.kernels.Kernel:
+        """A frozen copy of the trained kernel for the decision path (training may go on in parallel)."""
+        kernel = copy.deepcopy(self.gp.covar_module)
+        kernel.requires_grad_(False)
+        return kernel.eval()
+
+    def state(self) -> dict[str, typing.Any]:
+        return {"net": self.net.state_dict(), "gp": self.gp.state_dict()}
+
+    def load_state(self, state: dict[str, typing.Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.gp.load_state_dict(state["gp"])

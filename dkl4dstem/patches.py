@@ -1,0 +1,35 @@
+"""Structure descriptors: the HAADF patch around every scan pixel (every pixel is a candidate)."""
+from __future__ import annotations
+
+import numpy
+
+from dkl4dstem.survey import validate_survey
+
+
+def extract_patches(image: numpy.ndarray, window: int = 12) -> numpy.ndarray:
+    """Return (H*W, window*window) float32 patches, row y*W + x centred on pixel (y, x).
+
+    Edges use reflection padding so border pixels stay candidates. For even windows the centre pixel sits at
+    index window // 2 of the patch. Standardization is global (one mean and std over the whole survey) so the
+    relative contrast between patches, which is the structural information, is kept.
+    """
+    image = validate_survey(image, window)
+    before = window // 2
+    after = window - 1 - before
+    padded = numpy.pad(image, ((before, after), (before, after)), mode="reflect")
+    views = numpy.lib.stride_tricks.sliding_window_view(padded, (window, window))
+    height, width = image.shape
+    patches = numpy.ascontiguousarray(views.reshape(height * width, window * window), dtype=numpy.float32)
+    mean = float(image.mean(dtype=numpy.float64))
+    std = float(image.std(dtype=numpy.float64))
+    patches -= numpy.float32(mean)
+    patches /= numpy.float32(std)
+    return patches
+
+
+def index_of(y: int, x: int, width: int) -> int:
+    return y * width + x
+
+
+def position_of(index: int, width: int) -> tuple[int, int]:
+    return (int(index // width), int(index % width))

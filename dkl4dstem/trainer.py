@@ -1,0 +1,146 @@
+"""Network training off the decision path.
+
+The trainer owns the DKL model. After each decision the loop hands it a snapshot of the measured data; a
+background thread runs a few warm-start Adam steps (a fuller refit every `refit_every` points), re-embeds all
+candidates once, factorizes the GP and publishes a `TrainedPosterior`. The loop swaps that in before its next
+decision and conditions it on the points measured meanwhile.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+import typing
+
+import numpy
+import torch
+
+from dkl4dstem.model import DKLModel
+from dkl4dstem.posterior import PosteriorCache
+
+if typing.TYPE_CHECKING:
+    from dkl4dstem.experiment import ExperimentConfig
+
+
+def standardization(values: numpy.ndarray) -> tuple[float, float]:
+    mean = float(values.mean()) if values.size else 0.0
+    std = float(values.std()) if values.size > 1 else 1.0
+    return mean, (std if std > 1e-12 * max(1.0, abs(mean)) else 1.0)
+
+
+class TrainedPosterior:
+    """A trained model's frozen kernel + embedding, conditioned incrementally on measured points."""
+
+    def __init__(self, cache: PosteriorCache, version: int, training_seconds: float) -> None:
+        self.cache = cache
+        self.version = version
+        self.training_seconds = training_seconds
+        self._in_cache: set[int] = set(cache.indices)
+
+    def catch_up(self, indices: typing.Sequence[int], values: typing.Sequence[float]) -> None:
+        for index, value in zip(indices, values):
+            if index not in self._in_cache and math.isfinite(value):
+                self.cache.add(index)
+                self._in_cache.add(index)
+
+    def predict(self, indices: typing.Sequence[int], values: typing.Sequence[float]
+                ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """Mean and latent variance in standardized units, plus the standardization (mean, std) used."""
+        lookup = dict(zip(indices, values))
+        finite = numpy.array([v for v in values if math.isfinite(v)], dtype=numpy.float64)
+        target_mean, target_std = standardization(finite)
+        targets = (numpy.array([lookup[i] for i in self.cache.indices], dtype=numpy.float64) - target_mean) / target_std
+        mean, variance = self.cache.predict(targets)
+        return mean, variance, target_mean, target_std
+
+
+class BackgroundTrainer:
+    def __init__(self, patches: numpy.ndarray, config: ExperimentConfig) -> None:
+        self.patches = patches
+        self.config = config
+        self.model = DKLModel(patches.shape[1], latent_dim=config.latent_dim, hidden=config.hidden,
+                              learning_rate=config.learning_rate, seed=config.seed, device=config.device)
+        self.capacity = config.seeds + config.steps + 1
+        self._thread: threading.Thread | None = None
+        self._result: TrainedPosterior | None = None
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._version = 0
+        self._trained_count = -1
+        self._last_refit_block = 0
+        self._state = copy.deepcopy(self.model.state())
+        self.failures: list[str] = []
+
+    def _iterations_for(self, n: int) -> int:
+        block = n // self.config.refit_every
+        if block > self._last_refit_block:
+            self._last_refit_block = block
+            return self.config.refit_iterations
+        return self.config.update_iterations
+
+    def _train(self, indices: list[int], values: list[float], iterations: int) -> None:
+        start = time.perf_counter()
+        pairs = [(i, v) for i, v in zip(indices, values) if math.isfinite(v)]
+        train_indices = [i for i, _ in pairs]
+        targets = numpy.array([v for _, v in pairs], dtype=numpy.float64)
+        target_mean, target_std = standardization(targets)
+        if iterations > 0:
+            report = self.model.fit(self.patches[train_indices], (targets - target_mean) / target_std, iterations,
+                                    should_stop=self._cancel.is_set)
+            if report.failed:
+                self.failures.append(report.failed)
+        if self._cancel.is_set():
+            return
+        latent = self.model.embed(self.patches)
+        cache = PosteriorCache(self.model.kernel(), self.model.noise, self.model.mean_constant, latent, self.capacity)
+        try:
+            cache.add_many(train_indices)
+        except torch.linalg.LinAlgError as exc:  # keep the previous posterior rather than stop the experiment
+            self.failures.append(f"posterior factorization failed: {exc}")
+            return
+        with self._lock:
+            self._version += 1
+            self._state = copy.deepcopy(self.model.state())
+            self._result = TrainedPosterior(cache, self._version, time.perf_counter() - start)
+
+    def fit_now(self, indices: list[int], values: list[float], iterations: int) -> None:
+        self.join()
+        self._trained_count = len(indices)
+        self._last_refit_block = len(indices) // self.config.refit_every
+        self._train(list(indices), list(values), iterations)
+
+    def start(self, indices: list[int], values: list[float]) -> None:
+        """Train on a snapshot in the background unless a training is running or nothing new was measured."""
+        if (self._thread is not None and self._thread.is_alive()) or len(indices) == self._trained_count:
+            return
+        self._trained_count = len(indices)
+        iterations = self._iterations_for(len(indices))
+        self._thread = threading.Thread(target=self._train, args=(list(indices), list(values), iterations),
+                                        name="dkl4dstem-training", daemon=True)
+        self._thread.start()
+
+    def take_result(self, wait: bool) -> TrainedPosterior | None:
+        if wait:
+            self.join()
+        with self._lock:
+            result, self._result = self._result, None
+        return result
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def state(self) -> dict[str, typing.Any]:
+        with self._lock:
+            return self._state
+
+    def load_state(self, state: dict[str, typing.Any]) -> None:
+        self.join()
+        self.model.load_state(state)
+        self._state = copy.deepcopy(state)
+
+    def close(self) -> None:
+        self._cancel.set()
+        self.join()

@@ -1,0 +1,384 @@
+"""RunController: one per document window. Starts the engine's Experiment on a worker thread, feeds the live items,
+reports status to the panel on the UI thread, and makes sure every exit path stops the camera and releases the probe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+import typing
+
+import numpy
+
+from nion.data import DataAndMetadata
+from nion.swift.model import DataItem
+from nion.utils import Geometry
+
+from dkl4dstem.errors import InputError
+
+from . import live_items as live_items_module
+from . import settings as settings_module
+from . import swift_instrument
+
+if typing.TYPE_CHECKING:
+    from nion.swift import DocumentController
+    from nion.swift.model import DisplayItem
+
+_logger = logging.getLogger(__name__)
+
+SURVEY_TITLE = "DKL survey"
+REFERENCE_TITLE = "DKL vacuum reference"
+JOIN_TIMEOUT_S = 30.0
+
+# one run per STEM controller, across all document windows
+_active_lock = threading.Lock()
+_active_instruments: set[int] = set()
+
+
+@dataclasses.dataclass
+class RunStatus:
+    state: str = "idle"             # idle | acquiring | running | paused | stopping
+    message: str = ""
+    step: int = 0                   # measurements done
+    n_total: int = 0
+    phase: str = ""
+    last_value: float = math.nan
+    best_value: float = math.nan
+    best_position: tuple[int, int] | None = None
+    units: str = ""
+    decision_ms: float = math.nan
+    training_ms: float = math.nan
+    instrument_ms: float = math.nan
+    step_ms: float = math.nan
+
+    @property
+    def progress(self) -> int:
+        return int(round(100 * self.step / self.n_total)) if self.n_total else 0
+
+
+class RunController:
+    """Glue between the panel / menu actions and the engine. Public methods are for the UI thread."""
+
+    def __init__(self, document_controller: DocumentController.DocumentController,
+                 on_status: typing.Callable[[RunStatus], None] | None = None) -> None:
+        self.__document_controller = document_controller
+        self.__on_status = on_status
+        self.__lock = threading.RLock()
+        self.__closed = False
+        self.status = RunStatus()
+        self.experiment: typing.Any = None
+        self.instrument: swift_instrument.SwiftInstrument | None = None
+        self.live_items: live_items_module.LiveItems | None = None
+        self.thread: threading.Thread | None = None
+        self.survey_thread: threading.Thread | None = None
+        self.result: typing.Any = None
+        self.reference: numpy.ndarray | None = None
+        self.survey_display_item: DisplayItem.DisplayItem | None = None
+        self.settings: settings_module.RunSettings | None = None
+        self.__stem_key: int | None = None
+
+    # lifetime
+
+    def close(self) -> None:
+        """Stop a running experiment (within one step), release the hardware, end the live state."""
+        with self.__lock:
+            self.__closed = True
+        experiment, thread, instrument = self.experiment, self.thread, self.instrument
+        if experiment is not None:
+            experiment.stop()
+        if thread is not None:
+            thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                _logger.warning("DKL experiment thread did not end within %s s", JOIN_TIMEOUT_S)
+        if self.survey_thread is not None:
+            self.survey_thread.join(JOIN_TIMEOUT_S)
+        if instrument is not None:
+            instrument.close()  # idempotent; normally already done by Experiment.run
+        if self.live_items is not None:
+            self.live_items.finish()
+        self.__release_instrument()
+        self.live_items = None
+        self.experiment = None
+        self.instrument = None
+        self.thread = None
+        self.survey_thread = None
+        self.survey_display_item = None
+        self.__on_status = None
+
+    @property
+    def is_busy(self) -> bool:
+        return self.status.state in ("acquiring", "running", "paused", "stopping")
+
+    # survey
+
+    def acquire_survey(self, settings: settings_module.RunSettings,
+                       on_done: typing.Callable[[DisplayItem.DisplayItem], None] | None = None) -> None:
+        """Record a survey on a thread; the data item is created on the UI thread."""
+        if self.is_busy:
+            raise InputError("a run or acquisition is in progress")
+        scan = swift_instrument.find_hardware_source(settings.scan_id)
+        if scan is None:
+            raise InputError("choose a scan device (none is available)")
+        self.__set_status(state="acquiring", message=f"Acquiring {settings.survey.size_px}x{settings.survey.size_px} survey ...")
+
+        def acquire() -> None:
+            try:
+                xdata = swift_instrument.acquire_survey_xdata(scan, settings.survey)
+            except Exception as e:
+                message = str(e)
+                self.__queue_ui(lambda: self.__set_status(state="idle", message=f"Survey failed: {message}"))
+                return
+
+            def create() -> None:
+                display_item = self.__create_survey_item(xdata, settings)
+                self.__set_status(state="idle", message=f"Survey acquired ({xdata.data_shape[0]}x{xdata.data_shape[1]}, "
+                                                        f"{settings.survey.fov_nm:g} nm).")
+                if on_done:
+                    on_done(display_item)
+
+            self.__queue_ui(create)
+
+        self.survey_thread = threading.Thread(target=acquire, name="dkl-survey", daemon=True)
+        self.survey_thread.start()
+
+    def __create_survey_item(self, xdata: DataAndMetadata.DataAndMetadata, settings: settings_module.RunSettings) -> DisplayItem.DisplayItem:
+        metadata = dict(xdata.metadata)
+        metadata[live_items_module.METADATA_KEY] = {"title": SURVEY_TITLE, "survey_settings": dataclasses.asdict(settings.survey)}
+        xdata = DataAndMetadata.new_data_and_metadata(xdata.data, intensity_calibration=xdata.intensity_calibration,
+                                                      dimensional_calibrations=xdata.dimensional_calibrations,
+                                                      metadata=metadata, timestamp=xdata.timestamp)
+        data_item = DataItem.new_data_item(xdata)
+        data_item.title = f"{SURVEY_TITLE} ({settings.survey.channel})"
+        document_model = self.__document_controller.document_model
+        document_model.append_data_item(data_item)
+        display_item = document_model.get_display_item_for_data_item(data_item)
+        assert display_item is not None
+        self.survey_display_item = display_item
+        self.__document_controller.show_display_item(display_item, request_focus=False)
+        return display_item
+
+    # run
+
+    def survey_problem(self, display_item: DisplayItem.DisplayItem | None, settings: settings_module.RunSettings) -> str | None:
+        if display_item is None or display_item.data_item is None:
+            return "no survey: acquire one or select a HAADF image"
+        scan = swift_instrument.find_hardware_source(settings.scan_id)
+        stem_controller = getattr(scan, "stem_controller", None) if scan else None
+        if stem_controller is None:
+            return "choose a scan device (none is available)"
+        return swift_instrument.scan_context_problem(display_item.data_item.xdata, stem_controller)
+
+    def start(self, survey_display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings, *,
+              park_position: Geometry.FloatPoint | None = None) -> None:
+        """Validate everything, then run the experiment on a worker thread. Raises InputError with a message."""
+        if self.is_busy:
+            raise InputError("a run or acquisition is already in progress")
+        problem = self.survey_problem(survey_display_item, settings)
+        if problem:
+            raise InputError(problem)
+        data_item = survey_display_item.data_item
+        assert data_item is not None and data_item.xdata is not None
+        survey_xdata = data_item.xdata
+        scan = swift_instrument.find_hardware_source(settings.scan_id)
+        camera = swift_instrument.find_hardware_source(settings.camera_id)
+        if camera is None:
+            raise InputError("choose a camera (none is available)")
+        stem_controller = scan.stem_controller
+        survey = swift_instrument.survey_from_xdata(survey_xdata, {"data_item_uuid": str(data_item.uuid)})
+        config = settings.experiment_config()
+        config.validate(survey.shape)
+        if settings.after_run == "park" and park_position is None:
+            raise InputError("after-run 'park' needs a 'park' mark on the survey (click 'Mark park')")
+        if self.reference is not None and not self.__reference_matches(settings):
+            raise InputError("the vacuum reference was taken with another camera binning; acquire it again")
+        from dkl4dstem.experiment import Experiment
+        from dkl4dstem.scalarizers import get_scalarizer
+        instrument = swift_instrument.SwiftInstrument(stem_controller, scan, camera, survey=survey,
+                                                      camera_settings=settings.camera, reference=self.reference,
+                                                      park_position=park_position if settings.after_run == "park" else None)
+        units = get_scalarizer(settings.scalarizer, **settings.scalarizer_params).units_for(instrument.calibration())
+        self.__claim_instrument(stem_controller)
+        try:
+            run_metadata = {"settings": settings.as_metadata(), "survey_uuid": str(data_item.uuid),
+                            "survey_title": data_item.title, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "units": units}
+            self.live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
+                                                          run_metadata, units, settings.n_total, instrument,
+                                                          on_applied=self.__handle_event_applied)
+            self.__remove_old_graphics(survey_display_item)
+            self.instrument = instrument
+            self.settings = settings
+            self.survey_display_item = survey_display_item
+            self.result = None
+            self.experiment = Experiment(instrument, config, on_event=self.__handle_event)
+            self.__set_status(state="running", message="Running: seed points ...", step=0, n_total=settings.n_total,
+                              units=units, phase="seed", last_value=math.nan, best_value=math.nan, best_position=None,
+                              decision_ms=math.nan, training_ms=math.nan, instrument_ms=math.nan, step_ms=math.nan)
+            self.thread = threading.Thread(target=self.__run, args=(self.experiment, instrument, self.live_items),
+                                           name="dkl-experiment", daemon=True)
+            self.thread.start()
+        except Exception:
+            self.__release_instrument()
+            instrument.close()
+            raise
+
+    def stop(self) -> None:
+        if self.experiment is not None and self.status.state in ("running", "paused"):
+            self.experiment.stop()
+            self.__set_status(state="stopping", message="Stopping after this step ...")
+
+    def pause(self) -> None:
+        if self.experiment is not None and self.status.state == "running":
+            self.experiment.pause()
+            self.__set_status(state="paused", message="Paused (the probe stays where it is).")
+
+    def resume(self) -> None:
+        if self.experiment is not None and self.status.state == "paused":
+            self.experiment.resume()
+            self.__set_status(state="running", message="Running ...")
+
+    # vacuum reference
+
+    def acquire_reference(self, survey_display_item: DisplayItem.DisplayItem, position: Geometry.FloatPoint,
+                          settings: settings_module.RunSettings) -> None:
+        """Record one pattern at a normalized survey position (vacuum) on a thread."""
+        if self.is_busy:
+            raise InputError("a run or acquisition is in progress")
+        problem = self.survey_problem(survey_display_item, settings)
+        if problem:
+            raise InputError(problem)
+        scan = swift_instrument.find_hardware_source(settings.scan_id)
+        camera = swift_instrument.find_hardware_source(settings.camera_id)
+        if camera is None:
+            raise InputError("choose a camera (none is available)")
+        xdata = survey_display_item.data_item.xdata
+        survey = swift_instrument.survey_from_xdata(xdata)
+        instrument = swift_instrument.SwiftInstrument(scan.stem_controller, scan, camera, survey=survey,
+                                                      camera_settings=settings.camera)
+        self.__claim_instrument(scan.stem_controller)
+        self.__set_status(state="acquiring", message="Acquiring vacuum reference ...")
+        height, width = survey.shape
+
+        def acquire() -> None:
+            try:
+                pattern = instrument.grab_reference(position.y * height - 0.5, position.x * width - 0.5)
+                error = None
+            except Exception as e:
+                pattern, error = None, str(e)
+            finally:
+                instrument.close()
+
+            def done() -> None:
+                self.__release_instrument()
+                if pattern is None:
+                    self.__set_status(state="idle", message=f"Vacuum reference failed: {error}")
+                    return
+                self.reference = pattern
+                self.__reference_binning = settings.camera.binning
+                self.__create_reference_item(pattern, position, settings)
+                self.__set_status(state="idle", message=f"Vacuum reference recorded ({pattern.shape[0]}x{pattern.shape[1]}) "
+                                                        f"at ({position.y:.2f}, {position.x:.2f}).")
+
+            self.__queue_ui(done)
+
+        self.survey_thread = threading.Thread(target=acquire, name="dkl-reference", daemon=True)
+        self.survey_thread.start()
+
+    def __reference_matches(self, settings: settings_module.RunSettings) -> bool:
+        return getattr(self, "_RunController__reference_binning", settings.camera.binning) == settings.camera.binning
+
+    def __create_reference_item(self, pattern: numpy.ndarray, position: Geometry.FloatPoint,
+                                settings: settings_module.RunSettings) -> None:
+        metadata = {live_items_module.METADATA_KEY: {"title": REFERENCE_TITLE, "probe_position": [position.y, position.x],
+                                                     "camera_settings": dataclasses.asdict(settings.camera)}}
+        data_item = DataItem.new_data_item(DataAndMetadata.new_data_and_metadata(pattern, metadata=metadata))
+        data_item.title = REFERENCE_TITLE
+        self.__document_controller.document_model.append_data_item(data_item)
+
+    # loop thread
+
+    def __handle_event(self, event: typing.Any) -> None:
+        live_items = self.live_items
+        if live_items is not None and not self.__closed:
+            live_items.post(event)
+
+    def __run(self, experiment: typing.Any, instrument: swift_instrument.SwiftInstrument,
+              live_items: live_items_module.LiveItems) -> None:
+        result, error = None, None
+        try:
+            result = experiment.run()
+            error = getattr(result, "error", None)
+        except Exception as e:  # nothing escapes into Swift; the panel shows the message
+            _logger.exception("DKL experiment failed")
+            error = f"{type(e).__name__}: {e}" if not isinstance(e, InputError) else str(e)
+        finally:
+            instrument.close()
+        self.__queue_ui(lambda: self.__finished(experiment, live_items, result, error))
+
+    # UI thread
+
+    def __finished(self, experiment: typing.Any, live_items: live_items_module.LiveItems, result: typing.Any, error: str | None) -> None:
+        if experiment is not self.experiment:
+            return
+        live_items.finish()
+        self.__release_instrument()
+        self.result = result
+        n = len(result.visited) if result is not None else self.status.step
+        if error:
+            message = f"Failed after {n} measurements: {error}. Camera stopped, probe released."
+        elif result is not None and result.stopped:
+            message = f"Stopped after {n} measurements. Camera stopped, probe {self.__probe_words()}."
+        else:
+            message = f"Finished: {n} measurements. Camera stopped, probe {self.__probe_words()}."
+        if result is not None:
+            self.__set_status(state="idle", message=message, step=n, best_value=result.best_value,
+                              best_position=result.best_position)
+        else:
+            self.__set_status(state="idle", message=message)
+        self.thread = None
+
+    def __probe_words(self) -> str:
+        return "parked" if self.settings is not None and self.settings.after_run == "park" else "released"
+
+    def __handle_event_applied(self, event: typing.Any) -> None:
+        if self.status.state not in ("running", "paused", "stopping"):
+            return
+        phase = "seed point" if event.phase == "seed" else "step"
+        message = self.status.message if self.status.state != "running" else f"Running: {phase} {event.n_measured} of {event.n_total}"
+        self.__set_status(step=int(event.n_measured), n_total=int(event.n_total), phase=event.phase,
+                          last_value=float(event.value), best_value=float(event.best_value),
+                          best_position=event.best_position, units=event.units, message=message,
+                          decision_ms=1000 * event.decision_seconds, training_ms=1000 * event.training_seconds,
+                          instrument_ms=1000 * event.instrument_seconds, step_ms=1000 * event.step_seconds)
+
+    def __set_status(self, **kwargs: typing.Any) -> None:
+        self.status = dataclasses.replace(self.status, **kwargs)
+        if self.__on_status:
+            self.__on_status(self.status)
+
+    def __queue_ui(self, fn: typing.Callable[[], None]) -> None:
+        with self.__lock:
+            if self.__closed:
+                return
+            self.__document_controller.queue_task(fn)
+
+    def __claim_instrument(self, stem_controller: typing.Any) -> None:
+        with _active_lock:
+            if id(stem_controller) in _active_instruments:
+                raise InputError("another DKL run or acquisition is using this microscope (in another window)")
+            _active_instruments.add(id(stem_controller))
+            self.__stem_key = id(stem_controller)
+
+    def __release_instrument(self) -> None:
+        with _active_lock:
+            if self.__stem_key is not None:
+                _active_instruments.discard(self.__stem_key)
+                self.__stem_key = None
+
+    def __remove_old_graphics(self, display_item: DisplayItem.DisplayItem) -> None:
+        """A new run on the same survey starts with a clean set of marks (the old run's items keep its points)."""
+        for graphic in list(display_item.graphics):
+            if graphic.type == "point-graphic" and str(graphic.label or "").isdigit():
+                display_item.remove_graphic(graphic).close()

@@ -1,0 +1,139 @@
+"""Run settings: parse what the user typed in the panel into checked values, with messages instead of exceptions."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+from dkl4dstem.errors import InputError
+
+from . import swift_instrument
+
+ACQUISITION_FUNCTIONS = ("ei", "ucb", "uncertainty")
+ACQUISITION_LABELS = ("Expected improvement (xi)", "Upper confidence bound (beta)", "Max uncertainty")
+AFTER_RUN_CHOICES = ("release", "park")
+AFTER_RUN_LABELS = ("Release probe (scan resumes)", "Park probe at 'park' mark")
+
+
+def parse_int(text: str, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        value_f = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"{name}: '{text}' is not a number") from None
+    if not math.isfinite(value_f) or value_f != int(value_f):
+        raise InputError(f"{name}: '{text}' is not a whole number")
+    value = int(value_f)
+    if minimum is not None and value < minimum:
+        raise InputError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def parse_float(text: str, name: str, minimum: float | None = None, maximum: float | None = None,
+                exclusive_minimum: bool = False) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"{name}: '{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be finite, got {text}")
+    if minimum is not None and (value < minimum or (exclusive_minimum and value == minimum)):
+        raise InputError(f"{name} must be {'greater than' if exclusive_minimum else 'at least'} {minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{name} must be at most {maximum:g}, got {value:g}")
+    return value
+
+
+def format_params(params: typing.Mapping[str, typing.Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in params.items())
+
+
+def parse_params(text: str, defaults: typing.Mapping[str, typing.Any], scalarizer: str) -> dict[str, float]:
+    """'inner_mrad=0, outer_mrad=10' -> dict; only the scalarizer's own parameter names are accepted.
+
+    A value of 'default' (or 'nan') keeps the scalarizer's default for that parameter."""
+    params: dict[str, float] = dict()
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise InputError(f"scalarizer parameters: expected name=value, got '{part}'")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if key not in defaults:
+            known = ", ".join(defaults) if defaults else "none"
+            raise InputError(f"scalarizer '{scalarizer}' has no parameter '{key}' (parameters: {known})")
+        if value.lower() in ("default", "nan", ""):
+            continue
+        params[key] = parse_float(value, f"parameter {key}")
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    scan_id: str | None
+    camera_id: str | None
+    survey: swift_instrument.SurveySettings
+    camera: swift_instrument.CameraSettings
+    scalarizer: str = "vbf"
+    scalarizer_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    window: int = 12
+    seeds: int = 10
+    steps: int = 50
+    acquisition: str = "ei"
+    xi: float = 0.01
+    beta: float = 4.0
+    maximize: bool = True
+    seed: int = 0
+    after_run: str = "release"
+    extra_config: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_total(self) -> int:
+        return self.seeds + self.steps
+
+    def experiment_config(self) -> typing.Any:
+        from dkl4dstem.experiment import ExperimentConfig
+        fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+        kwargs: dict[str, typing.Any] = dict(scalarizer=self.scalarizer, scalarizer_params=dict(self.scalarizer_params),
+                                             window=self.window, seeds=self.seeds, steps=self.steps,
+                                             acquisition=self.acquisition, xi=self.xi, beta=self.beta,
+                                             maximize=self.maximize, seed=self.seed, wait_for_training=False)
+        kwargs.update(self.extra_config)
+        return ExperimentConfig(**{k: v for k, v in kwargs.items() if k in fields})
+
+    def as_metadata(self) -> dict[str, typing.Any]:
+        d = dataclasses.asdict(self)
+        d["n_total"] = self.n_total
+        return d
+
+
+def validate_scalarizer(name: str, params_text: str) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Return (name, params, defaults) or raise InputError with the available names."""
+    from dkl4dstem.scalarizers import available_scalarizers, get_scalarizer
+    name = str(name).strip()
+    try:
+        scalarizer = get_scalarizer(name)
+    except InputError:
+        raise
+    except Exception:
+        raise InputError(f"unknown scalarizer '{name}' (available: {', '.join(available_scalarizers())})") from None
+    defaults = dict(getattr(scalarizer, "params", dict()) or dict())
+    params = parse_params(params_text, defaults, name)
+    get_scalarizer(name, **params)  # the engine's own checks (e.g. inner < outer)
+    return name, params, defaults
+
+
+def params_hint(name: str) -> str:
+    """One line that tells the user which parameters a scalarizer takes."""
+    from dkl4dstem.scalarizers import get_scalarizer
+    try:
+        scalarizer = get_scalarizer(name)
+    except Exception:
+        return ""
+    if not scalarizer.params:
+        return f"{name}: no parameters"
+    names = ", ".join(f"{k}={'default' if isinstance(v, float) and math.isnan(v) else format(v, 'g')}"
+                      for k, v in scalarizer.params.items())
+    return f"{name}: {names}" + ("  (needs a vacuum reference)" if scalarizer.requires_reference else "")

@@ -1,0 +1,500 @@
+"""The Nion Swift plug-in, headless, on the real Swift model (nion.ui TestUI) with the usim microscope."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import threading
+import time
+import typing
+import unittest
+
+import numpy
+import pytest
+
+pytest.importorskip("nion.swift")
+pytest.importorskip("nion.usim_device")
+
+from nion.instrumentation.test import AcquisitionTestContext
+from nion.swift import Panel
+from nion.swift.model import DataItem
+from nion.swift.model import Graphics
+from nion.swift.test import TestContext
+from nion.ui import Window
+from nion.usim_device import DeviceConfiguration
+
+from nionswift_plugin.dkl4dstem_swift import extension as extension_module
+from nionswift_plugin.dkl4dstem_swift import live_items
+from nionswift_plugin.dkl4dstem_swift import panel as panel_module
+
+
+MAP_TITLES = live_items.MAP_TITLES
+
+# few training iterations and a small network: the tests check the plumbing, not the model quality
+FAST_CONFIG = {"initial_iterations": 40, "update_iterations": 5, "refit_every": 1000, "refit_iterations": 20,
+               "hidden": (32, 16)}
+
+
+def pump(document_controller: typing.Any, predicate: typing.Callable[[], bool], timeout_s: float, what: str = "") -> float:
+    """Run the UI thread's periodic() until predicate() holds; return the seconds it took."""
+    start = time.perf_counter()
+    while not predicate():
+        document_controller.periodic()
+        if time.perf_counter() - start > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(0.005)
+    document_controller.periodic()
+    return time.perf_counter() - start
+
+
+class SwiftTestCase(unittest.TestCase):
+    """Each test runs in its own temporary directory (AcquisitionTestContext recreates ./test_data)."""
+
+    def setUp(self) -> None:
+        self._old_cwd = os.getcwd()
+        self._tmp = tempfile.TemporaryDirectory()
+        os.chdir(self._tmp.name)
+        AcquisitionTestContext.begin_leaks()
+        self._test_setup = TestContext.TestSetup()
+
+    def tearDown(self) -> None:
+        self._test_setup = typing.cast(typing.Any, None)
+        os.chdir(self._old_cwd)
+        self._tmp.cleanup()
+        AcquisitionTestContext.end_leaks(self)
+
+    @contextlib.contextmanager
+    def swift(self, *, is_app: bool = True) -> typing.Iterator[tuple[typing.Any, panel_module.DKLPanel]]:
+        """usim + a document window with the DKL extension loaded and its panel found."""
+        extension = extension_module.DKLExtension(None)
+        try:
+            with AcquisitionTestContext.AcquisitionTestContext(DeviceConfiguration.AcquisitionContextConfiguration(),
+                                                               is_app=is_app) as tc:
+                panel = tc.document_controller.find_dock_panel(panel_module.PANEL_ID)
+                assert isinstance(panel, panel_module.DKLPanel)
+                handler = panel.handler
+                handler.survey_size.value = "32"
+                handler.fov_nm.value = "16"
+                handler.pixel_time_us.value = "1"
+                handler.exposure_ms.value = "2"
+                handler.binning.value = "8"
+                handler.window.value = "8"
+                handler.extra_config = dict(FAST_CONFIG)
+                yield tc, panel
+        finally:
+            extension.close()
+
+
+def acquire_survey(tc: typing.Any, handler: panel_module.PanelHandler) -> typing.Any:
+    assert handler.acquire_survey(), handler.message.value
+    pump(tc.document_controller, lambda: handler.controller.survey_display_item is not None and handler.idle.value, 30, "survey")
+    return handler.controller.survey_display_item
+
+
+def item(tc: typing.Any, title: str) -> DataItem.DataItem:
+    items = [d for d in tc.document_model.data_items if d.title == title]
+    assert len(items) == 1, [d.title for d in tc.document_model.data_items]
+    return items[0]
+
+
+class RecordingProbe:
+    """Every probe position the STEM controller was set to (any thread)."""
+
+    def __init__(self, stem_controller: typing.Any) -> None:
+        self.positions: list[typing.Any] = list()
+        self.__lock = threading.Lock()
+        self.__listener = stem_controller.probe_state_changed_event.listen(self.__changed)
+
+    def __changed(self, probe_state: str, probe_position: typing.Any) -> None:
+        with self.__lock:
+            self.positions.append(probe_position)
+
+    def close(self) -> None:
+        self.__listener.close()
+        self.__listener = typing.cast(typing.Any, None)
+
+
+class TestFullRun(SwiftTestCase):
+
+    def test_full_vbf_run_fills_items_marks_points_and_follows_haadf(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            handler.set_scalarizer("vbf")
+            handler.seeds.value = "8"
+            handler.steps.value = "20"
+            survey_display_item = acquire_survey(tc, handler)
+            survey_xdata = survey_display_item.data_item.xdata
+            self.assertEqual((32, 32), survey_xdata.data_shape)
+            probe = RecordingProbe(tc.instrument)
+            try:
+                self.assertTrue(handler.start(), handler.message.value)
+                self.assertFalse(handler.idle.value)
+                pump(dc, lambda: handler.controller.live_items is not None and handler.controller.status.step >= 3, 60, "first steps")
+                # live while running
+                for title in MAP_TITLES:
+                    self.assertTrue(item(tc, title).is_live, title)
+                pump(dc, lambda: handler.controller.status.state == "idle", 150, "run end")
+            finally:
+                probe.close()
+            result = handler.controller.result
+            self.assertIsNone(result.error)
+            self.assertFalse(result.stopped)
+            n = len(result.visited)
+            self.assertEqual(28, n)
+            self.assertIn("Finished", handler.message.value)
+            self.assertEqual(100, handler.progress.value)
+            self.assertIn("28 of 28", handler.step_text.value)
+            # maps: survey shape and spatial calibrations, scalar units, settings in the metadata, not live anymore
+            for title in MAP_TITLES:
+                data_item = item(tc, title)
+                self.assertFalse(data_item.is_live, title)
+                self.assertEqual(survey_xdata.data_shape, data_item.data_shape, title)
+                self.assertEqual(list(survey_xdata.dimensional_calibrations), list(data_item.xdata.dimensional_calibrations), title)
+                self.assertEqual("nm", data_item.xdata.dimensional_calibrations[0].units)
+                settings = data_item.metadata[live_items.METADATA_KEY]["settings"]
+                self.assertEqual("vbf", settings["scalarizer"])
+                self.assertEqual(20, settings["steps"])
+            self.assertEqual("a.u.", item(tc, live_items.PREDICTION_TITLE).xdata.intensity_calibration.units)
+            for title in (live_items.PREDICTION_TITLE, live_items.UNCERTAINTY_TITLE, live_items.ACQUISITION_TITLE):
+                self.assertTrue(numpy.all(numpy.isfinite(item(tc, title).data)), title)
+            self.assertTrue(numpy.all(item(tc, live_items.UNCERTAINTY_TITLE).data >= 0))
+            measured = item(tc, live_items.MEASURED_TITLE).data
+            self.assertEqual(n, int(numpy.count_nonzero(numpy.isfinite(measured))))
+            for (y, x), value in zip(result.visited, result.values):
+                self.assertAlmostEqual(value, float(measured[y, x]), delta=abs(value) * 1e-5)
+            # raw patterns: a sequence with every measured position in its metadata
+            patterns = item(tc, live_items.PATTERNS_TITLE)
+            self.assertTrue(patterns.xdata.is_sequence)
+            self.assertEqual(n, patterns.data_shape[0])
+            self.assertEqual(2, patterns.xdata.datum_dimension_count)
+            pattern_md = patterns.metadata[live_items.METADATA_KEY]
+            self.assertEqual([list(p) for p in result.visited], pattern_md["positions"])
+            self.assertEqual("vbf", pattern_md["settings"]["scalarizer"])
+            self.assertGreater(float(numpy.abs(patterns.data[-1]).sum()), 0.0)
+            # one point graphic per measurement on the survey, labelled with its step, the newest highlighted
+            points = [g for g in survey_display_item.graphics if isinstance(g, Graphics.PointGraphic)]
+            self.assertEqual(n, len(points))
+            self.assertEqual([str(k) for k in range(n)], [g.label for g in points])
+            self.assertEqual(live_items.NEWEST_COLOR, points[-1].stroke_color)
+            self.assertTrue(all(g.stroke_color == live_items.POINT_COLOR for g in points[:-1]))
+            # the probe went exactly where the engine says it measured, then was released
+            set_positions = [p for p in probe.positions if p is not None]
+            self.assertEqual(n, len(set_positions))
+            for p, (y, x), g, pp in zip(set_positions, result.visited, points, pattern_md["probe_positions"]):
+                self.assertTrue(0.0 <= p.y <= 1.0 and 0.0 <= p.x <= 1.0)
+                self.assertAlmostEqual((y + 0.5) / 32, p.y)
+                self.assertAlmostEqual((x + 0.5) / 32, p.x)
+                self.assertAlmostEqual(p.y, g.position.y)
+                self.assertAlmostEqual(p.x, g.position.x)
+                self.assertAlmostEqual(p.y, pp[0])
+                self.assertAlmostEqual(p.x, pp[1])
+            self.assertIsNone(probe.positions[-1])
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(tc.camera_hardware_source.is_playing)
+            # usim: the central (vBF) disc intensity anti-correlates with HAADF
+            haadf = numpy.array([survey_xdata.data[y, x] for y, x in result.visited])
+            r = float(numpy.corrcoef(numpy.array(result.values), haadf)[0, 1])
+            self.assertLess(r, -0.5, f"vBF vs HAADF correlation {r:.2f}")
+
+
+class TestControl(SwiftTestCase):
+
+    def test_menu_action_runs_on_selected_survey_and_stop_ends_within_one_step(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            handler.seeds.value = "6"
+            handler.steps.value = "200"
+            survey_display_item = acquire_survey(tc, handler)
+            handler.controller.survey_display_item = None  # the action must use the selection, not the panel's survey
+            dc.select_display_items_in_data_panel([survey_display_item])
+            self.assertEqual(survey_display_item, dc.selected_display_item)
+            dc.perform_action(extension_module.RUN_ACTION_ID)
+            self.assertEqual("running", handler.controller.status.state, handler.message.value)
+            instrument = handler.controller.instrument
+            pump(dc, lambda: handler.controller.status.step >= 8, 60, "steps after the seeds")
+            measured_at_stop = instrument.recorded_count
+            step_times = [s for s in [handler.controller.status.step_ms / 1000] if math.isfinite(s)]
+            t0 = time.perf_counter()
+            handler.stop_clicked()
+            self.assertEqual("stopping", handler.controller.status.state)
+            thread = handler.controller.thread
+            thread.join(30)
+            elapsed = time.perf_counter() - t0
+            self.assertFalse(thread.is_alive())
+            pump(dc, lambda: handler.controller.status.state == "idle", 10, "idle")
+            self.assertLessEqual(instrument.recorded_count - measured_at_stop, 1)  # at most the step in flight
+            self.assertLess(elapsed, 3.0 * max(step_times + [1.0]))
+            self.assertTrue(handler.controller.result.stopped)
+            self.assertIn("Stopped", handler.message.value)
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(tc.camera_hardware_source.is_playing)
+            self.assertFalse(item(tc, live_items.PREDICTION_TITLE).is_live)
+            # the raw-pattern sequence is trimmed to what was measured
+            self.assertEqual(len(handler.controller.result.visited), item(tc, live_items.PATTERNS_TITLE).data_shape[0])
+
+    def test_pause_and_resume(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            handler.seeds.value = "4"
+            handler.steps.value = "200"
+            acquire_survey(tc, handler)
+            self.assertTrue(handler.start(), handler.message.value)
+            pump(dc, lambda: handler.controller.status.step >= 2, 60, "seed points")
+            handler.pause_clicked()
+            self.assertEqual("paused", handler.controller.status.state)
+            self.assertEqual("Resume", handler.pause_text.value)
+            time.sleep(0.5)
+            count = handler.controller.instrument.recorded_count
+            time.sleep(1.0)
+            self.assertLessEqual(handler.controller.instrument.recorded_count - count, 0)
+            handler.pause_clicked()
+            self.assertEqual("running", handler.controller.status.state)
+            pump(dc, lambda: handler.controller.instrument.recorded_count > count, 30, "resumed")
+            handler.stop_clicked()
+            pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
+            self.assertIsNone(tc.instrument.probe_position)
+
+    def test_park_after_run_at_mark(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            handler.seeds.value = "3"
+            handler.steps.value = "0"
+            acquire_survey(tc, handler)
+            handler.after_run_index.value = 1
+            self.assertFalse(handler.start())
+            self.assertIn("park", handler.message.value)
+            handler.mark_park_clicked()
+            mark = handler.find_mark(panel_module.PARK_LABEL)
+            mark.position = (0.25, 0.75)
+            self.assertTrue(handler.start(), handler.message.value)
+            pump(dc, lambda: handler.controller.status.state == "idle", 60, "run end")
+            self.assertAlmostEqual(0.25, tc.instrument.probe_position.y)
+            self.assertAlmostEqual(0.75, tc.instrument.probe_position.x)
+            self.assertIn("parked", handler.message.value)
+            tc.instrument.probe_position = None
+
+    def test_vacuum_reference_recorded_at_mark(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            acquire_survey(tc, handler)
+            handler.acquire_reference_clicked()  # first click places the mark and explains
+            self.assertIsNotNone(handler.find_mark(panel_module.VACUUM_LABEL))
+            self.assertIsNone(handler.controller.reference)
+            handler.acquire_reference_clicked()
+            pump(dc, lambda: handler.controller.reference is not None and handler.idle.value, 30, "reference")
+            self.assertEqual(2, handler.controller.reference.ndim)
+            self.assertIn("Reference:", handler.reference_text.value)
+            item(tc, "DKL vacuum reference")
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(tc.camera_hardware_source.is_playing)
+
+
+class TestRefusals(SwiftTestCase):
+
+    def test_menu_action_refuses_1d_and_3d_and_foreign_images_with_a_message(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            acquire_survey(tc, handler)
+            cases = {
+                "1d": (DataItem.new_data_item(numpy.arange(32, dtype=numpy.float32)), "not a 2D image"),
+                "3d": (DataItem.new_data_item(numpy.ones((4, 32, 32), dtype=numpy.float32)), "not a 2D image"),
+                "2d without scan": (DataItem.new_data_item(numpy.random.default_rng(0).random((32, 32))), "not recorded by a scan device"),
+            }
+            for name, (data_item, expected) in cases.items():
+                tc.document_model.append_data_item(data_item)
+                display_item = tc.document_model.get_display_item_for_data_item(data_item)
+                dc.select_display_items_in_data_panel([display_item])
+                dc.perform_action(extension_module.RUN_ACTION_ID)
+                pump(dc, lambda: True, 1)
+                self.assertIn(expected, handler.message.value, name)
+                self.assertEqual("idle", handler.controller.status.state, name)
+                self.assertIsNone(handler.controller.experiment, name)
+            # a survey that no longer matches the scan context (FOV changed since)
+            survey = handler.controller.survey_display_item
+            fp = tc.scan_hardware_source.get_current_frame_parameters()
+            fp.fov_nm = 32.0
+            tc.scan_hardware_source.set_current_frame_parameters(fp)
+            dc.select_display_items_in_data_panel([survey])
+            dc.perform_action(extension_module.RUN_ACTION_ID)
+            self.assertIn("does not belong to the current scan context", handler.message.value)
+            self.assertIsNone(handler.controller.experiment)
+
+    def test_invalid_entries_give_a_message_not_an_exception(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            acquire_survey(tc, handler)
+            for field, text, expected in [("steps", "ten", "Steps"), ("seeds", "0", "Seed points"),
+                                          ("window", "40", "window"), ("xi", "-1", "xi"),
+                                          ("exposure_ms", "0", "Exposure"), ("survey_size", "3.5", "Survey size"),
+                                          ("scalarizer_params", "inner_mrad=5, outer_mrad=2", "inner"),
+                                          ("scalarizer_params", "radius=3", "no parameter"),
+                                          ("steps", "5000", "candidate")]:
+                model = getattr(handler, field)
+                old = model.value
+                model.value = text
+                self.assertFalse(handler.start(), field)
+                self.assertIn(expected, handler.message.value, field)
+                self.assertIsNone(handler.controller.experiment, field)
+                model.value = old
+            self.assertTrue(handler.idle.value)
+
+
+class TestReliability(SwiftTestCase):
+
+    def test_closing_the_document_window_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            acquire_survey(tc, handler)
+            # a second window on the same document: close it mid-run
+            dc2 = tc.create_secondary_document_controller(tc.document_model, auto_close=False)
+            panel2 = dc2.find_dock_panel(panel_module.PANEL_ID)
+            handler2 = panel2.handler
+            for name in ("survey_size", "fov_nm", "exposure_ms", "binning", "window"):
+                getattr(handler2, name).value = getattr(handler, name).value
+            handler2.extra_config = handler.extra_config
+            handler2.seeds.value = "4"
+            handler2.steps.value = "200"
+            self.assertTrue(handler2.start(handler.controller.survey_display_item), handler2.message.value)
+            controller = handler2.controller
+            thread, instrument = controller.thread, controller.instrument
+            pump(dc2, lambda: controller.status.step >= 6, 60, "steps")
+            count = instrument.recorded_count
+            t0 = time.perf_counter()
+            dc2.close()
+            elapsed = time.perf_counter() - t0
+            self.assertFalse(thread.is_alive())
+            self.assertLessEqual(instrument.recorded_count - count, 1)
+            self.assertLess(elapsed, 10.0)
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(tc.camera_hardware_source.is_playing)
+            self.assertFalse(item(tc, live_items.PREDICTION_TITLE).is_live)
+            pump(tc.document_controller, lambda: True, 1)
+
+    def test_closing_the_panel_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
+        with self.swift() as (tc, panel):
+            dc = tc.document_controller
+            acquire_survey(tc, panel.handler)
+            count_before = Panel.Panel.count
+            panel2 = panel_module.DKLPanel(dc, "dkl4dstem-panel-2", {})
+            handler2 = panel2.handler
+            for name in ("survey_size", "fov_nm", "exposure_ms", "binning", "window"):
+                getattr(handler2, name).value = getattr(panel.handler, name).value
+            handler2.extra_config = panel.handler.extra_config
+            handler2.seeds.value = "4"
+            handler2.steps.value = "200"
+            self.assertTrue(handler2.start(panel.handler.controller.survey_display_item), handler2.message.value)
+            controller = handler2.controller
+            thread, instrument = controller.thread, controller.instrument
+            pump(dc, lambda: controller.status.step >= 6, 60, "steps")
+            count = instrument.recorded_count
+            panel2.close()
+            self.assertEqual(count_before, Panel.Panel.count)
+            self.assertFalse(thread.is_alive())
+            self.assertLessEqual(instrument.recorded_count - count, 1)
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(tc.camera_hardware_source.is_playing)
+            pump(dc, lambda: True, 1)  # queued UI tasks of the closed panel do nothing
+            self.assertFalse(item(tc, live_items.PREDICTION_TITLE).is_live)
+
+    def test_camera_raising_inside_measure_stops_cleanly(self) -> None:
+        with self.swift() as (tc, panel):
+            handler = panel.handler
+            dc = tc.document_controller
+            handler.seeds.value = "6"
+            handler.steps.value = "20"
+            acquire_survey(tc, handler)
+            camera = tc.camera_hardware_source
+            original = camera.grab_next_to_start
+            calls = [0]
+
+            def failing_grab(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+                calls[0] += 1
+                if calls[0] > 3:
+                    raise RuntimeError("simulated camera failure")
+                return original(*args, **kwargs)
+
+            camera.grab_next_to_start = failing_grab
+            try:
+                errors: list[BaseException] = list()
+                old_hook = threading.excepthook
+                threading.excepthook = lambda args: errors.append(args.exc_value)
+                try:
+                    self.assertTrue(handler.start(), handler.message.value)
+                    pump(dc, lambda: handler.controller.status.state == "idle", 60, "failed run")
+                finally:
+                    threading.excepthook = old_hook
+                self.assertEqual([], errors)
+            finally:
+                del camera.grab_next_to_start
+            self.assertIn("Failed", handler.message.value)
+            self.assertIn("simulated camera failure", handler.message.value)
+            self.assertIsNone(tc.instrument.probe_position)
+            self.assertFalse(camera.is_playing)
+            self.assertTrue(handler.idle.value)
+            self.assertEqual(3, item(tc, live_items.PATTERNS_TITLE).data_shape[0])  # the good frames are kept
+
+
+class TestLifecycle(SwiftTestCase):
+
+    def test_extension_registers_panel_menu_and_actions_and_closes_without_leaks(self) -> None:
+        panel_count = Panel.Panel.count
+        with self.swift() as (tc, panel):
+            dc = tc.document_controller
+            self.assertIn(extension_module.RUN_ACTION_ID, Window.actions)
+            self.assertIn(extension_module.ACQUIRE_ACTION_ID, Window.actions)
+            self.assertEqual("Run DKL experiment on selected HAADF image", Window.actions[extension_module.RUN_ACTION_ID].action_name)
+            self.assertEqual("Acquire HAADF survey", Window.actions[extension_module.ACQUIRE_ACTION_ID].action_name)
+            extension_module.build_menu(dc)
+            menu = dc.get_menu(extension_module.MENU_ID)
+            self.assertIsNotNone(menu)
+            self.assertEqual("DKL 4D-STEM", panel.display_name)
+            self.assertIn("uSim Scan", panel.handler.scan_names.value)
+            self.assertEqual("uSim Ronchigram Camera", panel.handler.camera_names.value[panel.handler.camera_index.value])
+            self.assertEqual("HAADF", panel.handler.channel_names.value[panel.handler.channel_index.value])
+            # the acquire action records a survey through the scan device
+            dc.perform_action(extension_module.ACQUIRE_ACTION_ID)
+            pump(dc, lambda: panel.handler.controller.survey_display_item is not None and panel.handler.idle.value, 30, "survey")
+            survey = panel.handler.controller.survey_display_item.data_item
+            self.assertEqual((32, 32), survey.data_shape)
+            self.assertEqual("usim_scan_device", survey.metadata["scan"]["hardware_source_id"])
+        self.assertEqual(panel_count, Panel.Panel.count)
+        self.assertNotIn(panel_module.PANEL_ID, Panel.PanelManager().panel_ids)
+
+    def test_live_updates_are_coalesced_into_one_ui_task(self) -> None:
+        with self.swift() as (tc, panel):
+            dc = tc.document_controller
+            survey_display_item = acquire_survey(tc, panel.handler)
+            xdata = survey_display_item.data_item.xdata
+            applied: list[typing.Any] = list()
+            items = live_items.LiveItems(dc, survey_display_item, xdata, {"settings": {"scalarizer": "vbf"}}, "a.u.", 100,
+                                         on_applied=applied.append)
+            try:
+                rng = numpy.random.default_rng(1)
+
+                class Event:
+                    def __init__(self, k: int) -> None:
+                        self.step, self.phase, self.position, self.value = k, "step", (k // 32, k % 32), float(k)
+                        self.prediction = self.uncertainty = self.acquisition = rng.random((32, 32))
+                        self.n_measured = k + 1
+
+                events = [Event(k) for k in range(50)]
+                worker = threading.Thread(target=lambda: [items.post(e) for e in events])
+                worker.start()
+                worker.join()
+                self.assertEqual(0, items.apply_count)  # nothing touched the document from the worker thread
+                dc.periodic()
+                self.assertEqual(1, items.apply_count)  # fifty events, one UI update
+                self.assertEqual([events[-1]], applied)
+                self.assertTrue(numpy.allclose(events[-1].prediction, items.items[live_items.PREDICTION_TITLE].data))
+                self.assertEqual(50, len(items.graphics))
+                self.assertEqual(50, int(numpy.count_nonzero(numpy.isfinite(items.items[live_items.MEASURED_TITLE].data))))
+            finally:
+                items.finish()
+            self.assertFalse(items.items[live_items.PREDICTION_TITLE].is_live)
