@@ -85,9 +85,8 @@ def acquisition_values(mean: torch.Tensor, variance: torch.Tensor, best: float, 
 
 def choose_next(values: torch.Tensor, blocked: numpy.ndarray) -> int | None:
     """Index of the best candidate that is neither measured nor excluded; None when none is left."""
-    masked = values.clone()
+    masked = torch.where(torch.isnan(values), -torch.inf, values)
     masked[torch.as_tensor(blocked, device=values.device)] = -torch.inf
-    masked = torch.nan_to_num(masked, nan=-torch.inf)
     best = int(torch.argmax(masked))
     if not bool(torch.isfinite(masked[best])):
         allowed = numpy.flatnonzero(~blocked)

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, float] = {
     "min_separation_radii": 1.5,  # discs nearer the central disc than this (in disc radii) are ignored
     "shell_tolerance": 0.15,  # first-order shell: distances within (1 + tol) of the nearest disc
     "min_discs": 2.0,  # fewer first-order discs than this -> NaN (reflections come in +g/-g pairs)
+    "min_relative_intensity": 1e-5,  # disc window mean / central disc window mean; rejects numerical dust
 }
 _CENTRAL_MASK_RADII = 1.2  # central disc blanked out to this many radii before the Bragg pass
 _TEMPLATE_RADII = 1.0  # template half-width in disc radii (rounded up): the disc plus a thin dark rim
@@ -40,6 +41,9 @@ def validate_params(params: dict[str, float]) -> None:
         raise InputError("bragg_distance min_separation_radii and shell_tolerance must be >= 0")
     if params["min_discs"] < 1:
         raise InputError(f"bragg_distance min_discs must be >= 1, got {params['min_discs']:g}")
+    if not 0 <= params["min_relative_intensity"] < 1:
+        raise InputError("bragg_distance min_relative_intensity must be in [0, 1), got "
+                         f"{params['min_relative_intensity']:g}")
 
 
 def _template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[float, float]]:
@@ -55,10 +59,10 @@ def _template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[flo
     return padded[iy:iy + 2 * h + 1, ix:ix + 2 * h + 1], radius, center
 
 
-def normalized_cross_correlation(image: numpy.ndarray, template: numpy.ndarray) -> numpy.ndarray:
-    """Zero-normalized cross-correlation, same shape as image (template centred; odd template sizes).
-
-    Windows without intensity variation get 0; windows partly outside the detector see zeros there."""
+def normalized_cross_correlation(image: numpy.ndarray,
+                                 template: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Zero-normalized cross-correlation and the window mean intensity, both image-shaped (template centred,
+    odd template sizes). Windows without intensity variation score 0; outside the detector counts as 0."""
     t = template - template.mean()
     n = t.size
     box = numpy.ones_like(t)
@@ -69,7 +73,7 @@ def normalized_cross_correlation(image: numpy.ndarray, template: numpy.ndarray) 
     # FFT round-off is ~1e-16 of the brightest window; Bragg discs sit ~1e-8 of it in variance.
     usable = variance > 1e-12 * variance.max() if variance.max() > 0 else numpy.zeros(variance.shape, bool)
     denominator = numpy.sqrt(variance * float((t * t).sum()))
-    return numpy.where(usable, numerator / numpy.where(usable, denominator, 1.0), 0.0)
+    return numpy.where(usable, numerator / numpy.where(usable, denominator, 1.0), 0.0), s1 / n
 
 
 def _refine(score: numpy.ndarray, peak: numpy.ndarray) -> numpy.ndarray:
@@ -89,9 +93,9 @@ def _refine(score: numpy.ndarray, peak: numpy.ndarray) -> numpy.ndarray:
 
 def find_discs(image: numpy.ndarray, template: numpy.ndarray, radius: float,
                min_score: float) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Disc centres (n, 2) as sub-pixel (y, x) and their NCC scores, for discs whose centre is on the detector
-    at least one radius from its edge (discs cut by the edge give biased centres)."""
-    score = normalized_cross_correlation(image, template)
+    """Disc centres (n, 2) as sub-pixel (y, x) and their window mean intensities, for discs whose centre is on
+    the detector at least one radius from its edge (discs cut by the edge give biased centres)."""
+    score, window_mean = normalized_cross_correlation(image, template)
     local_max = scipy.ndimage.maximum_filter(score, size=max(3, int(round(radius))), mode="constant")
     peaks = numpy.argwhere((score == local_max) & (score >= min_score))
     margin = radius
@@ -99,28 +103,29 @@ def find_discs(image: numpy.ndarray, template: numpy.ndarray, radius: float,
             & (peaks[:, 1] <= image.shape[1] - 1 - margin))
     peaks = peaks[keep]
     centres = numpy.array([_refine(score, p) for p in peaks]).reshape(-1, 2)
-    return centres, score[tuple(peaks.T)] if len(peaks) else numpy.zeros(0)
+    return centres, window_mean[tuple(peaks.T)] if len(peaks) else numpy.zeros(0)
 
 
 def first_order_discs(pattern: numpy.ndarray, reference: numpy.ndarray, min_score: float = 0.5,
-                      min_separation_radii: float = 1.5,
-                      shell_tolerance: float = 0.15) -> tuple[numpy.ndarray | None, numpy.ndarray]:
+                      min_separation_radii: float = 1.5, shell_tolerance: float = 0.15,
+                      min_relative_intensity: float = 1e-5) -> tuple[numpy.ndarray | None, numpy.ndarray]:
     """(central disc centre or None, first-order disc centres (n, 2)) in px, (y, x)."""
     image = numpy.asarray(pattern, dtype=numpy.float64)
     if image.shape != numpy.shape(reference):
         raise InputError(f"pattern shape {image.shape} differs from the reference shape {numpy.shape(reference)}")
     template, radius, ref_center = _template(reference)
-    centres, _ = find_discs(image, template, radius, min_score)
+    centres, brightness = find_discs(image, template, radius, min_score)
     if len(centres) == 0:
         return None, numpy.zeros((0, 2))
     offsets = numpy.hypot(centres[:, 0] - ref_center[0], centres[:, 1] - ref_center[1])
     nearest = int(numpy.argmin(offsets))
     if offsets[nearest] > radius:  # the central disc can tilt with the sample, but not off its own disc
         return None, numpy.zeros((0, 2))
-    central = centres[nearest]
+    central, central_brightness = centres[nearest], brightness[nearest]
     ys, xs = numpy.indices(image.shape)
     outside = numpy.hypot(ys - central[0], xs - central[1]) > _CENTRAL_MASK_RADII * radius
-    bragg, _ = find_discs(numpy.where(outside, image, 0.0), template, radius, min_score)
+    bragg, brightness = find_discs(numpy.where(outside, image, 0.0), template, radius, min_score)
+    bragg = bragg[brightness >= min_relative_intensity * central_brightness]
     if len(bragg) == 0:
         return central, numpy.zeros((0, 2))
     distances = numpy.hypot(bragg[:, 0] - central[0], bragg[:, 1] - central[1])
@@ -134,7 +139,7 @@ def first_order_discs(pattern: numpy.ndarray, reference: numpy.ndarray, min_scor
 
 def bragg_distance(pattern: numpy.ndarray, calibration: DetectorCalibration, min_score: float = 0.5,
                    min_separation_radii: float = 1.5, shell_tolerance: float = 0.15,
-                   min_discs: float = 2.0) -> float:
+                   min_discs: float = 2.0, min_relative_intensity: float = 1e-5) -> float:
     """Mean distance of the first-order Bragg discs from the central disc; mrad, or px when uncalibrated.
 
     NaN (with a NoBraggDiscsWarning) when the central disc or fewer than `min_discs` first-order discs are
@@ -146,7 +151,7 @@ def bragg_distance(pattern: numpy.ndarray, calibration: DetectorCalibration, min
     if array.ndim != 2:
         raise InputError(f"a diffraction pattern must be 2-D (det_y, det_x), got shape {array.shape}")
     central, discs = first_order_discs(array, calibration.reference, min_score, min_separation_radii,
-                                       shell_tolerance)
+                                       shell_tolerance, min_relative_intensity)
     if central is None or len(discs) < min_discs:
         found = "no central disc" if central is None else f"{len(discs)} first-order disc(s)"
         warnings.warn(f"bragg_distance: {found} found (need the central disc and >= {min_discs:g}); value is NaN",

@@ -24,6 +24,7 @@ from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError, InstrumentError, ModelError
 from dkl4dstem.instrument import Instrument
 from dkl4dstem.patches import extract_patches, position_of
+from dkl4dstem.runtime import ensure_threads_configured
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
 from dkl4dstem.session import SessionData, SessionWriter
 from dkl4dstem.survey import validate_survey
@@ -139,6 +140,7 @@ class Experiment:
         self.on_event = on_event
         self.resume_data = resume
         self.session_settings = session_settings or {}  # e.g. the data path, so a resume needs nothing else
+        ensure_threads_configured()
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()

@@ -5,6 +5,8 @@ import os
 
 import torch
 
+_configured = False
+
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
@@ -12,15 +14,30 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Leave one core to the acquisition thread and Swift's UI on a many-core PC; use all on a 2-core box.
+def default_threads(cores: int | None = None) -> int:
+    """Intra-op threads per torch call.
 
-    Oversubscription (torch's default of all cores plus our background trainer plus numpy) costs more than it
-    gains for the small matrices here, so the count is capped. DKL4DSTEM_THREADS overrides.
+    The decision path and the background trainer run at the same time, each on small matrices (n <= a few
+    hundred), where a second intra-op thread costs more in synchronisation than it gains: on a 2-core machine
+    (or one whose other core is busy) multi-threaded torch made the same fit several times slower. So: one thread
+    per concurrent task, i.e. half the cores, at most 8 (a microscope PC also runs Swift and the camera).
     """
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores // 2, 8))
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's thread count (DKL4DSTEM_THREADS overrides the default policy)."""
+    global _configured
     if threads is None:
         env = os.environ.get("DKL4DSTEM_THREADS")
-        cores = os.cpu_count() or 1
-        threads = int(env) if env else (cores if cores <= 2 else min(cores - 1, 8))
+        threads = int(env) if env else default_threads()
     torch.set_num_threads(max(1, threads))
+    _configured = True
     return torch.get_num_threads()
+
+
+def ensure_threads_configured() -> None:
+    """Apply the default policy once, unless the application already chose."""
+    if not _configured:
+        configure_threads()

@@ -92,6 +92,13 @@ def acquire_survey(tc: typing.Any, handler: panel_module.PanelHandler) -> typing
     return handler.controller.survey_display_item
 
 
+def select(dc: typing.Any, display_item: typing.Any) -> None:
+    """Show the item in the first display panel and focus it: the window's selection, as a click would."""
+    display_panel = dc.workspace_controller.display_panels[0]
+    dc.selected_display_panel = display_panel
+    display_panel.set_display_panel_display_item(display_item)
+
+
 def item(tc: typing.Any, title: str) -> DataItem.DataItem:
     items = [d for d in tc.document_model.data_items if d.title == title]
     assert len(items) == 1, [d.title for d in tc.document_model.data_items]
@@ -209,7 +216,7 @@ class TestControl(SwiftTestCase):
             handler.steps.value = "200"
             survey_display_item = acquire_survey(tc, handler)
             handler.controller.survey_display_item = None  # the action must use the selection, not the panel's survey
-            dc.select_display_items_in_data_panel([survey_display_item])
+            select(dc, survey_display_item)
             self.assertEqual(survey_display_item, dc.selected_display_item)
             dc.perform_action(extension_module.RUN_ACTION_ID)
             self.assertEqual("running", handler.controller.status.state, handler.message.value)
@@ -310,7 +317,8 @@ class TestRefusals(SwiftTestCase):
             for name, (data_item, expected) in cases.items():
                 tc.document_model.append_data_item(data_item)
                 display_item = tc.document_model.get_display_item_for_data_item(data_item)
-                dc.select_display_items_in_data_panel([display_item])
+                select(dc, display_item)
+                self.assertEqual(display_item, dc.selected_display_item, name)
                 dc.perform_action(extension_module.RUN_ACTION_ID)
                 pump(dc, lambda: True, 1)
                 self.assertIn(expected, handler.message.value, name)
@@ -321,7 +329,8 @@ class TestRefusals(SwiftTestCase):
             fp = tc.scan_hardware_source.get_current_frame_parameters()
             fp.fov_nm = 32.0
             tc.scan_hardware_source.set_current_frame_parameters(fp)
-            dc.select_display_items_in_data_panel([survey])
+            select(dc, survey)
+            self.assertEqual(survey, dc.selected_display_item)
             dc.perform_action(extension_module.RUN_ACTION_ID)
             self.assertIn("does not belong to the current scan context", handler.message.value)
             self.assertIsNone(handler.controller.experiment)
@@ -451,9 +460,9 @@ class TestLifecycle(SwiftTestCase):
             self.assertIn(extension_module.ACQUIRE_ACTION_ID, Window.actions)
             self.assertEqual("Run DKL experiment on selected HAADF image", Window.actions[extension_module.RUN_ACTION_ID].action_name)
             self.assertEqual("Acquire HAADF survey", Window.actions[extension_module.ACQUIRE_ACTION_ID].action_name)
-            extension_module.build_menu(dc)
-            menu = dc.get_menu(extension_module.MENU_ID)
-            self.assertIsNotNone(menu)
+            menu = extension_module.build_menu(dc)
+            titles = [menu_item.title for menu_item in menu.items if not menu_item.is_separator]
+            self.assertEqual(["Run DKL experiment on selected HAADF image", "Acquire HAADF survey", "Show DKL 4D-STEM panel"], titles)
             self.assertEqual("DKL 4D-STEM", panel.display_name)
             self.assertIn("uSim Scan", panel.handler.scan_names.value)
             self.assertEqual("uSim Ronchigram Camera", panel.handler.camera_names.value[panel.handler.camera_index.value])

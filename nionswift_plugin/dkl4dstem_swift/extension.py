@@ -96,12 +96,14 @@ for _action in (RunOnSelectedAction(), AcquireSurveyAction(), ShowPanelAction())
         Window.register_action(_action)
 
 
-def build_menu(document_controller: DocumentController.DocumentController) -> None:
+def build_menu(document_controller: DocumentController.DocumentController) -> typing.Any:
+    """Menu handler: the "DKL" menu (before "Window") in every document window."""
     menu = document_controller.get_or_create_menu(MENU_ID, _("DKL"), "window_menu")
     document_controller.build_menu(menu, [{"type": "item", "action_id": RUN_ACTION_ID},
                                           {"type": "item", "action_id": ACQUIRE_ACTION_ID},
                                           {"type": "separator"},
                                           {"type": "item", "action_id": SHOW_PANEL_ACTION_ID}])
+    return menu
 
 
 class DKLExtension:
@@ -115,7 +117,7 @@ class DKLExtension:
         self.__app: typing.Any = None
         from nion.swift import Application
         app = getattr(Application, "app", None)
-        if app is not None:
+        if app is not None and build_menu not in app.menu_handlers:
             app.register_menu_handler(build_menu)  # also builds the menu in already-open windows
             self.__app = app
 

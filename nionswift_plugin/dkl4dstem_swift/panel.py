@@ -153,6 +153,7 @@ class PanelHandler(Declarative.Handler):
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start_clicked", enabled="@binding(idle.value)"),
                          u.create_push_button(text="@binding(pause_text.value)", on_clicked="pause_clicked", enabled="@binding(running.value)"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop_clicked", enabled="@binding(running.value)"),
+                         u.create_push_button(text=_("Show maps"), on_clicked="show_maps_clicked"),
                          u.create_stretch(), spacing=4),
             u.create_progress_bar(value="@binding(progress.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(step_text.value)"),
@@ -197,7 +198,7 @@ class PanelHandler(Declarative.Handler):
         index = self.camera_index.value or 0
         return self.__camera_ids[index] if 0 <= index < len(self.__camera_ids) else None
 
-    def scan_changed(self, widget: typing.Any = None, index: int | None = None) -> None:
+    def scan_changed(self, widget: typing.Any = None, current_index: int | None = None) -> None:
         scan = swift_instrument.find_hardware_source(self.scan_id)
         names = swift_instrument.channel_names(scan) if scan else ["HAADF"]
         old = (self.channel_names.value or [""])[self.channel_index.value or 0] if self.channel_names.value else "HAADF"
@@ -216,7 +217,7 @@ class PanelHandler(Declarative.Handler):
         from dkl4dstem.scalarizers import available_scalarizers
         return list(available_scalarizers())
 
-    def scalarizer_changed(self, widget: typing.Any = None, index: int | None = None) -> None:
+    def scalarizer_changed(self, widget: typing.Any = None, current_index: int | None = None) -> None:
         self.scalarizer_params.value = ""
         self.__update_hint()
 
@@ -367,6 +368,26 @@ class PanelHandler(Declarative.Handler):
 
     def stop_clicked(self, widget: typing.Any = None) -> None:
         self.controller.stop()
+
+    def show_maps_clicked(self, widget: typing.Any = None) -> None:
+        self.__try(self.show_maps)
+
+    def show_maps(self) -> None:
+        """Survey (with the visited points), prediction, uncertainty and acquisition side by side (2x2)."""
+        items = [self.survey_display_item] + self.controller.map_display_items()
+        items = [item for item in items if item is not None][:4]
+        if not items:
+            raise InputError(_("nothing to show yet: acquire a survey and start a run"))
+        workspace_controller = self.document_controller.workspace_controller
+        if workspace_controller is None:
+            return
+        display_panels = list(workspace_controller.display_panels)
+        if len(display_panels) < len(items):
+            primary = self.document_controller.selected_display_panel or display_panels[0]
+            workspace_controller.apply_layouts(primary, [primary], 2, 2)
+            display_panels = list(workspace_controller.display_panels)
+        for display_panel, display_item in zip(display_panels, items):
+            display_panel.set_display_panel_display_item(display_item)
 
     def __status_changed(self, status: run_controller.RunStatus) -> None:
         if self.__closed:

@@ -78,6 +78,8 @@ class RunController:
         self.survey_display_item: DisplayItem.DisplayItem | None = None
         self.settings: settings_module.RunSettings | None = None
         self.__stem_key: int | None = None
+        self.__last_items: dict[str, DataItem.DataItem] = dict()
+        self.__reference_binning: int | None = None
 
     # lifetime
 
@@ -105,6 +107,7 @@ class RunController:
         self.thread = None
         self.survey_thread = None
         self.survey_display_item = None
+        self.__last_items = dict()
         self.__on_status = None
 
     @property
@@ -207,6 +210,7 @@ class RunController:
             self.live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
                                                           run_metadata, units, settings.n_total, instrument,
                                                           on_applied=self.__handle_event_applied)
+            self.__last_items = dict(self.live_items.items)
             self.__remove_old_graphics(survey_display_item)
             self.instrument = instrument
             self.settings = settings
@@ -238,6 +242,17 @@ class RunController:
         if self.experiment is not None and self.status.state == "paused":
             self.experiment.resume()
             self.__set_status(state="running", message="Running ...")
+
+    def map_display_items(self) -> list[DisplayItem.DisplayItem]:
+        """Display items of the current (or last) run's prediction, uncertainty and acquisition maps."""
+        document_model = self.__document_controller.document_model
+        result = list()
+        for title in (live_items_module.PREDICTION_TITLE, live_items_module.UNCERTAINTY_TITLE, live_items_module.ACQUISITION_TITLE):
+            data_item = self.__last_items.get(title)
+            display_item = document_model.get_display_item_for_data_item(data_item) if data_item else None
+            if display_item is not None:
+                result.append(display_item)
+        return result
 
     # vacuum reference
 
@@ -287,7 +302,7 @@ class RunController:
         self.survey_thread.start()
 
     def __reference_matches(self, settings: settings_module.RunSettings) -> bool:
-        return getattr(self, "_RunController__reference_binning", settings.camera.binning) == settings.camera.binning
+        return self.__reference_binning in (None, settings.camera.binning)
 
     def __create_reference_item(self, pattern: numpy.ndarray, position: Geometry.FloatPoint,
                                 settings: settings_module.RunSettings) -> None:

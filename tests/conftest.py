@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dkl4dstem.runtime import ensure_threads_configured
+
+ensure_threads_configured()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def graphene_path() -> str:
+    """The abTEM-simulated Si-doped graphene shipped in resources/ (see resources/README.md)."""
+    return os.path.join(REPO, "resources", "graphene_si.npz")

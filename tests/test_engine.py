@@ -1,0 +1,143 @@
+"""Engine pieces against independent computations: patches, GP posterior, acquisition numerics, model."""
+from __future__ import annotations
+
+import math
+
+import gpytorch
+import numpy
+import pytest
+import torch
+from scipy.stats import norm
+
+from dkl4dstem.acquisition import acquisition_values, choose_next
+from dkl4dstem.errors import InputError
+from dkl4dstem.experiment import ExperimentConfig
+from dkl4dstem.model import DKLModel
+from dkl4dstem.patches import extract_patches
+from dkl4dstem.posterior import PosteriorCache
+from dkl4dstem.trainer import BackgroundTrainer
+
+
+def test_patches_are_centred_reflected_and_standardized() -> None:
+    image = numpy.random.default_rng(0).random((20, 30))
+    patches = extract_patches(image, 12)
+    assert patches.shape == (600, 144) and patches.dtype == numpy.float32
+    padded = numpy.pad(image, ((6, 5), (6, 5)), mode="reflect")
+    standardized = (padded - image.mean()) / image.std()
+    for y, x in [(0, 0), (7, 9), (19, 29), (10, 0)]:
+        expected = standardized[y:y + 12, x:x + 12]
+        assert expected[6, 6] == pytest.approx((image[y, x] - image.mean()) / image.std())
+        numpy.testing.assert_allclose(patches[y * 30 + x], expected.ravel(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("image, window, message", [
+    (numpy.ones((5, 5, 2)), 3, "2D"),
+    (numpy.full((8, 8), numpy.nan), 3, "NaN"),
+    (numpy.ones((8, 8)), 3, "constant"),
+    (numpy.random.default_rng(0).random((8, 8)), 8, "smaller than the survey"),
+])
+def test_patches_refuse_bad_surveys(image: numpy.ndarray, window: int, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        extract_patches(image, window)
+
+
+def _kernel() -> gpytorch.kernels.Kernel:
+    kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=2)).double()
+    kernel.base_kernel.lengthscale = torch.tensor([[0.7, 1.3]], dtype=torch.float64)
+    kernel.outputscale = 1.7
+    return kernel.eval()
+
+
+def test_incremental_posterior_equals_direct_solve() -> None:
+    torch.manual_seed(0)
+    latent = torch.randn(3000, 2, dtype=torch.float64)
+    indices = [int(i) for i in numpy.random.default_rng(1).choice(3000, 60, replace=False)]
+    targets = numpy.random.default_rng(2).normal(size=60)
+    kernel, noise, constant = _kernel(), 0.02, 0.3
+    cache = PosteriorCache(kernel, noise, constant, latent, capacity=8, batch_size=1000)  # forces growth + batching
+    cache.add_many(indices[:20])
+    for index in indices[20:]:
+        cache.add(index)
+    mean, variance = cache.predict(targets)
+    with torch.no_grad():
+        k_xx = kernel(latent[indices]).to_dense() + noise * torch.eye(60, dtype=torch.float64)
+        k_xs = kernel(latent[indices], latent).to_dense()
+        direct_mean = constant + k_xs.T @ torch.linalg.solve(k_xx, torch.as_tensor(targets) - constant)
+        direct_var = kernel(latent, diag=True) - (k_xs * torch.linalg.solve(k_xx, k_xs)).sum(0)
+    torch.testing.assert_close(mean, direct_mean, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(variance, direct_var.clamp_min(1e-12), rtol=1e-7, atol=1e-9)
+    assert float(variance[indices].max()) < noise  # measured points are well determined
+
+
+def test_log_ei_matches_closed_form_and_stays_finite_far_away() -> None:
+    mean = torch.tensor([0.0, 0.5, 1.0, -30.0, -300.0], dtype=torch.float64)
+    variance = torch.tensor([1.0, 0.25, 4.0, 1.0, 1e-6], dtype=torch.float64)
+    best, xi = 0.8, 0.01
+    values = acquisition_values(mean, variance, best, kind="ei", xi=xi)
+    sigma = variance.sqrt().numpy()
+    z = (mean.numpy() - best - xi) / sigma
+    closed = sigma * (z * norm.cdf(z) + norm.pdf(z))
+    numpy.testing.assert_allclose(values.numpy()[:3], numpy.log(closed[:3]), rtol=1e-6)
+    assert torch.isfinite(values).all()  # closed form underflows to log(0) = -inf for the last two
+    assert values[3] > values[4]  # still ordered far from the incumbent
+    minimized = acquisition_values(mean, variance, -0.5, kind="ei", maximize=False)
+    assert int(torch.argmax(minimized)) == 4 or int(torch.argmax(minimized)) == 3
+
+
+def test_ucb_and_uncertainty_are_what_they_say() -> None:
+    mean = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    variance = torch.tensor([4.0, 1.0, 0.01], dtype=torch.float64)
+    ucb = acquisition_values(mean, variance, 0.0, kind="ucb", beta=4.0)
+    torch.testing.assert_close(ucb, mean + 2.0 * variance.sqrt())
+    lcb = acquisition_values(mean, variance, 0.0, kind="ucb", beta=4.0, maximize=False)
+    torch.testing.assert_close(lcb, -(mean - 2.0 * variance.sqrt()))
+    torch.testing.assert_close(acquisition_values(mean, variance, 0.0, kind="uncertainty"), variance.sqrt())
+    with pytest.raises(InputError, match="unknown acquisition"):
+        acquisition_values(mean, variance, 0.0, kind="pi")
+
+
+def test_choose_next_never_picks_measured_or_excluded() -> None:
+    values = torch.tensor([5.0, 4.0, float("nan"), 1.0])
+    blocked = numpy.array([True, True, False, False])
+    assert choose_next(values, blocked) == 3
+    assert choose_next(values, numpy.ones(4, dtype=bool)) is None
+
+
+def test_model_is_deterministic_for_a_seed_and_learns_a_structure_map() -> None:
+    rng = numpy.random.default_rng(0)
+    yy, xx = numpy.mgrid[0:24, 0:24]
+    survey = numpy.sin(xx / 2.0) + numpy.cos(yy / 3.0) + 0.05 * rng.normal(size=(24, 24))
+    patches = extract_patches(survey, 6)
+    target = survey.reshape(-1) ** 2  # a function of local structure
+    indices = [int(i) for i in rng.choice(576, 80, replace=False)]
+    config = ExperimentConfig(window=6, seeds=80, steps=0)
+    predictions = []
+    for _ in range(2):
+        trainer = BackgroundTrainer(patches, config)
+        trainer.fit_now(indices, list(target[indices]), iterations=150)
+        posterior = trainer.take_result(wait=True)
+        assert posterior is not None
+        mean, variance, mu, sd = posterior.predict(indices, list(target[indices]))
+        predictions.append(mean.numpy() * sd + mu)
+    numpy.testing.assert_array_equal(predictions[0], predictions[1])
+    unseen = numpy.setdiff1d(numpy.arange(576), indices)
+    correlation = numpy.corrcoef(predictions[0][unseen], target[unseen])[0, 1]
+    assert correlation > 0.8
+
+
+def test_failed_training_rolls_back() -> None:
+    model = DKLModel(16, seed=0)
+    before = [p.detach().clone() for p in model.net.parameters()]
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        report = model.fit(numpy.zeros((5, 16), numpy.float32), numpy.array([0, 1, math.nan, 2, 3.0]), 5)
+    assert report.failed
+    for old, new in zip(before, model.net.parameters()):
+        torch.testing.assert_close(old, new.detach())
+
+
+def test_model_runs_on_cuda_when_present() -> None:
+    model = DKLModel(16)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(model.net.parameters()).device.type == expected
+    assert next(model.net.parameters()).dtype == torch.float32
+    assert model.gp.covar_module.raw_outputscale.dtype == torch.float64

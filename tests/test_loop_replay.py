@@ -1,0 +1,116 @@
+"""The experiment loop on replayed abTEM data: events, session file, stop, masks, reproducibility."""
+from __future__ import annotations
+
+import threading
+
+import h5py
+import numpy
+import pytest
+
+from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
+from dkl4dstem.replay import open_replay
+from dkl4dstem.scalarizers import get_scalarizer
+
+FAST = dict(initial_iterations=60, update_iterations=10, refit_every=10, refit_iterations=40)
+
+
+class ClosingReplay:
+    """The real replay instrument, remembering whether the loop closed it."""
+
+    def __init__(self, path: str) -> None:
+        self.inner = open_replay(path)
+        self.closed = 0
+        self.detector_shape = self.inner.detector_shape
+
+    def survey(self):  # type: ignore[no-untyped-def]
+        return self.inner.survey()
+
+    def calibration(self):  # type: ignore[no-untyped-def]
+        return self.inner.calibration()
+
+    def measure(self, y: int, x: int):  # type: ignore[no-untyped-def]
+        return self.inner.measure(y, x)
+
+    def close(self) -> None:
+        self.closed += 1
+        self.inner.close()
+
+
+def test_loop_measures_unique_points_records_everything_and_reports_maps(graphene_path: str, tmp_path) -> None:
+    instrument = ClosingReplay(graphene_path)
+    events: list[StepEvent] = []
+    config = ExperimentConfig(scalarizer="com_magnitude", seeds=6, steps=14, **FAST)
+    result = Experiment(instrument, config, session_path=str(tmp_path / "s.h5"), on_event=events.append).run()
+    assert result.error is None and instrument.closed == 1
+    assert len(result.visited) == 20 == len(set(result.visited)) == len(events)
+    assert [e.phase for e in events] == ["seed"] * 6 + ["step"] * 14
+    data = numpy.load(graphene_path)
+    scalarizer = get_scalarizer("com_magnitude")
+    calibration = instrument.calibration()
+    expected = [scalarizer(data["data"][y, x], calibration) for y, x in result.visited]
+    numpy.testing.assert_allclose(result.values, expected, rtol=1e-6)
+    for previous, event in zip(events[6:], events[7:]):
+        assert event.position == previous.next_position  # the loop measured what it chose
+    last = events[-1]
+    assert last.prediction.shape == last.uncertainty.shape == last.acquisition.shape == (32, 32)
+    assert last.units == "mrad" and last.next_position is None
+    measured = numpy.array([[y, x] for y, x in result.visited])
+    # the posterior is sure where it measured and predicts the measured values there
+    assert numpy.median(last.uncertainty[measured[:, 0], measured[:, 1]]) < numpy.median(last.uncertainty)
+    assert len(result.decision_seconds) == 20 and all(s >= 0 for s in result.decision_seconds)
+    with h5py.File(tmp_path / "s.h5", "r") as file:
+        numpy.testing.assert_array_equal(file["points/position"][()], measured)
+        numpy.testing.assert_allclose(file["points/value"][()], result.values)
+        numpy.testing.assert_array_equal(file["points/pattern"][3], data["data"][tuple(measured[3])])
+
+
+def test_stop_takes_effect_within_one_step_and_closes_the_instrument(graphene_path: str) -> None:
+    instrument = ClosingReplay(graphene_path)
+    config = ExperimentConfig(seeds=5, steps=40, **FAST)
+    experiment: Experiment
+
+    def stop_at_step_8(event: StepEvent) -> None:
+        if event.step == 8:
+            experiment.stop()
+
+    experiment = Experiment(instrument, config, on_event=stop_at_step_8)
+    result = experiment.run()
+    assert result.stopped and len(result.visited) == 9 and instrument.closed == 1
+
+
+def test_stop_from_another_thread_during_seeding(graphene_path: str) -> None:
+    instrument = ClosingReplay(graphene_path)
+    started = threading.Event()
+    original = instrument.measure
+
+    def slow_measure(y: int, x: int):  # type: ignore[no-untyped-def]
+        started.set()
+        threading.Event().wait(0.05)
+        return original(y, x)
+
+    instrument.measure = slow_measure  # type: ignore[method-assign]
+    experiment = Experiment(instrument, ExperimentConfig(seeds=200, steps=0, **FAST))
+    thread = threading.Thread(target=experiment.run)
+    thread.start()
+    assert started.wait(30)
+    experiment.stop()
+    thread.join(5)
+    assert not thread.is_alive() and instrument.closed == 1
+
+
+def test_exclusion_mask_and_minimize_are_respected(graphene_path: str) -> None:
+    mask = numpy.zeros((32, 32), dtype=bool)
+    mask[:, :16] = True  # the left half is off limits (e.g. a hole or a region already exposed)
+    config = ExperimentConfig(scalarizer="vbf", seeds=5, steps=10, maximize=False, acquisition="ucb", **FAST)
+    result = Experiment(open_replay(graphene_path), config, exclude_mask=mask).run()
+    assert all(x >= 16 for _, x in result.visited)
+    assert result.best_value == pytest.approx(min(result.values))
+
+
+def test_same_seed_same_run(graphene_path: str) -> None:
+    config = ExperimentConfig(seeds=5, steps=6, **FAST)
+    first = Experiment(open_replay(graphene_path), config).run()
+    second = Experiment(open_replay(graphene_path), config).run()
+    assert first.visited == second.visited
+    third = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=5, steps=6, seed=1, **FAST)).run()
+    assert third.visited[:5] != first.visited[:5]

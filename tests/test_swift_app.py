@@ -1,0 +1,114 @@
+"""The real Nion Swift application (PySide6 under Xvfb) with usim and the DKL plug-in: open the panel, acquire a
+survey, run about 10 steps, save a screenshot (docs/screenshot.png).
+
+Skipped, with the reason, when Xvfb or PySide6 are missing. Each run uses a throwaway HOME whose Swift profile is
+created beforehand (no "Choose Project" dialog); the app runs in its own process group, killed on timeout.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SWIFT_APP = ROOT / "tests" / "swift_app"
+TIMEOUT_S = int(os.environ.get("DKL4DSTEM_SWIFT_APP_TIMEOUT", "420"))
+
+
+def _missing() -> str | None:
+    if shutil.which("Xvfb") is None:
+        return "Xvfb is not installed (apt-get install xvfb)"
+    if importlib.util.find_spec("PySide6") is None:
+        return "PySide6 is not installed (pip install 'PySide6-Essentials==6.11.3')"
+    if importlib.util.find_spec("nionui_app.nionswift") is None:
+        return "nionswift is not installed"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+def _free_display() -> int:
+    for n in range(91, 400):
+        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
+            return n
+    raise RuntimeError("no free X display number")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(10)
+
+
+@pytest.fixture
+def xvfb(tmp_path: pathlib.Path):
+    display = _free_display()
+    log = open(tmp_path / "xvfb.log", "w")
+    process = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1920x1400x24", "-nolisten", "tcp"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    socket = pathlib.Path(f"/tmp/.X11-unix/X{display}")
+    start = time.time()
+    while not socket.exists():
+        if process.poll() is not None or time.time() - start > 20:
+            _kill_group(process)
+            log.close()
+            pytest.fail(f"Xvfb :{display} did not start: {(tmp_path / 'xvfb.log').read_text()}")
+        time.sleep(0.1)
+    try:
+        yield f":{display}"
+    finally:
+        _kill_group(process)
+        log.close()
+
+
+def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tmp_path: pathlib.Path) -> None:
+    home = tmp_path / "home"
+    out = tmp_path / "out"
+    out.mkdir()
+    data_dir = home / ".local" / "share" / "Nion" / "Nion Swift"
+    subprocess.run([sys.executable, str(SWIFT_APP / "make_profile.py"), str(data_dir), str(tmp_path / "project")],
+                   check=True, capture_output=True, timeout=120)
+    env = dict(os.environ)
+    env.update({
+        "HOME": str(home), "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(SWIFT_APP)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])),
+        "DKL4DSTEM_SWIFT_DRIVER": str(SWIFT_APP / "run_experiment.py"),
+        "DKL4DSTEM_SWIFT_OUT": str(out),
+    })
+    env.pop("XDG_DATA_HOME", None)
+    env.pop("XDG_CONFIG_HOME", None)
+    log_path = tmp_path / "swift.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "nionswift", "--ui", "qt", "--no-fallback"], cwd=tmp_path,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = process.wait(TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            pytest.fail(f"Nion Swift did not finish within {TIMEOUT_S} s; log tail:\n{log_path.read_text()[-4000:]}")
+    log_text = log_path.read_text()
+    assert rc == 0, f"Nion Swift exited with {rc}; log tail:\n{log_text[-4000:]}"
+    assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' loaded" in log_text, log_text[-4000:]
+    assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' NOT loaded" not in log_text, log_text[-4000:]
+    assert "Traceback" not in log_text, log_text[-6000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["error"] is None, summary
+    assert summary["n_measured"] >= 10, summary
+    assert summary["points"] == summary["n_measured"], summary
+    for title in ("DKL prediction", "DKL uncertainty", "DKL acquisition", "DKL measured", "DKL measured patterns"):
+        assert title in summary["titles"], summary
+    assert "Finished" in summary["message"], summary
+    screenshot = out / "screenshot.png"
+    assert screenshot.exists() and screenshot.stat().st_size > 50_000
+    shutil.copyfile(screenshot, ROOT / "docs" / "screenshot.png")
