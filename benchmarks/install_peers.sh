@@ -8,12 +8,16 @@
 # a half-built one (no marker) is deleted and rebuilt. Pass --force to rebuild both.
 # Never installs into the system Python. See benchmarks/PEERS_NOTES.md for the reasons behind each pin.
 #
+# Every dependency is pinned by benchmarks/peers_lock_{atomai,gpax}.txt (pip constraints: the exact versions
+# this script installed on 2026-11-25); PEERS_LOCK=0 installs the newest allowed versions instead.
+#
 # Usage:  bash benchmarks/install_peers.sh [--force] [atomai] [gpax]
-#         PYTHON=python3.11 bash benchmarks/install_peers.sh
+#         PYTHON=python3.11 PEERS_VENVS=/some/dir bash benchmarks/install_peers.sh
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENVS="$HERE/.venvs"
+VENVS="${PEERS_VENVS:-$HERE/.venvs}"
+PEERS_LOCK="${PEERS_LOCK:-1}"
 PYTHON="${PYTHON:-python3.11}"
 FORCE=0
 WANT=()
@@ -59,6 +63,15 @@ new_venv() {  # name
     return 0
 }
 
+constraints() {  # name -> writes $VENVS/name/constraints.txt: the lock file (or nothing) + the must-have pins
+    local name="$1" v="$VENVS/$1"; shift
+    : > "$v/constraints.txt"
+    if [ "$PEERS_LOCK" != "0" ]; then
+        grep -v '^#' "$HERE/peers_lock_$name.txt" >> "$v/constraints.txt"
+    fi
+    printf '%s\n' "$@" >> "$v/constraints.txt"
+}
+
 freeze() {  # name
     local v="$VENVS/$1"
     "$v/bin/python" -m pip freeze --all > "$v/versions.txt"
@@ -68,9 +81,9 @@ freeze() {  # name
 install_atomai() {
     local v="$VENVS/atomai" py="$VENVS/atomai/bin/python"
     new_venv atomai || return 0
-    # a constraints file so that no later step can swap the CPU torch for another build
-    printf '%s\n' "$TORCH_SPEC" > "$v/constraints.txt"
-    "$py" -m pip install -q "$TORCH_SPEC"
+    # constraints (lock + torch pin) on every call so that no later step can swap the CPU torch for another build
+    constraints atomai "$TORCH_SPEC"
+    "$py" -m pip install -q -c "$v/constraints.txt" "$TORCH_SPEC"
     "$py" -m pip install -q -c "$v/constraints.txt" "${COMMON[@]}" "${ATOMAI_DEPS[@]}"
     "$py" -m pip install -q --no-deps "$ATOMAI_SPEC"
 
@@ -98,7 +111,7 @@ print('atomai', atomai.__version__, 'torch', torch.__version__, 'gpytorch', gpyt
 install_gpax() {
     local v="$VENVS/gpax" py="$VENVS/gpax/bin/python"
     new_venv gpax || return 0
-    printf '%s\n' "${JAX_PINS[@]}" > "$v/constraints.txt"
+    constraints gpax "${JAX_PINS[@]}"
     # gpax 0.1.9 declares flax and jaxopt too; viDKL only imports haiku (jaxopt: optional, acquisition.optimize)
     "$py" -m pip install -q -c "$v/constraints.txt" "${COMMON[@]}" "${JAX_PINS[@]}" dm-haiku matplotlib
     "$py" -m pip install -q --no-deps "$GPAX_SPEC"

@@ -195,6 +195,7 @@ class GpaxPeer:
             "dm-haiku": haiku.__version__,
             "jax_devices": [str(d) for d in jax.devices()],
             "jax_x64": bool(jax.config.jax_enable_x64),
+            "xla_flags": os.environ.get("XLA_FLAGS"),
         }
         self.settings = {"model": "gpax.viDKL", "z_dim": 2, "kernel": "RBF", "guide": "delta",
                          "num_steps": num_steps, "step_size": step_size, "x64": x64,
@@ -265,7 +266,7 @@ def run_active_learning(args, patches, target, peer) -> dict:
     visited = [int(i) for i in seed_indices(n, k, args.seed)]
     mask = numpy.zeros(n, dtype=bool)
     mask[visited] = True
-    step_seconds, fit_seconds, predict_seconds, acq_seconds = [], [], [], []
+    step_seconds, fit_seconds, predict_seconds, acq_seconds, load_1min = [], [], [], [], []
     nrmse_at: dict[str, float | None] = {}
     final_mean = None
 
@@ -285,6 +286,7 @@ def run_active_learning(args, patches, target, peer) -> dict:
         fit_seconds.append(t["fit"])
         predict_seconds.append(t["predict"])
         acq_seconds.append(t["acq"])
+        load_1min.append(os.getloadavg()[0])
         if args.verbose:
             print(f"[{peer.name}] step {step + 1}/{steps} n={len(visited) - 1} -> {choice} "
                   f"value={target[choice]:.4g} {t['total']:.2f}s", file=sys.stderr, flush=True)
@@ -312,6 +314,7 @@ def run_active_learning(args, patches, target, peer) -> dict:
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,
         "acq_seconds": acq_seconds,
+        "load_avg_1min": load_1min,
         "nrmse_at": nrmse_at,
         "nrmse_counts": {str(f): c for f, c in checkpoints.items()},
         "first_top1_at": first_top1,
@@ -346,6 +349,7 @@ def run_timing(args, patches, target, peer) -> dict:
             "median_predict_seconds": statistics.median(t["predict"] for t in times),
             "median_acq_seconds": statistics.median(t["acq"] for t in times),
             "all_seconds": [t["total"] for t in times],
+            "load_avg_1min": os.getloadavg()[0],
             "peak_rss_mb": peak_rss_mb(),
         })
     return {"mode": "timing", "n_candidates": n, "repeats": args.repeats, "seed": args.seed,
@@ -373,12 +377,26 @@ def parse_args(argv=None):
     p.add_argument("--gpax-steps", type=int, default=1000)
     p.add_argument("--gpax-lr", type=float, default=0.005)
     p.add_argument("--gpax-no-x64", action="store_true", help="keep jax in float32")
+    p.add_argument("--threads", type=int, default=0,
+                   help="cap intra-op threads (torch.set_num_threads / XLA eigen pool); 0 = library default")
     p.add_argument("--verbose", action="store_true", help="progress on stderr")
     return p.parse_args(argv)
 
 
+def apply_thread_cap(threads: int) -> None:
+    """Must run before torch / jax are imported (both read these at start-up)."""
+    if threads <= 0:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                               f" intra_op_parallelism_threads={threads}").strip()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_thread_cap(args.threads)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t_start = time.perf_counter()
     patches, target = load_inputs(args)
@@ -392,6 +410,8 @@ def main(argv=None) -> int:
                      "targets": "standardized with the measured mean/std before every fit"},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "started": started,
+        "threads_cap": args.threads or None,
+        "load_avg_start": list(os.getloadavg()),
         "import_seconds": import_seconds,
     }
     try:
@@ -404,6 +424,7 @@ def main(argv=None) -> int:
         status = 1
     else:
         status = 0
+    result["load_avg_end"] = list(os.getloadavg())
     result["wall_seconds"] = time.perf_counter() - t_start
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:

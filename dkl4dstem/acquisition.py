@@ -15,9 +15,8 @@ from botorch.acquisition import analytic
 from botorch.models.model import Model
 from botorch.posteriors import Posterior
 
+from dkl4dstem.config import ACQUISITIONS
 from dkl4dstem.errors import InputError
-
-ACQUISITIONS = ("ei", "ucb", "uncertainty")
 
 
 class _CandidatePosterior(Posterior):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 
 import numpy
 import scipy.ndimage
-import scipy.signal
 
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
@@ -46,8 +46,26 @@ def validate_params(params: dict[str, float]) -> None:
                          f"{params['min_relative_intensity']:g}")
 
 
+_TEMPLATE_CACHE: dict[int, tuple[weakref.ref, tuple[numpy.ndarray, float, tuple[float, float]]]] = {}
+
+
 def _template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[float, float]]:
-    """Odd-sized crop of the vacuum probe around its CoM, its disc radius (px) and CoM (y, x)."""
+    """Odd-sized crop of the vacuum probe around its CoM, its disc radius (px) and CoM (y, x); cached per
+    reference array because the reference does not change during an experiment."""
+    entry = _TEMPLATE_CACHE.get(id(reference))
+    if entry is not None and entry[0]() is reference:
+        return entry[1]
+    result = _make_template(reference)
+    try:
+        if len(_TEMPLATE_CACHE) > 32:  # references rarely change; drop stale entries wholesale
+            _TEMPLATE_CACHE.clear()
+        _TEMPLATE_CACHE[id(reference)] = (weakref.ref(reference), result)
+    except TypeError:  # not weak-referenceable: recompute next time
+        pass
+    return result
+
+
+def _make_template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[float, float]]:
     from dkl4dstem.scalarizers import reference_center_px, reference_disc_radius_px
 
     ref = numpy.asarray(reference, dtype=numpy.float64)
@@ -64,46 +82,56 @@ def normalized_cross_correlation(image: numpy.ndarray,
     """Zero-normalized cross-correlation and the window mean intensity, both image-shaped (template centred,
     odd template sizes). Windows without intensity variation score 0; outside the detector counts as 0."""
     t = template - template.mean()
-    n = t.size
-    box = numpy.ones_like(t)
-    numerator = scipy.signal.fftconvolve(image, t[::-1, ::-1], mode="same")
-    s1 = scipy.signal.fftconvolve(image, box, mode="same")
-    s2 = scipy.signal.fftconvolve(image * image, box, mode="same")
-    variance = numpy.maximum(s2 - s1 * s1 / n, 0.0)
-    # FFT round-off is ~1e-16 of the brightest window; Bragg discs sit ~1e-8 of it in variance.
-    usable = variance > 1e-12 * variance.max() if variance.max() > 0 else numpy.zeros(variance.shape, bool)
+    # Direct sums (small template): exact, no FFT round-off next to the 10^4 times brighter central disc.
+    numerator = scipy.ndimage.correlate(image, t, mode="constant", cval=0.0)
+    size = template.shape
+    mean = scipy.ndimage.uniform_filter(image, size, mode="constant", cval=0.0)
+    mean_sq = scipy.ndimage.uniform_filter(image * image, size, mode="constant", cval=0.0)
+    variance = numpy.maximum(mean_sq - mean * mean, 0.0) * t.size
+    # Round-off of the running sums is ~1e-16 of the brightest window; Bragg discs sit ~1e-8 of it.
+    peak_variance = variance.max()
+    usable = variance > 1e-12 * peak_variance if peak_variance > 0 else numpy.zeros(variance.shape, bool)
     denominator = numpy.sqrt(variance * float((t * t).sum()))
-    return numpy.where(usable, numerator / numpy.where(usable, denominator, 1.0), 0.0), s1 / n
+    return numpy.where(usable, numerator / numpy.where(usable, denominator, 1.0), 0.0), mean
 
 
-def _refine(score: numpy.ndarray, peak: numpy.ndarray) -> numpy.ndarray:
-    """Sub-pixel peak position: a parabola through the peak and its two neighbours along each axis."""
-    out = peak.astype(numpy.float64)
+def _refine(score: numpy.ndarray, peaks: numpy.ndarray) -> numpy.ndarray:
+    """Sub-pixel peak positions (n, 2): a parabola through each peak and its two neighbours along each axis."""
+    peaks = numpy.asarray(peaks, dtype=numpy.intp).reshape(-1, 2)
+    out = peaks.astype(numpy.float64)
     for axis in (0, 1):
-        if 0 < peak[axis] < score.shape[axis] - 1:
-            lo, hi = peak.copy(), peak.copy()
-            lo[axis] -= 1
-            hi[axis] += 1
-            a, b, c = score[tuple(lo)], score[tuple(peak)], score[tuple(hi)]
-            curvature = a - 2 * b + c
-            if curvature < 0:
-                out[axis] += 0.5 * (a - c) / curvature
+        inside = (peaks[:, axis] > 0) & (peaks[:, axis] < score.shape[axis] - 1)
+        p = peaks[inside]
+        step = numpy.zeros(2, dtype=numpy.intp)
+        step[axis] = 1
+        lo, mid, hi = score[tuple((p - step).T)], score[tuple(p.T)], score[tuple((p + step).T)]
+        curvature = lo - 2 * mid + hi
+        shift = numpy.where(curvature < 0, 0.5 * (lo - hi) / numpy.where(curvature < 0, curvature, -1.0), 0.0)
+        out[inside, axis] += shift
     return out
 
 
-def find_discs(image: numpy.ndarray, template: numpy.ndarray, radius: float,
-               min_score: float) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Disc centres (n, 2) as sub-pixel (y, x) and their window mean intensities, for discs whose centre is on
-    the detector at least one radius from its edge (discs cut by the edge give biased centres)."""
+def _candidates(image: numpy.ndarray, template: numpy.ndarray, radius: float,
+                min_score: float) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Integer NCC maxima (n, 2) >= min_score whose centre is at least one radius inside the detector (discs
+    cut by the edge give biased centres), their window mean intensities, and the NCC map."""
     score, window_mean = normalized_cross_correlation(image, template)
     local_max = scipy.ndimage.maximum_filter(score, size=max(3, int(round(radius))), mode="constant")
     peaks = numpy.argwhere((score == local_max) & (score >= min_score))
-    margin = radius
-    keep = ((peaks[:, 0] >= margin) & (peaks[:, 1] >= margin) & (peaks[:, 0] <= image.shape[0] - 1 - margin)
-            & (peaks[:, 1] <= image.shape[1] - 1 - margin))
+    keep = ((peaks[:, 0] >= radius) & (peaks[:, 1] >= radius) & (peaks[:, 0] <= image.shape[0] - 1 - radius)
+            & (peaks[:, 1] <= image.shape[1] - 1 - radius))
     peaks = peaks[keep]
-    centres = numpy.array([_refine(score, p) for p in peaks]).reshape(-1, 2)
-    return centres, window_mean[tuple(peaks.T)] if len(peaks) else numpy.zeros(0)
+    return peaks, window_mean[tuple(peaks.T)], score
+
+
+def find_discs(image: numpy.ndarray, template: numpy.ndarray, radius: float, min_score: float,
+               min_mean: float = 0.0) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Sub-pixel disc centres (n, 2) as (y, x) and window mean intensities, for discs with NCC >= min_score
+    and window mean >= min_mean."""
+    peaks, means, score = _candidates(image, template, radius, min_score)
+    bright = means >= min_mean
+    peaks, means = peaks[bright], means[bright]
+    return _refine(score, peaks), means
 
 
 def first_order_discs(pattern: numpy.ndarray, reference: numpy.ndarray, min_score: float = 0.5,
@@ -114,20 +142,18 @@ def first_order_discs(pattern: numpy.ndarray, reference: numpy.ndarray, min_scor
     if image.shape != numpy.shape(reference):
         raise InputError(f"pattern shape {image.shape} differs from the reference shape {numpy.shape(reference)}")
     template, radius, ref_center = _template(reference)
-    centres, brightness = find_discs(image, template, radius, min_score)
-    if len(centres) == 0:
+    peaks, means, score = _candidates(image, template, radius, min_score)
+    if len(peaks) == 0:
         return None, numpy.zeros((0, 2))
-    offsets = numpy.hypot(centres[:, 0] - ref_center[0], centres[:, 1] - ref_center[1])
+    offsets = numpy.hypot(peaks[:, 0] - ref_center[0], peaks[:, 1] - ref_center[1])
     nearest = int(numpy.argmin(offsets))
     if offsets[nearest] > radius:  # the central disc can tilt with the sample, but not off its own disc
         return None, numpy.zeros((0, 2))
-    central, central_brightness = centres[nearest], brightness[nearest]
+    central = _refine(score, peaks[nearest])[0]
     ys, xs = numpy.indices(image.shape)
     outside = numpy.hypot(ys - central[0], xs - central[1]) > _CENTRAL_MASK_RADII * radius
-    bragg, brightness = find_discs(numpy.where(outside, image, 0.0), template, radius, min_score)
-    bragg = bragg[brightness >= min_relative_intensity * central_brightness]
-    if len(bragg) == 0:
-        return central, numpy.zeros((0, 2))
+    bragg, _ = find_discs(numpy.where(outside, image, 0.0), template, radius, min_score,
+                          min_mean=min_relative_intensity * means[nearest])
     distances = numpy.hypot(bragg[:, 0] - central[0], bragg[:, 1] - central[1])
     far = distances > min_separation_radii * radius
     bragg, distances = bragg[far], distances[far]

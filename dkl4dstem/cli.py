@@ -11,13 +11,16 @@ import typing
 
 import numpy
 
-from dkl4dstem import __version__, outputs
+from dkl4dstem import __version__
+from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 from dkl4dstem.groundtruth import check_finite
-from dkl4dstem.experiment import Experiment, ExperimentConfig, ExperimentResult, StepEvent
 from dkl4dstem.replay import open_replay
-from dkl4dstem.runtime import configure_threads
 from dkl4dstem.session import SessionData, read_session
+
+if typing.TYPE_CHECKING:  # torch, gpytorch and matplotlib load only once the input has been checked
+    from dkl4dstem import outputs
+    from dkl4dstem.experiment import Experiment, ExperimentResult
 
 DEMO_DATA = "graphene_si.npz"
 CHECK_FINITE_BYTES = 4 << 30  # larger files are checked pattern by pattern as they are measured
@@ -138,6 +141,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         session_path = os.path.join(args.out, "session.h5")
         if session is None and os.path.exists(session_path) and not args.overwrite:
             raise InputError(f"{session_path} exists: continue it with --resume {args.out}, or pass --overwrite")
+        from dkl4dstem import outputs
+        from dkl4dstem.experiment import Experiment
+
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
                                 session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key})
@@ -176,6 +182,7 @@ def _main_thread() -> bool:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from dkl4dstem import outputs
     from dkl4dstem.reconstruct import reconstruct
     try:
         fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
@@ -202,6 +209,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dkl4dstem import outputs
+
     data = outputs.resource_path(DEMO_DATA)
     print(f"dkl4dstem demo: {os.path.basename(data)} (abTEM-simulated Si-doped graphene), figures in {args.out}/")
     run_args = build_parser().parse_args(["run", data, "--out", args.out, "--steps", str(args.steps),
@@ -213,7 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_threads(getattr(args, "threads", None))
+    if getattr(args, "threads", None):
+        os.environ["DKL4DSTEM_THREADS"] = str(args.threads)  # applied when torch is first used
     commands = {"run": cmd_run, "reconstruct": cmd_reconstruct, "demo": cmd_demo}
     try:
         return commands[args.command](args)

@@ -106,6 +106,7 @@ class StepEvent:
     best_position: tuple[int, int] | None
     units: str
     model_version: int = 0
+    excluded: bool = False  # the position's frames all failed: not measured, not counted in n_measured
 
 
 @dataclasses.dataclass
@@ -144,11 +145,15 @@ class Experiment:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._current: _Run | None = None
 
     # --- control, thread safe --------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
         self._running.set()
+        run = self._current
+        if run is not None:  # a stop must not wait for a long (re)fit: cancel it (checked every Adam iteration)
+            run.trainer._cancel.set()
 
     def pause(self) -> None:
         self._running.clear()
@@ -164,8 +169,13 @@ class Experiment:
     def run(self) -> ExperimentResult:
         """Blocking. The instrument is closed (camera stopped, probe released) on every exit path."""
         try:
-            return _Run(self).execute()
+            run = _Run(self)
+            self._current = run
+            if self.stopped:  # stop() arrived while the run was being set up
+                run.trainer._cancel.set()
+            return run.execute()
         finally:
+            self._current = None
             self.instrument.close()
 
 
@@ -190,6 +200,8 @@ class _Run:
                 raise InputError(f"exclude mask shape {mask.shape} does not match the survey {self.height}x{self.width}")
             self.blocked |= mask.reshape(-1)
         self.config.validate((self.height, self.width), int(self.blocked.sum()))
+        if experiment.resume_data is not None:
+            self._check_resume(experiment.resume_data)
         self.patches = extract_patches(self.survey_image, self.config.window)
         self.indices: list[int] = []
         self.values: list[float] = []
@@ -202,6 +214,7 @@ class _Run:
         self.trainer = BackgroundTrainer(self.patches, self.config)
         self.error: str | None = None
         self._failures = 0  # consecutive positions whose frames all failed
+        self._pattern_shape: tuple[int, ...] | None = None  # shape of the first good frame
 
     @property
     def total(self) -> int:
@@ -216,6 +229,9 @@ class _Run:
         except (InstrumentError, InputError, ModelError) as exc:
             self.error = str(exc)
             logger.error("experiment stopped: %s", exc)
+        except Exception as exc:  # a bug or an unforeseen failure: stop cleanly, keep what was measured
+            self.error = f"internal error: {type(exc).__name__}: {exc}"
+            logger.exception("experiment stopped by an unexpected error")
         finally:
             self.trainer.close()
             if self.writer is not None:
@@ -246,19 +262,33 @@ class _Run:
             return typing.cast(tuple[int, int], tuple(self.experiment.resume_data.patterns.shape[1:]))
         raise InputError("the instrument does not report its detector shape; acquire a vacuum reference first")
 
+    def _check_resume(self, data: SessionData) -> None:
+        """Refuse to continue a session on other data before anything is measured or written."""
+        if tuple(data.survey.shape) != (self.height, self.width):
+            raise InputError(f"session survey {data.survey.shape} does not match this survey {self.height}x{self.width}")
+        if not numpy.allclose(data.survey, self.survey_image, rtol=1e-5, atol=0, equal_nan=False):
+            raise InputError("the session was recorded on a different survey image; resume it with the data it was "
+                             "started on")
+        session_shape = tuple(data.patterns.shape[1:])
+        detector_shape = tuple(self._detector_shape())
+        if session_shape != detector_shape:
+            raise InputError(f"session patterns are {session_shape}, but this detector gives {detector_shape}")
+
     def _replay_resumed(self) -> None:
         data = self.experiment.resume_data
         if data is None:
             return
-        if tuple(data.survey.shape) != (self.height, self.width):
-            raise InputError(f"session survey {data.survey.shape} does not match this survey {self.height}x{self.width}")
         for (y, x), value, phase in zip(data.positions, data.values, data.phases):
             index = int(y) * self.width + int(x)
             if self.blocked[index]:
                 continue  # a point recorded twice (should not happen) is counted once
             self._record(index, float(value), "seed" if phase == 0 else "step")
         if data.model_state is not None:
-            self.trainer.load_state(data.model_state)
+            try:
+                self.trainer.load_state(data.model_state)
+            except (RuntimeError, KeyError, ValueError) as exc:  # e.g. resumed with another window or network
+                logger.warning("the session's model checkpoint does not fit this configuration (%s); the model "
+                               "is trained afresh on the measured points", exc)
 
     def _run_seeds(self) -> None:
         # A fixed permutation per seed: a resumed run continues the same seed sequence, skipping measured points.
@@ -280,6 +310,8 @@ class _Run:
             raise InstrumentError("no seed point gave a usable value; check the camera and the scalarizer")
         self.trainer.fit_now(self.indices, self.values, iterations=self.config.initial_iterations)
         self.posterior = self.trainer.take_result(wait=True)
+        if self.experiment.stopped:
+            return
         if self.posterior is None:
             raise ModelError("the DKL model could not be fitted to the seed points: "
                              + "; ".join(self.trainer.failures[-2:]))
@@ -310,6 +342,8 @@ class _Run:
         measurement: Measurement | None = None
         problem = ""
         for attempt in range(self.config.max_retries + 1):
+            if attempt and self.experiment.stopped:  # a stop does not wait for retries of a failing camera
+                break
             try:
                 measurement = self.instrument.measure(y, x)
                 problem = _frame_problem(measurement.pattern, self._expected_pattern_shape())
@@ -331,6 +365,8 @@ class _Run:
                 raise InstrumentError(f"{self._failures} positions in a row failed; last: {problem}")
             return math.nan, instrument_seconds
         self._failures = 0
+        if self._pattern_shape is None:
+            self._pattern_shape = tuple(numpy.shape(measurement.pattern))
         value = self._scalarize(measurement.pattern, y, x)
         if self.writer is not None:
             self.writer.append(y, x, measurement.pattern, value, phase)
@@ -342,7 +378,10 @@ class _Run:
             return self.writer.pattern_shape
         if self.calibration.reference is not None:
             return tuple(self.calibration.reference.shape)
-        return None
+        shape = getattr(self.instrument, "detector_shape", None)
+        if shape is not None:
+            return tuple(int(n) for n in shape)
+        return self._pattern_shape  # without any of these, every frame must match the first good one
 
     def _scalarize(self, pattern: numpy.ndarray, y: int, x: int) -> float:
         try:
@@ -423,7 +462,8 @@ class _Run:
             acquisition=None if maps is None else maps[2], decision_seconds=decision_seconds,
             training_seconds=training_seconds, instrument_seconds=instrument_seconds, step_seconds=step_seconds,
             n_measured=len(self.indices), n_total=self.total, best_value=best_value, best_position=best_position,
-            units=self.units, model_version=self.posterior.version if self.posterior is not None else 0)
+            units=self.units, model_version=self.posterior.version if self.posterior is not None else 0,
+            excluded=index in self.excluded)
         try:
             self.experiment.on_event(event)
         except Exception:  # a broken listener (UI) must never stop the microscope

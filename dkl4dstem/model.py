@@ -19,7 +19,7 @@ import linear_operator
 import numpy
 import torch
 
-from dkl4dstem.runtime import pick_device
+from dkl4dstem.runtime import ensure_threads_configured, pick_device
 
 
 class FeatureExtractor(torch.nn.Sequential):
@@ -60,6 +60,7 @@ class DKLModel:
 
     def __init__(self, input_dim: int, *, latent_dim: int = 2, hidden: typing.Sequence[int] = (128, 64),
                  learning_rate: float = 0.01, seed: int = 0, device: str | torch.device | None = None) -> None:
+        ensure_threads_configured()
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # deterministic initial weights for a given seed, without leaking global state

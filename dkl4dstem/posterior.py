@@ -5,7 +5,10 @@ N candidates again. gpytorch recomputes the prediction strategy (caches and test
 time the training set changes, O(n^2 N). Here the Cholesky factor L of K_XX + noise and the whitened
 cross-covariance V = L^-1 K_X* are extended by one row per new point (rank-1 append), O(n N) per point, and the
 variance is kept as a running sum of squares. Kernel evaluations still come from gpytorch's kernel module.
-Nothing candidate-by-candidate is ever formed: memory is the n x N buffer V.
+Nothing candidate-by-candidate is ever formed: memory is the n x N buffer V. V is float64 unless that buffer would
+exceed FLOAT64_BUDGET_BYTES (e.g. 512 x 512 candidates with 500 points): then float32, which halves the memory;
+the Cholesky factor and the running sum of squares stay float64, so the variance keeps ~1e-7 relative accuracy and
+the mean ~1e-4 of the target's standard deviation.
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ import gpytorch
 import numpy
 import torch
 
+FLOAT64_BUDGET_BYTES = 512 << 20
+
 
 class PosteriorCache:
     def __init__(self, kernel: gpytorch.kernels.Kernel, noise: float, mean_constant: float, latent: torch.Tensor,
-                 capacity: int, batch_size: int = 65536) -> None:
+                 capacity: int, batch_size: int = 65536, storage_dtype: torch.dtype | None = None) -> None:
         self.kernel = kernel
         self.noise = float(noise)
         self.mean_constant = float(mean_constant)
@@ -25,8 +30,11 @@ class PosteriorCache:
         n_candidates = latent.shape[0]
         device = latent.device
         self.capacity = max(1, int(capacity))
+        if storage_dtype is None:
+            fits = self.capacity * n_candidates * 8 <= FLOAT64_BUDGET_BYTES
+            storage_dtype = torch.float64 if fits else torch.float32
         self.L = torch.zeros((self.capacity, self.capacity), dtype=torch.float64, device=device)
-        self.V = torch.empty((self.capacity, n_candidates), dtype=torch.float64, device=device)
+        self.V = torch.empty((self.capacity, n_candidates), dtype=storage_dtype, device=device)
         with torch.no_grad():
             self.prior_variance = self._kernel_rows(None, diag=True)
         self.sum_squares = torch.zeros(n_candidates, dtype=torch.float64, device=device)
@@ -60,8 +68,11 @@ class PosteriorCache:
             d = max(diag, self.noise * 1e-6) ** 0.5
             self.L[n, :n] = l_vec
             self.L[n, n] = d
-            v_row = (k_row - l_vec @ self.V[:n]) / d if n else k_row / d
-            self.V[n] = v_row
+            if n:
+                v_row = (k_row - (l_vec.to(self.V.dtype) @ self.V[:n]).to(torch.float64)) / d
+            else:
+                v_row = k_row / d
+            self.V[n] = v_row.to(self.V.dtype)
             self.sum_squares += v_row * v_row
         self.indices.append(int(index))
 
@@ -84,15 +95,16 @@ class PosteriorCache:
             for start in range(0, self.latent.shape[0], self.batch_size):
                 batch = self.latent[start:start + self.batch_size]
                 k_xb = self.kernel(z, batch).to_dense()
-                self.V[:n, start:start + len(batch)] = torch.linalg.solve_triangular(L, k_xb, upper=False)
-            self.sum_squares = (self.V[:n] ** 2).sum(dim=0)
+                block = torch.linalg.solve_triangular(L, k_xb, upper=False)
+                self.V[:n, start:start + len(batch)] = block.to(self.V.dtype)
+                self.sum_squares[start:start + len(batch)] = (block * block).sum(dim=0)
         self.indices = [int(i) for i in indices]
 
     def _grow(self) -> None:
         capacity = self.capacity * 2
         L = torch.zeros((capacity, capacity), dtype=torch.float64, device=self.L.device)
         L[:self.capacity, :self.capacity] = self.L
-        V = torch.empty((capacity, self.V.shape[1]), dtype=torch.float64, device=self.V.device)
+        V = torch.empty((capacity, self.V.shape[1]), dtype=self.V.dtype, device=self.V.device)
         V[:self.capacity] = self.V
         self.L, self.V, self.capacity = L, V, capacity
 
@@ -105,6 +117,6 @@ class PosteriorCache:
                 return mean, self.prior_variance.clone()
             y = torch.as_tensor(targets_standardized, dtype=torch.float64, device=self.V.device) - self.mean_constant
             beta = torch.linalg.solve_triangular(self.L[:n, :n], y.reshape(-1, 1), upper=False).reshape(-1)
-            mean = self.mean_constant + beta @ self.V[:n]
+            mean = self.mean_constant + (beta.to(self.V.dtype) @ self.V[:n]).to(torch.float64)
             variance = (self.prior_variance - self.sum_squares).clamp_min(1e-12)
         return mean, variance

@@ -89,7 +89,9 @@ class Scalarizer:
 @functools.lru_cache(maxsize=16)
 def _coordinates(shape: tuple[int, int]) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Pixel-centre coordinate vectors (y, x) for a detector shape, cached because shapes never change."""
-    return numpy.arange(shape[0], dtype=numpy.float64), numpy.arange(shape[1], dtype=numpy.float64)
+    ys, xs = numpy.arange(shape[0], dtype=numpy.float64), numpy.arange(shape[1], dtype=numpy.float64)
+    ys.flags.writeable = xs.flags.writeable = False  # shared through the cache
+    return ys, xs
 
 
 def _as_pattern(pattern: numpy.ndarray) -> numpy.ndarray:
@@ -116,15 +118,18 @@ def reference_center_px(calibration: DetectorCalibration, shape: tuple[int, int]
     ref = calibration.reference
     if ref is None:
         return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+    if tuple(ref.shape) != tuple(shape):
+        raise InputError(f"pattern shape {tuple(shape)} differs from the vacuum reference shape {tuple(ref.shape)}")
     return _reference_stats(ref)[0]
 
 
 def reference_disc_radius_px(reference: numpy.ndarray) -> float:
-    """Radius of the vacuum probe's bright-field disc: sqrt(area above half maximum / pi)."""
+    """Radius (px) of the vacuum probe's disc: sqrt(total / plateau intensity / pi), plateau = mean above half max."""
     return _reference_stats(reference)[1]
 
 
 def _reference_stats(ref: numpy.ndarray) -> tuple[tuple[float, float], float]:
+    """(CoM (y, x), disc radius) of the reference, cached: the reference is treated as immutable."""
     entry = _REFERENCE_CACHE.get(id(ref))
     if entry is not None and entry[0]() is ref:
         return entry[1], entry[2]
@@ -132,8 +137,11 @@ def _reference_stats(ref: numpy.ndarray) -> tuple[tuple[float, float], float]:
     center = _com_px(array)
     if math.isnan(center[0]):
         raise InputError("the vacuum reference pattern has no positive intensity")
-    radius = math.sqrt(numpy.count_nonzero(array > 0.5 * array.max()) / math.pi)
+    plateau = array[array > 0.5 * array.max()].mean()
+    radius = math.sqrt(array.sum() / plateau / math.pi)  # equivalent-area radius: robust to a soft edge
     try:
+        if len(_REFERENCE_CACHE) > 32:  # references rarely change; drop stale entries wholesale
+            _REFERENCE_CACHE.clear()
         _REFERENCE_CACHE[id(ref)] = (weakref.ref(ref), center, radius)
     except TypeError:  # not weak-referenceable (e.g. a memmap subclass in some versions): just don't cache
         pass
@@ -194,7 +202,9 @@ def _annulus(shape: tuple[int, int], cy: float, cx: float, inner_px: float, oute
     ys, xs = _coordinates(shape)
     r2 = (ys[:, None] - cy) ** 2 + (xs[None, :] - cx) ** 2
     mask = (r2 >= inner_px ** 2) & (r2 < outer_px ** 2)
-    return mask.ravel().astype(numpy.float64)
+    flat = mask.ravel().astype(numpy.float64)
+    flat.flags.writeable = False  # shared through the cache
+    return flat
 
 
 def _virtual(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float, outer_mrad: float,

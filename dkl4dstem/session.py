@@ -21,6 +21,7 @@ import json
 import os
 import time
 import typing
+import warnings
 
 import h5py
 import numpy
@@ -51,6 +52,8 @@ class SessionWriter:
         self.path = os.fspath(path)
         if resume:
             self.file = h5py.File(self.path, "a")
+            self.file.attrs["settings"] = json.dumps(settings)  # a later resume continues with these (e.g. more steps)
+            self.file.flush()
         else:
             self.file = h5py.File(self.path, "w")
             self.file.attrs["settings"] = json.dumps(settings)
@@ -109,10 +112,7 @@ def read_session(path: str | os.PathLike[str]) -> SessionData:
         with h5py.File(path, "r") as file:
             points = file["points"]
             n = min(points[name].shape[0] for name in ("position", "value", "timestamp", "phase", "pattern"))
-            model_state = None
-            if len(file["model"]):
-                last = sorted(file["model"].keys())[-1]
-                model_state = torch.load(io.BytesIO(file["model"][last][()].tobytes()), weights_only=True)
+            model_state = _latest_model_state(file)
             return SessionData(
                 settings=json.loads(file.attrs["settings"]),
                 survey=file["survey"][()],
@@ -122,3 +122,18 @@ def read_session(path: str | os.PathLike[str]) -> SessionData:
                 patterns=points["pattern"][:n], model_state=model_state)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"cannot read session file {os.fspath(path)}: {exc}") from None
+
+
+def _latest_model_state(file: h5py.File) -> dict[str, typing.Any] | None:
+    """The newest readable model checkpoint. A checkpoint cut short by a kill is skipped (the measured points are
+    what matters; the model is retrained from them), never a reason to refuse the whole session."""
+    if "model" not in file:
+        return None
+    for name in sorted(file["model"].keys(), reverse=True):
+        try:
+            return typing.cast(dict[str, typing.Any],
+                               torch.load(io.BytesIO(file["model"][name][()].tobytes()), weights_only=True))
+        except Exception as exc:  # torch.load raises RuntimeError/ValueError/EOFError/UnpicklingError on bad bytes
+            warnings.warn(f"session model checkpoint {name} is unreadable and was skipped: {exc}", RuntimeWarning,
+                          stacklevel=3)
+    return None

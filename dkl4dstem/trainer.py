@@ -20,7 +20,7 @@ from dkl4dstem.model import DKLModel
 from dkl4dstem.posterior import PosteriorCache
 
 if typing.TYPE_CHECKING:
-    from dkl4dstem.experiment import ExperimentConfig
+    from dkl4dstem.config import ExperimentConfig
 
 
 def standardization(values: numpy.ndarray) -> tuple[float, float]:

@@ -12,10 +12,12 @@ The scalarizers at the bottom are addressed as `tests.faults:<name>` (Experiment
 from __future__ import annotations
 
 import math
-import zlib
+import os
+import sys
 import threading
 import time
 import typing
+import zlib
 
 import numpy
 
@@ -199,3 +201,43 @@ def not_a_number_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibra
     return "twelve"
 
 
+
+
+# --- a CLI that reports each measured point (for the SIGKILL test) ------------------------------------------
+FAST_TRAINING = {"initial_iterations": 20, "update_iterations": 5, "refit_iterations": 20}
+
+
+def report_points_cli(argv: list[str]) -> int:
+    """`python -m tests.faults run DATA --out DIR ...`: the real `dkl4dstem` CLI, plus one stdout line
+    `MEASURED <n> <y> <x> <value>` (flushed) as soon as the engine reports point n as measured. With
+    DKL4DSTEM_FAULTS_FAST=1 the model trains briefly (recorded in the session settings, so a resume does too)."""
+    from dkl4dstem import cli, experiment
+
+    original_init = experiment.Experiment.__init__
+    fast = os.environ.get("DKL4DSTEM_FAULTS_FAST") == "1"
+
+    def init(self: experiment.Experiment, instrument: typing.Any, config: experiment.ExperimentConfig,
+             **kwargs: typing.Any) -> None:
+        if fast:
+            for name, value in FAST_TRAINING.items():
+                setattr(config, name, value)
+        listener = kwargs.get("on_event")
+        reported = [0]
+
+        def on_event(event: experiment.StepEvent) -> None:
+            if event.n_measured > reported[0]:  # a recorded point (an excluded position does not count)
+                reported[0] = event.n_measured
+                y, x = event.position
+                print(f"MEASURED {event.n_measured} {y} {x} {event.value!r}", flush=True)
+            if listener is not None:
+                listener(event)
+
+        kwargs["on_event"] = on_event
+        original_init(self, instrument, config, **kwargs)
+
+    experiment.Experiment.__init__ = init  # type: ignore[method-assign]
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(report_points_cli(sys.argv[1:]))

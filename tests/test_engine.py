@@ -48,13 +48,15 @@ def _kernel() -> gpytorch.kernels.Kernel:
     return kernel.eval()
 
 
-def test_incremental_posterior_equals_direct_solve() -> None:
+@pytest.mark.parametrize("storage, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-3)])
+def test_incremental_posterior_equals_direct_solve(storage: torch.dtype, tolerance: float) -> None:
     torch.manual_seed(0)
     latent = torch.randn(3000, 2, dtype=torch.float64)
     indices = [int(i) for i in numpy.random.default_rng(1).choice(3000, 60, replace=False)]
     targets = numpy.random.default_rng(2).normal(size=60)
     kernel, noise, constant = _kernel(), 0.02, 0.3
-    cache = PosteriorCache(kernel, noise, constant, latent, capacity=8, batch_size=1000)  # forces growth + batching
+    cache = PosteriorCache(kernel, noise, constant, latent, capacity=8, batch_size=1000,  # growth + batching
+                           storage_dtype=storage)
     cache.add_many(indices[:20])
     for index in indices[20:]:
         cache.add(index)
@@ -64,8 +66,8 @@ def test_incremental_posterior_equals_direct_solve() -> None:
         k_xs = kernel(latent[indices], latent).to_dense()
         direct_mean = constant + k_xs.T @ torch.linalg.solve(k_xx, torch.as_tensor(targets) - constant)
         direct_var = kernel(latent, diag=True) - (k_xs * torch.linalg.solve(k_xx, k_xs)).sum(0)
-    torch.testing.assert_close(mean, direct_mean, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(variance, direct_var.clamp_min(1e-12), rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(mean, direct_mean, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(variance, direct_var.clamp_min(1e-12), rtol=tolerance, atol=tolerance)
     assert float(variance[indices].max()) < noise  # measured points are well determined
 
 

@@ -11,7 +11,6 @@ import math
 import pathlib
 import textwrap
 import time
-import warnings
 
 import numpy
 import pytest
@@ -76,7 +75,7 @@ def test_com_matches_abtem_center_of_mass(dataset: dict) -> None:
     # own CoM (abTEM's value for the vacuum probe, stored at generation) is therefore subtracted, not assumed 0.
     expected = dataset["abtem_com_mrad"] - dataset["abtem_reference_com_mrad"]
     scale = numpy.abs(expected).max()
-    assert scale > 0.2  # the data really deflect the beam (graphene + Si at 60 kV: ~1 mrad)
+    assert scale > 0.05  # the beam really is deflected (60 kV graphene + Si: ~1 mrad at 30, ~0.08 at 10 mrad)
     cal = calibration(dataset)
     numpy.testing.assert_allclose(scan_map("com_x", dataset, cal), expected[..., 0], rtol=0, atol=1e-3 * scale)
     numpy.testing.assert_allclose(scan_map("com_y", dataset, cal), expected[..., 1], rtol=0, atol=1e-3 * scale)
@@ -197,10 +196,14 @@ def test_bragg_distance_tracks_strain_and_tilt(bragg_data: dict) -> None:
     pattern = bragg_data["data"][2, 3].astype(numpy.float64)
     base = s(pattern, cal)
     centre = (numpy.array(pattern.shape) - 1) / 2
-    for strain in (0.95, 1.05):  # pattern stretched about its centre: all discs move out by the factor
-        stretched = scipy.ndimage.affine_transform(pattern, numpy.eye(2) / strain,
-                                                   offset=centre - centre / strain, order=1)
-        assert s(stretched, cal) == pytest.approx(base * strain, rel=0.01)
+    # Synthetic lattice strain: scale everything outside the central disc about the centre (a strained
+    # lattice moves the Bragg discs, not the unscattered beam). The central disc (edge at 5.4 px) is kept.
+    central = numpy.hypot(*(numpy.indices(pattern.shape) - centre[:, None, None])) <= 5.7
+    for strain in (0.95, 1.05):
+        discs = scipy.ndimage.affine_transform(numpy.where(central, 0.0, pattern), numpy.eye(2) / strain,
+                                               offset=centre - centre / strain, order=1)
+        strained = numpy.where(central, pattern, 0.0) + discs
+        assert s(strained, cal) == pytest.approx(base * strain, rel=0.01)
     tilted = numpy.roll(pattern, (1, -2), axis=(0, 1))  # the whole pattern moves: the distance does not
     assert s(tilted, cal) == pytest.approx(base, rel=0.01)
     in_px = s(pattern, calibration(bragg_data, calibrated=False))

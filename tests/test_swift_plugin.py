@@ -278,8 +278,16 @@ class TestControl(SwiftTestCase):
             handler.mark_park_clicked()
             mark = handler.find_mark(panel_module.PARK_LABEL)
             mark.position = (0.25, 0.75)
+            session_path = os.path.join(os.getcwd(), "run1.h5")
+            handler.session_path.value = session_path
             self.assertTrue(handler.start(), handler.message.value)
             pump(dc, lambda: handler.controller.status.state == "idle", 60, "run end")
+            from dkl4dstem.session import read_session
+            session = read_session(session_path)
+            self.assertEqual(3, len(session.positions))
+            self.assertEqual(item(tc, live_items.PATTERNS_TITLE).data_shape[1:], session.patterns.shape[1:])
+            self.assertFalse(handler.start(), "an existing session file is never overwritten")
+            self.assertIn("exists", handler.message.value)
             self.assertAlmostEqual(0.25, tc.instrument.probe_position.y)
             self.assertAlmostEqual(0.75, tc.instrument.probe_position.x)
             self.assertIn("parked", handler.message.value)

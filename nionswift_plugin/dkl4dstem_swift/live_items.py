@@ -2,12 +2,16 @@
 
 The loop thread only calls post() (store the newest event, append the measured point, queue at most one UI task).
 The queued UI task applies the newest state: maps, measured values, point graphics, raw patterns. So the UI never
-slows the loop, and a burst of events becomes one update.
+slows the loop, and a burst of events becomes one update. Updates are also rate limited: a task that comes too soon
+re-queues itself (a cheap check per UI tick) instead of redrawing, because every data item change costs Swift
+display, histogram and thumbnail work (about 10 ms of UI-thread CPU per map here) that competes with the loop for
+the CPU and the GIL. The interval adapts so that live updates use at most MAX_UI_FRACTION of the UI thread.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import typing
 
 import numpy
@@ -36,6 +40,8 @@ METADATA_KEY = "dkl4dstem"
 POINT_COLOR = "#FF0"      # visited points
 NEWEST_COLOR = "#F00"     # the newest point
 POINT_LABEL_PREFIX = ""   # point labels are the step number
+MIN_INTERVAL_S = 0.5      # at most two live updates per second ...
+MAX_UI_FRACTION = 0.05    # ... and at most 5 % of the time spent applying them
 
 
 class LiveItems:
@@ -48,9 +54,14 @@ class LiveItems:
                  units: str,
                  n_total: int,
                  instrument: swift_instrument.SwiftInstrument | None = None,
-                 on_applied: typing.Callable[[typing.Any], None] | None = None) -> None:
+                 on_applied: typing.Callable[[typing.Any], None] | None = None,
+                 min_interval_s: float = MIN_INTERVAL_S) -> None:
         self.__on_applied = on_applied
+        self.__min_interval_s = float(min_interval_s)
+        self.__interval_s = float(min_interval_s)
+        self.__last_apply = 0.0
         self.__latest_event: typing.Any = None
+        self.__status_event: typing.Any = None
         self.__document_controller = document_controller
         self.__document_model = document_controller.document_model
         self.__survey_display_item = survey_display_item
@@ -73,12 +84,14 @@ class LiveItems:
         self.__patterns_applied = 0
         self.__pattern_positions: list[list[int]] = list()
         self.__pattern_probe_positions: list[list[float]] = list()
-        self.__pattern_metadata: list[dict[str, typing.Any]] = list()
+        self.__pattern_timestamps: list[float] = list()
         self.__patterns_item: DataItem.DataItem | None = None
+        self.__camera_metadata: dict[str, typing.Any] = dict()
         self.__patterns_shape: tuple[int, ...] | None = None
         self.__transactions: list[typing.Any] = list()
         self.__live_items: list[DataItem.DataItem] = list()
         self.apply_count = 0
+        self.apply_cpu_s = 0.0
         self.items: dict[str, DataItem.DataItem] = dict()
         empty = numpy.full(self.__shape, numpy.nan, dtype=numpy.float32)
         for title, item_units in ((PREDICTION_TITLE, units), (UNCERTAINTY_TITLE, units), (ACQUISITION_TITLE, ""),
@@ -90,7 +103,7 @@ class LiveItems:
             self.items[title] = data_item
         self.__set_color_map(PREDICTION_TITLE, "viridis")
         self.__set_color_map(UNCERTAINTY_TITLE, "magma")
-        self.__set_color_map(ACQUISITION_TITLE, "inferno")
+        self.__set_color_map(ACQUISITION_TITLE, "plasma")
         self.__set_color_map(MEASURED_TITLE, "viridis")
 
     # any thread
@@ -132,34 +145,47 @@ class LiveItems:
                 result.append(display_item)
         return result
 
-    def apply(self) -> None:
+    def apply(self, force: bool = False) -> None:
+        """UI thread: the status follows every event; data items and graphics at most every interval."""
         with self.__lock:
-            self.__task_queued = False
             if self.__closed:
                 return
+            latest_event = self.__latest_event
+        if latest_event is not None and latest_event is not self.__status_event and self.__on_applied:
+            self.__status_event = latest_event
+            self.__on_applied(latest_event)  # a few label texts: cheap
+        if not force and time.perf_counter() - self.__last_apply < self.__interval_s:
+            self.__document_controller.queue_task(self.apply)  # too soon: look again on the next UI tick
+            return
+        self.__last_apply = time.perf_counter()
+        with self.__lock:
+            self.__task_queued = False
             maps_event = self.__latest_maps
             self.__latest_maps = None
             pending = self.__pending
             self.__pending = list()
-            latest_event = self.__latest_event
+        cpu_start = time.thread_time()
         try:
             self.__apply(maps_event, pending)
         except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
             _logger.warning("DKL live update failed: %s", e)
-        if latest_event is not None and self.__on_applied:
-            self.__on_applied(latest_event)
+        cpu_s = time.thread_time() - cpu_start
+        self.apply_cpu_s += cpu_s
+        self.__interval_s = max(self.__min_interval_s, cpu_s / MAX_UI_FRACTION)
 
     def finish(self) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state."""
-        self.apply()
+        self.apply(force=True)
         with self.__lock:
             if self.__closed:
                 return
             self.__closed = True
         try:
             self.__trim_patterns()
+            self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values),
+                           positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps))
         except Exception as e:
-            _logger.warning("DKL pattern sequence trim failed: %s", e)
+            _logger.warning("DKL final update failed: %s", e)
         for transaction in self.__transactions:
             transaction.close()
         self.__transactions = list()
@@ -216,8 +242,7 @@ class LiveItems:
                 self.__positions.append([y, x])
                 self.__values.append(value)
                 self.__steps.append(step)
-            self.__set_map(MEASURED_TITLE, self.__measured, self.__units, positions=list(self.__positions),
-                           values=list(self.__values), steps=list(self.__steps))
+            self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values))
             self.__add_graphics(pending)
         self.__apply_patterns()
 
@@ -257,7 +282,7 @@ class LiveItems:
         for record in new[:count]:
             self.__pattern_positions.append(list(record.position))
             self.__pattern_probe_positions.append(list(record.probe_position))
-            self.__pattern_metadata.append(dict(record.metadata))
+            self.__pattern_timestamps.append(float(record.metadata.get("timestamp", 0.0)))
         block = numpy.stack([r.pattern for r in new[:count]])
         xdata = DataAndMetadata.new_data_and_metadata(block)
         data_metadata = self.__patterns_data_metadata(data_item, stop)
@@ -268,7 +293,7 @@ class LiveItems:
     def __patterns_metadata(self, n: int) -> dict[str, typing.Any]:
         return self.__metadata(PATTERNS_TITLE, n_measured=n, positions=list(self.__pattern_positions),
                                probe_positions=list(self.__pattern_probe_positions),
-                               measurements=list(self.__pattern_metadata))
+                               timestamps=list(self.__pattern_timestamps), camera=dict(self.__camera_metadata))
 
     def __patterns_data_metadata(self, data_item: DataItem.DataItem, n: int) -> DataAndMetadata.DataMetadata:
         xdata = data_item.xdata
@@ -281,6 +306,7 @@ class LiveItems:
 
     def __create_patterns_item(self, first: swift_instrument.RecordedPattern) -> None:
         self.__patterns_shape = tuple(first.pattern.shape)
+        self.__camera_metadata = {k: v for k, v in first.metadata.items() if k in ("exposure_ms", "binning", "camera")}
         calibrations = [Calibration.Calibration()] + self.__camera_calibrations(first.pattern.shape)
         data = numpy.zeros((self.__n_total,) + tuple(first.pattern.shape), dtype=numpy.float32)
         xdata = DataAndMetadata.new_data_and_metadata(

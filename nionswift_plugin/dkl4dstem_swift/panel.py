@@ -74,6 +74,7 @@ class PanelHandler(Declarative.Handler):
         self.beta = Model.PropertyModel[str]("4")
         self.goal_index = Model.PropertyModel[int](0)
         self.after_run_index = Model.PropertyModel[int](0)
+        self.session_path = Model.PropertyModel[str]("")
         self.survey_text = Model.PropertyModel[str](_("Survey: none"))
         self.message = Model.PropertyModel[str](_("Acquire a survey, then Start."))
         self.step_text = Model.PropertyModel[str](_("Step – of –"))
@@ -148,6 +149,9 @@ class PanelHandler(Declarative.Handler):
                          u.create_combo_box(items=list(settings_module.AFTER_RUN_LABELS), current_index="@binding(after_run_index.value)"),
                          u.create_push_button(text=_("Mark park"), on_clicked="mark_park_clicked", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=4),
+            u.create_row(u.create_label(text=_("Session file"), width=LABEL_WIDTH),
+                         u.create_line_edit(text="@binding(session_path.value)", placeholder_text=_("optional .h5 (every pattern, flushed)")),
+                         spacing=4),
             spacing=4)
         run = u.create_column(
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start_clicked", enabled="@binding(idle.value)"),
@@ -260,6 +264,7 @@ class PanelHandler(Declarative.Handler):
             xi=p.parse_float(self.xi.value or "", "xi", 0.0), beta=p.parse_float(self.beta.value or "", "beta", 0.0),
             maximize=(self.goal_index.value or 0) == 0,
             after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],
+            session_path=p.parse_session_path(self.session_path.value or ""),
             extra_config=dict(self.extra_config))
 
     def __try(self, fn: typing.Callable[[], None]) -> bool:

@@ -216,7 +216,8 @@ class RunController:
             self.settings = settings
             self.survey_display_item = survey_display_item
             self.result = None
-            self.experiment = Experiment(instrument, config, on_event=self.__handle_event)
+            self.experiment = Experiment(instrument, config, session_path=settings.session_path or None,
+                                         on_event=self.__handle_event)
             self.__set_status(state="running", message="Running: seed points ...", step=0, n_total=settings.n_total,
                               units=units, phase="seed", last_value=math.nan, best_value=math.nan, best_position=None,
                               decision_ms=math.nan, training_ms=math.nan, instrument_ms=math.nan, step_ms=math.nan)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import typing
 
 from dkl4dstem.errors import InputError
@@ -87,6 +88,7 @@ class RunSettings:
     maximize: bool = True
     seed: int = 0
     after_run: str = "release"
+    session_path: str = ""          # optional HDF5 session file written by the engine (every pattern, flushed)
     extra_config: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -107,6 +109,23 @@ class RunSettings:
         d = dataclasses.asdict(self)
         d["n_total"] = self.n_total
         return d
+
+
+def parse_session_path(text: str) -> str:
+    """'' (no session file) or an absolute path to a new .h5 file in an existing folder."""
+    text = str(text or "").strip()
+    if not text:
+        return ""
+    path = pathlib.Path(text).expanduser()
+    if not path.is_absolute():
+        path = pathlib.Path.home() / path
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        path = path.with_suffix(path.suffix + ".h5") if path.suffix else path.with_suffix(".h5")
+    if not path.parent.is_dir():
+        raise InputError(f"session file: folder {path.parent} does not exist")
+    if path.exists():
+        raise InputError(f"session file {path} exists; choose a new name (it would be overwritten)")
+    return str(path)
 
 
 def validate_scalarizer(name: str, params_text: str) -> tuple[str, dict[str, float], dict[str, float]]:

@@ -235,6 +235,15 @@ class SwiftInstrument:
         return self.__camera
 
     @property
+    def detector_shape(self) -> tuple[int, int] | None:
+        """Pattern shape at the chosen binning (the engine's session file needs it before the first frame)."""
+        try:
+            height, width = self.__camera.get_expected_dimensions(int(self.__camera_settings.binning))
+            return int(height), int(width)
+        except Exception:
+            return None
+
+    @property
     def is_closed(self) -> bool:
         return self.__closed
 

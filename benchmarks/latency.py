@@ -1,0 +1,129 @@
+"""Latency benchmark: decision latency, background training per step, full step, peak RSS.
+
+For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
+runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
+`BackgroundTrainer._train`: warm-start Adam steps, re-embed all candidates, factorize). Each survey size runs in
+its own subprocess so peak RSS is per size. Prints a table, writes JSON.
+
+    python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
+    """A lattice with point defects, like a HAADF image of a doped 2D material."""
+    rng = numpy.random.default_rng(seed)
+    yy, xx = numpy.mgrid[0:size, 0:size].astype(float)
+    image = numpy.cos(2 * numpy.pi * xx / 6.0) * numpy.cos(2 * numpy.pi * yy / 6.0)
+    for y, x in rng.integers(0, size, size=(max(2, size * size // 500), 2)):
+        image += 3 * numpy.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 4.0)
+    return image + 0.1 * rng.normal(size=image.shape)
+
+
+def measure_size(size: int, ns: list[int], windows: list[int], repeats: int) -> list[dict[str, float]]:
+    import torch
+
+    from dkl4dstem import acquisition
+    from dkl4dstem.experiment import ExperimentConfig
+    from dkl4dstem.patches import extract_patches
+    from dkl4dstem.trainer import BackgroundTrainer
+
+    rows = []
+    survey = synthetic_survey(size)
+    target = (survey ** 2).reshape(-1)
+    for window in windows:
+        patches = extract_patches(survey, window)
+        for n in ns:
+            if n + 1 > size * size:
+                continue
+            rng = numpy.random.default_rng(n)
+            order = [int(i) for i in rng.choice(size * size, n + repeats + 1, replace=False)]
+            indices, values = order[:n], [float(target[i]) for i in order[:n]]
+            config = ExperimentConfig(window=window, seeds=n, steps=repeats + 2)
+            trainer = BackgroundTrainer(patches, config)
+            trainer.fit_now(indices, values, iterations=config.initial_iterations)
+            posterior = trainer.take_result(wait=True)
+            assert posterior is not None
+            blocked = numpy.zeros(size * size, dtype=bool)
+            blocked[indices] = True
+            decisions, trainings = [], []
+            for r in range(repeats):
+                new = order[n + r]
+                indices.append(new)
+                values.append(float(target[new]))
+                blocked[new] = True
+                start = time.perf_counter()
+                posterior.catch_up(indices, values)
+                mean, variance, mu, sd = posterior.predict(indices, values)
+                scores = acquisition.acquisition_values(mean, variance, (max(values) - mu) / sd, kind="ei")
+                acquisition.choose_next(scores, blocked)
+                decisions.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                trainer._train(list(indices), list(values), config.update_iterations)  # what one step trains
+                trainings.append(time.perf_counter() - start)
+                posterior = trainer.take_result(wait=False) or posterior
+            row = {"size": size, "candidates": size * size, "window": window, "n": n,
+                   "decision_ms": 1e3 * float(numpy.median(decisions)),
+                   "training_ms": 1e3 * float(numpy.median(trainings)),
+                   "step_ms": 1e3 * float(numpy.median(numpy.add(decisions, trainings))),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "torch_threads": torch.get_num_threads(), "device": str(trainer.model.device)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="64,128,256,512")
+    parser.add_argument("--n", default="10,50,100,200,500")
+    parser.add_argument("--windows", default="12,16")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(HERE, "out", "latency.json"))
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    ns = [int(v) for v in args.n.split(",")]
+    windows = [int(v) for v in args.windows.split(",")]
+    if args.child is not None:
+        from dkl4dstem.runtime import ensure_threads_configured
+        ensure_threads_configured()
+        measure_size(args.child, ns, windows, args.repeats)
+        return
+    rows = []
+    for size in (int(v) for v in args.sizes.split(",")):
+        proc = subprocess.run([sys.executable, __file__, "--child", str(size), "--n", args.n, "--windows",
+                               args.windows, "--repeats", str(args.repeats)], capture_output=True, text=True)
+        if proc.returncode:
+            print(proc.stderr[-2000:], file=sys.stderr)
+        rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": rows[0]["torch_threads"] if rows else None}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as file:
+        json.dump({"meta": meta, "rows": rows}, file, indent=1)
+    print(f"# latency benchmark {meta['date']} on {meta['machine']}, {meta['cores']} cores, "
+          f"torch threads {meta['torch_threads']}")
+    print("| survey | window | n | decision ms | training ms | full step ms | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['size']}² | {row['window']} | {row['n']} | {row['decision_ms']:.1f} | {row['training_ms']:.0f} "
+              f"| {row['step_ms']:.0f} | {row['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Sample efficiency on physics-simulated (abTEM) data: ours vs random sampling vs AtomAI dklGPR vs gpax viDKL.
+
+For each seed: measurements until a top-1% position of the target scalar is first measured, and the NRMSE of the
+predicted map after 1% and 2.5% of the positions. All methods see the same candidates (HAADF patches, window 12)
+and the same target (the scalarizer applied to every pattern: the ground truth). Peers run in their own venvs
+(benchmarks/install_peers.sh) through benchmarks/peers.py; a peer whose venv is missing is reported as such.
+
+    python benchmarks/sample_efficiency.py DATA.npz [--seeds 0,1,2,3,4] [--steps 48] [--peers atomai,gpax]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FRACTIONS = (0.01, 0.025)
+
+
+def first_hit(visited_indices: list[int], target: numpy.ndarray) -> int | None:
+    threshold = numpy.quantile(target, 0.99)
+    return next((k + 1 for k, i in enumerate(visited_indices) if target[i] >= threshold), None)
+
+
+def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, seed: int, scalarizer: str
+             ) -> dict[str, object]:
+    from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
+    from dkl4dstem.groundtruth import nrmse
+    from dkl4dstem.replay import open_replay
+
+    instrument = open_replay(path)
+    height, width = instrument.scan_shape
+    checkpoints = {max(n_seed_points + 1, int(round(f * height * width))): f for f in FRACTIONS}
+    errors: dict[str, float] = {}
+
+    def on_event(event: StepEvent) -> None:
+        if event.n_measured in checkpoints and event.prediction is not None:
+            errors[str(checkpoints[event.n_measured])] = nrmse(event.prediction, target.reshape(height, width))
+
+    start = time.perf_counter()
+    config = ExperimentConfig(scalarizer=scalarizer, seeds=n_seed_points, steps=steps, seed=seed)
+    result = Experiment(instrument, config, on_event=on_event).run()
+    elapsed = time.perf_counter() - start
+    visited = [y * width + x for y, x in result.visited]
+    return {"first_top1": first_hit(visited, target), "nrmse_at": errors, "n_measured": len(visited),
+            "median_step_seconds": float(numpy.median(result.step_seconds[n_seed_points:])), "seconds": elapsed}
+
+
+def run_random(path: str, target: numpy.ndarray, seed: int, window: int) -> dict[str, object]:
+    """Random order; NRMSE from a DKL fitted on the random subset (the paper's Fig. 3 protocol)."""
+    from dkl4dstem.reconstruct import reconstruct
+
+    n = target.size
+    order = numpy.random.default_rng(1000 + seed).permutation(n)
+    data = numpy.load(path)
+    survey = data["survey"]
+    truth = target.reshape(survey.shape)
+    results = reconstruct(survey, truth, FRACTIONS, window=window, seed=seed, iterations=200)
+    return {"first_top1": first_hit([int(i) for i in order], target),
+            "nrmse_at": {str(r.fraction): r.nrmse for r in results}}
+
+
+def run_peer(peer: str, patches: str, target_path: str, n_seed_points: int, steps: int, seed: int, out_dir: str
+             ) -> dict[str, object]:
+    python = os.path.join(HERE, ".venvs", peer, "bin", "python")
+    if not os.path.exists(python):
+        return {"error": f"venv {python} missing: run benchmarks/install_peers.sh"}
+    out = os.path.join(out_dir, f"{peer}_{seed}.json")
+    command = [python, os.path.join(HERE, "peers.py"), "--peer", peer, "--patches", patches, "--target", target_path,
+               "--seeds", str(n_seed_points), "--steps", str(steps), "--seed", str(seed), "--out", out,
+               "--nrmse-at", ",".join(str(f) for f in FRACTIONS)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": proc.stderr[-1500:]}
+    with open(out) as file:
+        payload = json.load(file)
+    target = numpy.load(target_path).reshape(-1)
+    return {"first_top1": first_hit([int(i) for i in payload["visited"]], target),
+            "nrmse_at": {str(k): v for k, v in payload.get("nrmse_at", {}).items()},
+            "median_step_seconds": float(numpy.median(payload["step_seconds"])) if payload.get("step_seconds") else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("--scalarizer", default="com_magnitude")
+    parser.add_argument("--window", type=int, default=12)
+    parser.add_argument("--seed-points", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--peers", default="atomai,gpax")
+    parser.add_argument("--out", default=os.path.join(HERE, "out", "sample_efficiency.json"))
+    args = parser.parse_args()
+
+    from dkl4dstem.groundtruth import ground_truth_map
+    from dkl4dstem.patches import extract_patches
+    from dkl4dstem.replay import open_replay
+    from dkl4dstem.runtime import ensure_threads_configured
+    from dkl4dstem.scalarizers import get_scalarizer
+
+    ensure_threads_configured()
+    instrument = open_replay(args.data)
+    target = ground_truth_map(instrument.data, get_scalarizer(args.scalarizer), instrument.calibration()).reshape(-1)
+    work = tempfile.mkdtemp(prefix="dkl4dstem-se-")
+    patches_path, target_path = os.path.join(work, "patches.npy"), os.path.join(work, "target.npy")
+    numpy.save(patches_path, extract_patches(instrument.survey().image, args.window))
+    numpy.save(target_path, target)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    peers = [p for p in args.peers.split(",") if p]
+    results: dict[str, list[dict[str, object]]] = {"ours": [], "random": [], **{p: [] for p in peers}}
+    for seed in seeds:
+        results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer))
+        results["random"].append(run_random(args.data, target, seed, args.window))
+        for peer in peers:
+            results[peer].append(run_peer(peer, patches_path, target_path, args.seed_points, args.steps, seed, work))
+        print(json.dumps({"seed": seed, **{k: v[-1] for k, v in results.items()}}), flush=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
+            "cores": os.cpu_count(), "data": os.path.basename(args.data), "scalarizer": args.scalarizer,
+            "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": seeds}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as file:
+        json.dump({"meta": meta, "results": results}, file, indent=1)
+    budget = args.seed_points + args.steps
+    print(f"# sample efficiency, {meta['data']} ({meta['candidates']} positions), {args.scalarizer}, {meta['date']}")
+    print("| method | first top-1% hit (per seed) | mean (miss = budget+1) | NRMSE @1% | NRMSE @2.5% |")
+    print("|---|---|---|---|---|")
+    for method, runs in results.items():
+        valid = [r for r in runs if "error" not in r]
+        if not valid:
+            print(f"| {method} | error: {runs[0].get('error', '')[:80]!r} | | | |")
+            continue
+        hits = [r["first_top1"] for r in valid]
+        mean_hit = numpy.mean([h if h is not None else budget + 1 for h in hits]) if method != "random" else \
+            numpy.mean(hits)
+        cells = [numpy.mean([r["nrmse_at"].get(str(f), numpy.nan) for r in valid]) for f in FRACTIONS]
+        print(f"| {method} | {hits} | {mean_hit:.1f} | {cells[0]:.3f} | {cells[1]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Settings of one automated experiment, validated before any dose is spent.
+
+Kept free of torch imports so the CLI and the Swift panel can check input instantly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+from dkl4dstem.errors import InputError
+from dkl4dstem.scalarizers import get_scalarizer
+
+ACQUISITIONS = ("ei", "ucb", "uncertainty")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    scalarizer: str = "com_magnitude"
+    scalarizer_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    window: int = 12
+    seeds: int = 10
+    steps: int = 100
+    acquisition: str = "ei"
+    xi: float = 0.01
+    beta: float = 4.0
+    maximize: bool = True
+    seed: int = 0
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (128, 64)
+    learning_rate: float = 0.01
+    initial_iterations: int = 200   # full fit after the seed points
+    update_iterations: int = 30     # warm-start Adam steps per new point
+    refit_every: int = 25           # every this many points a fuller refit ...
+    refit_iterations: int = 150     # ... of this many steps
+    wait_for_training: bool = True  # replay: reproducible; live microscope: False
+    max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded
+    max_consecutive_failures: int = 5
+    device: str | None = None
+    checkpoint_every: int = 25
+
+    def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
+        """Refuse settings that cannot work, before any dose is spent."""
+        for name in ("window", "seeds", "latent_dim", "initial_iterations", "refit_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("steps", "update_iterations", "max_retries", "refit_iterations"):
+            if int(getattr(self, name)) < 0:
+                raise InputError(f"{name} must be zero or a positive integer, got {getattr(self, name)}")
+        for name in ("xi", "beta", "learning_rate"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
+                raise InputError(f"{name} must be a positive number, got {value}")
+        if self.acquisition not in ACQUISITIONS:
+            raise InputError(f"unknown acquisition {self.acquisition!r}; choose one of "
+                             f"{', '.join(ACQUISITIONS)}")
+        height, width = survey_shape
+        if self.window >= min(height, width):
+            raise InputError(f"window {self.window} must be smaller than the survey {height}x{width}")
+        available = height * width - n_excluded
+        if self.seeds + self.steps > available:
+            raise InputError(f"seeds + steps = {self.seeds + self.steps} is more than the {available} candidate "
+                             f"positions of the {height}x{width} survey")
+        get_scalarizer(self.scalarizer, **self.scalarizer_params)
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        return dataclasses.asdict(self)
