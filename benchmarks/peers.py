@@ -31,6 +31,11 @@ Protocol (active learning, the same as dkl4dstem's Experiment):
             so the predicted mean is also available for the NRMSE without predicting twice; best_f is
             passed as max(y)+xi because gpax's EI has no xi argument (the two are the same formula).
   step_seconds = fit + predict(all N) + EI + argmax (wall clock, results forced to host memory).
+  nrmse_at[f] = RMSE(predicted mean map, target) / std(target) for the model fitted on exactly
+            max(K+1, round(f*N)) measurements (one extra fit after the last step when that count is K+steps;
+            null when the run never reaches it).
+  first_top1_at = 1-based position in `visited` (seeds included) of the first index whose target is
+            >= numpy.quantile(target, 0.99), or null.
 
 Output JSON keys: see `run_active_learning` / `run_timing` below and benchmarks/PEERS_NOTES.md.
 """
@@ -40,7 +45,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import platform
 import resource
@@ -258,10 +262,12 @@ def run_active_learning(args, patches, target, peer) -> dict:
         raise SystemExit(f"peers.py: --seeds must be in 1..{n}")
     steps = min(args.steps, n - k)
     fractions = [float(f) for f in args.nrmse_at.split(",") if f.strip()] if args.nrmse_at else []
-    # checkpoint: the model fitted on exactly round(f*N) measurements (never fewer than the K seeds)
-    checkpoints = {f: max(k, int(round(f * n))) for f in fractions}
-    n_top = max(1, int(math.ceil(0.01 * n)))
-    top1 = set(numpy.argsort(target, kind="stable")[-n_top:].tolist())
+    # checkpoint: the model fitted on exactly max(K+1, round(f*N)) measurements -- the same count rule as
+    # benchmarks/sample_efficiency.py uses for dkl4dstem (which makes no prediction during seeding)
+    checkpoints = {f: max(k + 1, int(round(f * n))) for f in fractions}
+    # top-1 %: target >= its 0.99 quantile (numpy default interpolation), as sample_efficiency.first_hit
+    top1_threshold = float(numpy.quantile(target, 0.99))
+    top1 = set(numpy.flatnonzero(target >= top1_threshold).tolist())
 
     visited = [int(i) for i in seed_indices(n, k, args.seed)]
     mask = numpy.zeros(n, dtype=bool)
@@ -318,7 +324,8 @@ def run_active_learning(args, patches, target, peer) -> dict:
         "nrmse_at": nrmse_at,
         "nrmse_counts": {str(f): c for f, c in checkpoints.items()},
         "first_top1_at": first_top1,
-        "top1_count": n_top,
+        "top1_threshold": top1_threshold,
+        "top1_count": len(top1),
         "best_value": float(max(target[visited])),
         "final_nrmse": nrmse(final_mean, target) if final_mean is not None else None,
         "peak_rss_mb": peak_rss_mb(),

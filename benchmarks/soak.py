@@ -185,14 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         "rss_first_row_mib": rows[0]["rss_mib"] if rows else None,
         "rss_last_row_mib": rows[-1]["rss_mib"] if rows else None,
         "peak_rss_mib": peak_rss_mib(),
-        "rss_growth_second_half_mib": (rows[-1]["rss_mib"] - rows[len(rows) // 2]["rss_mib"]) if len(rows) > 2 else None,
+        "rss_growth_second_half_mib":
+            (rows[-1]["rss_mib"] - rows[len(rows) // 2]["rss_mib"]) if len(rows) > 2 else None,
         "threads_at_end": threading.active_count(),
     }
     print()
     print(f"soak: {checks['n_measured']} points (expected {checks['expected']}), error {checks['error']}, "
           f"session {checks['session_rows']} rows / {session_mib:.1f} MiB, matches result "
           f"{checks['session_matches_result']}, unique {checks['unique_positions']}")
-    print(f"soak: wall {wall:.0f} s, step median {summary['step_median_ms']:.1f} ms, p99 {summary['step_p99_ms']:.1f} ms, "
+    print(f"soak: wall {wall:.0f} s, step median {summary['step_median_ms']:.1f} ms, "
+          f"p99 {summary['step_p99_ms']:.1f} ms, "
           f"max {summary['step_max_ms']:.0f} ms; decision median {summary['decision_median_ms']:.1f} ms; "
           f"{summary['trainings_swapped_in']} model versions used")
     print(f"soak: RSS {summary['rss_first_row_mib']:.1f} MiB at step {rows[0]['step'] if rows else '-'} -> "

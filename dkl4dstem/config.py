@@ -27,7 +27,7 @@ class ExperimentConfig:
     maximize: bool = True
     seed: int = 0
     latent_dim: int = 2
-    hidden: tuple[int, ...] = (128, 64)
+    hidden: tuple[int, ...] = (64, 32)
     learning_rate: float = 0.01
     initial_iterations: int = 200   # full fit after the seed points
     update_iterations: int = 30     # warm-start Adam steps per new point

@@ -20,70 +20,19 @@ import numpy
 import torch
 
 from dkl4dstem import acquisition as acquisition_module
+from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError, InstrumentError, ModelError
 from dkl4dstem.instrument import Instrument
 from dkl4dstem.patches import extract_patches, position_of
-from dkl4dstem.runtime import ensure_threads_configured
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
 from dkl4dstem.session import SessionData, SessionWriter
 from dkl4dstem.survey import validate_survey
 from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior
 
+__all__ = ["Experiment", "ExperimentConfig", "ExperimentResult", "StepEvent"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    scalarizer: str = "com_magnitude"
-    scalarizer_params: dict[str, float] = dataclasses.field(default_factory=dict)
-    window: int = 12
-    seeds: int = 10
-    steps: int = 100
-    acquisition: str = "ei"
-    xi: float = 0.01
-    beta: float = 4.0
-    maximize: bool = True
-    seed: int = 0
-    latent_dim: int = 2
-    hidden: tuple[int, ...] = (128, 64)
-    learning_rate: float = 0.01
-    initial_iterations: int = 200   # full fit after the seed points
-    update_iterations: int = 30     # warm-start Adam steps per new point
-    refit_every: int = 25           # every this many points a fuller refit ...
-    refit_iterations: int = 150     # ... of this many steps
-    wait_for_training: bool = True  # replay: reproducible; live microscope: False
-    max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded
-    max_consecutive_failures: int = 5
-    device: str | None = None
-    checkpoint_every: int = 25
-
-    def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
-        """Refuse settings that cannot work, before any dose is spent."""
-        for name in ("window", "seeds", "latent_dim", "initial_iterations", "refit_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("steps", "update_iterations", "max_retries", "refit_iterations"):
-            if int(getattr(self, name)) < 0:
-                raise InputError(f"{name} must be zero or a positive integer, got {getattr(self, name)}")
-        for name in ("xi", "beta", "learning_rate"):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
-                raise InputError(f"{name} must be a positive number, got {value}")
-        if self.acquisition not in acquisition_module.ACQUISITIONS:
-            raise InputError(f"unknown acquisition {self.acquisition!r}; choose one of "
-                             f"{', '.join(acquisition_module.ACQUISITIONS)}")
-        height, width = survey_shape
-        if self.window >= min(height, width):
-            raise InputError(f"window {self.window} must be smaller than the survey {height}x{width}")
-        available = height * width - n_excluded
-        if self.seeds + self.steps > available:
-            raise InputError(f"seeds + steps = {self.seeds + self.steps} is more than the {available} candidate "
-                             f"positions of the {height}x{width} survey")
-        get_scalarizer(self.scalarizer, **self.scalarizer_params)
-
-    def to_dict(self) -> dict[str, typing.Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -141,7 +90,6 @@ class Experiment:
         self.on_event = on_event
         self.resume_data = resume
         self.session_settings = session_settings or {}  # e.g. the data path, so a resume needs nothing else
-        ensure_threads_configured()
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -153,7 +101,7 @@ class Experiment:
         self._running.set()
         run = self._current
         if run is not None:  # a stop must not wait for a long (re)fit: cancel it (checked every Adam iteration)
-            run.trainer._cancel.set()
+            run.trainer.cancel()
 
     def pause(self) -> None:
         self._running.clear()
@@ -172,7 +120,7 @@ class Experiment:
             run = _Run(self)
             self._current = run
             if self.stopped:  # stop() arrived while the run was being set up
-                run.trainer._cancel.set()
+                run.trainer.cancel()
             return run.execute()
         finally:
             self._current = None
@@ -207,6 +155,7 @@ class _Run:
         self.values: list[float] = []
         self.phases: list[str] = []
         self.excluded: list[int] = []
+        self._excluded_set: set[int] = set()
         self.timings: dict[str, list[float]] = {"decision": [], "step": [], "training": [], "instrument": []}
         self.posterior: TrainedPosterior | None = None
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
@@ -360,6 +309,7 @@ class _Run:
             self._failures += 1
             self.blocked[index] = True
             self.excluded.append(index)
+            self._excluded_set.add(index)
             warnings.warn(f"position ({y}, {x}) excluded: {problem}", RuntimeWarning, stacklevel=2)
             if self._failures >= self.config.max_consecutive_failures:
                 raise InstrumentError(f"{self._failures} positions in a row failed; last: {problem}")
@@ -448,9 +398,11 @@ class _Run:
 
     def _emit(self, index: int, value: float, phase: str, next_index: int | None, decision_seconds: float,
               training_seconds: float, instrument_seconds: float, step_seconds: float) -> None:
-        for name, seconds in (("decision", decision_seconds), ("training", training_seconds),
-                              ("instrument", instrument_seconds), ("step", step_seconds)):
-            self.timings[name].append(seconds)
+        self.timings["instrument"].append(instrument_seconds)
+        if phase == "step":  # decision, training and step times are per DKL step (seed points have none)
+            for name, seconds in (("decision", decision_seconds), ("training", training_seconds),
+                                  ("step", step_seconds)):
+                self.timings[name].append(seconds)
         if self.experiment.on_event is None:
             return
         best_value, best_position = self._best()
@@ -463,7 +415,7 @@ class _Run:
             training_seconds=training_seconds, instrument_seconds=instrument_seconds, step_seconds=step_seconds,
             n_measured=len(self.indices), n_total=self.total, best_value=best_value, best_position=best_position,
             units=self.units, model_version=self.posterior.version if self.posterior is not None else 0,
-            excluded=index in self.excluded)
+            excluded=index in self._excluded_set)
         try:
             self.experiment.on_event(event)
         except Exception:  # a broken listener (UI) must never stop the microscope

@@ -25,7 +25,7 @@ from dkl4dstem.runtime import ensure_threads_configured, pick_device
 class FeatureExtractor(torch.nn.Sequential):
     """MLP patch -> latent. Small on purpose: a few hundred training points cannot support a deep net."""
 
-    def __init__(self, input_dim: int, latent_dim: int = 2, hidden: typing.Sequence[int] = (128, 64)) -> None:
+    def __init__(self, input_dim: int, latent_dim: int = 2, hidden: typing.Sequence[int] = (64, 32)) -> None:
         layers: list[torch.nn.Module] = []
         width = input_dim
         for size in hidden:
@@ -58,7 +58,7 @@ class FitReport:
 class DKLModel:
     """Feature extractor + latent GP, trained jointly; warm-started between experiment steps."""
 
-    def __init__(self, input_dim: int, *, latent_dim: int = 2, hidden: typing.Sequence[int] = (128, 64),
+    def __init__(self, input_dim: int, *, latent_dim: int = 2, hidden: typing.Sequence[int] = (64, 32),
                  learning_rate: float = 0.01, seed: int = 0, device: str | torch.device | None = None) -> None:
         ensure_threads_configured()
         self.device = device if isinstance(device, torch.device) else pick_device(device)

@@ -34,6 +34,8 @@ class RunRecorder:
         self.bar = tqdm(total=total, desc="dkl4dstem", unit="pt", disable=None, leave=False)
 
     def __call__(self, event: StepEvent) -> None:
+        if event.excluded:
+            return
         self.visited.append(event.position)
         if self.bar.n < event.n_measured:
             self.bar.update(event.n_measured - self.bar.n)
@@ -85,7 +87,6 @@ def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maxi
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
                       recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
     n_measured = len(result.visited)
-    steps = slice(config.seeds, None)
     summary: dict[str, typing.Any] = {
         "scalarizer": config.scalarizer, "scalarizer_params": config.scalarizer_params, "units": result.units,
         "window": config.window, "n_candidates": result.n_candidates, "seeds": config.seeds, "steps": config.steps,
@@ -95,10 +96,10 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         "best_value": result.best_value, "best_position": list(result.best_position) if result.best_position else None,
         "n_measured": n_measured, "fraction_measured": n_measured / result.n_candidates,
         "dose_reduction": result.n_candidates / n_measured if n_measured else None,
-        "decision_seconds": result.decision_seconds[steps], "step_seconds": result.step_seconds[steps],
-        "training_seconds": result.training_seconds[steps], "instrument_seconds": result.instrument_seconds,
-        "median_decision_seconds": _median(result.decision_seconds[steps]),
-        "median_step_seconds": _median(result.step_seconds[steps]),
+        "decision_seconds": result.decision_seconds, "step_seconds": result.step_seconds,
+        "training_seconds": result.training_seconds, "instrument_seconds": result.instrument_seconds,
+        "median_decision_seconds": _median(result.decision_seconds),
+        "median_step_seconds": _median(result.step_seconds),
         "excluded": [list(p) for p in result.excluded], "stopped": result.stopped, "error": result.error,
     }
     if truth is not None:

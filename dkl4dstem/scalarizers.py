@@ -217,13 +217,15 @@ def _virtual(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mra
     s = _scale(calibration)
     inner, outer = inner_mrad / s, outer_mrad / s
     if math.isnan(inner) or math.isnan(outer):
-        # edge: largest radius whose circle still lies on the detector (pixel centres)
+        # edge: largest circle that stays on the detector (to the outer edge of the border pixels)
         edge = min(cy, cx, array.shape[0] - 1 - cy, array.shape[1] - 1 - cx) + 0.5
         d_inner, d_outer = default(_alpha_px(calibration), edge)
         inner = d_inner if math.isnan(inner) else inner
         outer = d_outer if math.isnan(outer) else outer
     if not 0 <= inner < outer:
-        raise InputError(f"virtual detector needs 0 <= inner < outer, got {inner * s:g} and {outer * s:g}")
+        raise InputError(f"virtual detector needs 0 <= inner < outer, got {inner * s:g} and {outer * s:g} "
+                         f"({'mrad' if calibration.mrad_per_px else 'px'}); the defaults follow the convergence "
+                         "semi-angle and the detector edge: set inner_mrad/outer_mrad explicitly")
     mask = _annulus(array.shape, round(cy, 6), round(cx, 6), round(inner, 9), round(outer, 9))
     return float(array.ravel() @ mask)
 

@@ -8,6 +8,7 @@ decision and conditions it on the points measured meanwhile.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 import time
@@ -21,6 +22,8 @@ from dkl4dstem.posterior import PosteriorCache
 
 if typing.TYPE_CHECKING:
     from dkl4dstem.config import ExperimentConfig
+
+logger = logging.getLogger(__name__)
 
 
 def standardization(values: numpy.ndarray) -> tuple[float, float]:
@@ -39,10 +42,13 @@ class TrainedPosterior:
         self._in_cache: set[int] = set(cache.indices)
 
     def catch_up(self, indices: typing.Sequence[int], values: typing.Sequence[float]) -> None:
-        for index, value in zip(indices, values):
-            if index not in self._in_cache and math.isfinite(value):
+        missing = [i for i, v in zip(indices, values) if i not in self._in_cache and math.isfinite(v)]
+        try:
+            self.cache.add_many(missing)
+        except torch.linalg.LinAlgError:  # block factor not PD numerically: rank-1 updates clamp and cannot fail
+            for index in missing:
                 self.cache.add(index)
-                self._in_cache.add(index)
+        self._in_cache.update(missing)
 
     def predict(self, indices: typing.Sequence[int], values: typing.Sequence[float]
                 ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
@@ -80,6 +86,15 @@ class BackgroundTrainer:
         return self.config.update_iterations
 
     def _train(self, indices: list[int], values: list[float], iterations: int) -> None:
+        """Never raises: a failed training keeps the previous posterior and is logged (the loop goes on)."""
+        try:
+            self._train_unguarded(indices, values, iterations)
+        except Exception as exc:
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            logger.warning("background DKL training failed; the previous model stays in use: %s", exc,
+                           exc_info=True)
+
+    def _train_unguarded(self, indices: list[int], values: list[float], iterations: int) -> None:
         start = time.perf_counter()
         pairs = [(i, v) for i, v in zip(indices, values) if math.isfinite(v)]
         train_indices = [i for i, _ in pairs]
@@ -98,6 +113,7 @@ class BackgroundTrainer:
             cache.add_many(train_indices)
         except torch.linalg.LinAlgError as exc:  # keep the previous posterior rather than stop the experiment
             self.failures.append(f"posterior factorization failed: {exc}")
+            logger.warning("GP factorization failed after training; the previous model stays in use: %s", exc)
             return
         with self._lock:
             self._version += 1
@@ -141,6 +157,10 @@ class BackgroundTrainer:
         self.model.load_state(state)
         self._state = copy.deepcopy(state)
 
-    def close(self) -> None:
+    def cancel(self) -> None:
+        """Ask a running training to stop at its next Adam iteration (a Stop must not wait for a refit)."""
         self._cancel.set()
+
+    def close(self) -> None:
+        self.cancel()
         self.join()

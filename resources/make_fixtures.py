@@ -53,7 +53,7 @@ def to_saved_layout(array: np.ndarray) -> np.ndarray:
 
 
 def quantize(array: np.ndarray, bits: int = SIGNIFICANT_BITS) -> np.ndarray:
-    """Round float32 values to `bits` mantissa bits (zeroing the noise bits makes the .npz ~2x smaller)."""
+    """Round float32 values to nearest with `bits` mantissa bits (zeroed low bits compress better)."""
     a = np.asarray(array, dtype=np.float32)
     drop = 23 - bits
     as_int = a.view(np.uint32)

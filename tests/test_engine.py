@@ -57,8 +57,9 @@ def test_incremental_posterior_equals_direct_solve(storage: torch.dtype, toleran
     kernel, noise, constant = _kernel(), 0.02, 0.3
     cache = PosteriorCache(kernel, noise, constant, latent, capacity=8, batch_size=1000,  # growth + batching
                            storage_dtype=storage)
-    cache.add_many(indices[:20])
-    for index in indices[20:]:
+    cache.add_many(indices[:20])  # from scratch
+    cache.add_many(indices[20:45])  # block update (catching up after a long training)
+    for index in indices[45:]:  # rank-1 updates (the decision path)
         cache.add(index)
     mean, variance = cache.predict(targets)
     with torch.no_grad():

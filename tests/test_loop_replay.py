@@ -59,7 +59,8 @@ def test_loop_measures_unique_points_records_everything_and_reports_maps(graphen
     fitted = last.prediction[measured[:, 0], measured[:, 1]]
     assert numpy.mean(numpy.abs(fitted - result.values)) < 0.5 * numpy.std(result.values)
     assert numpy.all(last.uncertainty > 0)
-    assert len(result.decision_seconds) == 20 and all(s >= 0 for s in result.decision_seconds)
+    assert len(result.decision_seconds) == len(result.step_seconds) == 14  # per DKL step
+    assert all(s >= 0 for s in result.decision_seconds) and len(result.instrument_seconds) == 20
     with h5py.File(tmp_path / "s.h5", "r") as file:
         numpy.testing.assert_array_equal(file["points/position"][()], measured)
         numpy.testing.assert_allclose(file["points/value"][()], result.values)

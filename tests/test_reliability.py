@@ -144,7 +144,9 @@ def test_every_point_is_on_disk_before_the_probe_moves(arrays: dict[str, numpy.n
         checkpoints = sorted(file["model"].keys())
     assert checkpoints == ["000005", "000010", "000011"]  # every 5 points, and at the end
     # the checkpointed model state loads into a fresh model of the same configuration
-    fresh = model_module.DKLModel(12 * 12, latent_dim=2, hidden=(128, 64))
+    settings = data.settings
+    fresh = model_module.DKLModel(settings["window"] ** 2, latent_dim=settings["latent_dim"],
+                                  hidden=tuple(settings["hidden"]))
     assert data.model_state is not None
     fresh.load_state(data.model_state)
 
@@ -218,8 +220,8 @@ def test_sigkill_cli_then_resume_counts_each_point_once(tmp_path: typing.Any, mo
     total = seeds + steps
     kill_after = int(os.environ.get("DKL4DSTEM_KILL_AFTER", random.Random().randint(2, total - 2)))
     out = str(tmp_path / "run")
-    env = {**os.environ, "DKL4DSTEM_FAULTS_FAST": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "DKL4DSTEM_THREADS": "1"}
+    env = {**os.environ, "DKL4DSTEM_FAULTS_FAST": "1", "DKL4DSTEM_THREADS": "1",
+           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.faults", "run", FIXTURE, "--out", out, "--seeds", str(seeds), "--steps",
          str(steps), "--no-truth"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -457,7 +459,8 @@ def test_failing_training_is_rolled_back_and_the_loop_continues(loss: typing.Any
 
 
 def test_singular_kernel_on_the_seed_points_stops_cleanly(arrays: dict[str, numpy.ndarray],
-                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: typing.Any) -> None:
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: typing.Any) -> None:
     def singular(self: posterior_module.PosteriorCache, indices: list[int]) -> None:
         raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
 
@@ -534,7 +537,7 @@ def test_broken_event_listener_does_not_stop_the_microscope(arrays: dict[str, nu
     assert result.error is None and len(result.visited) == 8
 
 
-# --- 5. stop ---------------------------------------------------------------------------------------------------------
+# --- 5. stop ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("when", ["seeding", "stepping", "long-refit", "initial-fit", "paused"])
 def test_stop_from_another_thread_ends_within_one_step(when: str, arrays: dict[str, numpy.ndarray]) -> None:
     delay = 0.15  # a slow camera: every frame takes this long
@@ -570,7 +573,8 @@ def test_stop_from_another_thread_ends_within_one_step(when: str, arrays: dict[s
     latency = time.perf_counter() - stop_time[0]
     assert result.stopped and result.error is None
     # within one step: at most the step in flight finishes (its camera frame, decision and a cancelled training)
-    assert latency < 2 * max(step_seconds) + 1.0, f"stop took {latency:.2f} s (steps took up to {max(step_seconds):.2f} s)"
+    assert latency < 2 * max(step_seconds) + 1.0, \
+        f"stop took {latency:.2f} s (steps took up to {max(step_seconds):.2f} s)"
     assert len(instrument.calls) <= calls_at_stop[0] + 1, "more than one point measured after stop()"
     assert len(result.visited) < 44
     assert_closed_cleanly(instrument)
@@ -601,7 +605,7 @@ def test_stop_during_a_hung_acquisition(arrays: dict[str, numpy.ndarray]) -> Non
     instrument.release()
 
 
-# --- 4. bad input ------------------------------------------------------------------------------------------------------
+# --- 4. bad input ------------------------------------------------------------------------------------------------
 def _valid(arrays: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]:
     return {"data": arrays["data"][:16, :16], "survey": arrays["survey"][:16, :16], "reference": arrays["reference"],
             "mrad_per_px": arrays["mrad_per_px"]}
@@ -689,7 +693,8 @@ BAD_INPUTS: list[tuple[str, typing.Callable[..., str], list[str], str]] = [
     ("reference-shape-mismatch", _bad_npz(_set("reference", lambda r: r[:20])), [], "reference shape"),
     ("data-3d-npz", _bad_npz(_set("data", lambda d: d[:, :, 0])), [], "expected 4D data"),
     ("data-3d-npy", _npy(lambda d: d[:, :, :, 0]), [], "expected 4D data"),
-    ("data-nan", _bad_npz(_set("data", _poison(numpy.nan))), [], "data contains NaN/Inf (first at scan position (3, 5))"),
+    ("data-nan", _bad_npz(_set("data", _poison(numpy.nan))), [],
+     "data contains NaN/Inf (first at scan position (3, 5))"),
     ("data-inf", _bad_npz(_set("data", _poison(numpy.inf))), [], "data contains NaN/Inf"),
     ("data-empty", _bad_npz(_set("data", numpy.zeros((0, 16, 4, 4), numpy.float32))), [], "empty 4D data"),
     ("unknown-scalarizer", _valid_npz, ["--scalarizer", "com_magnitud"], "unknown scalarizer 'com_magnitud'"),

@@ -286,11 +286,11 @@ class TestControl(SwiftTestCase):
             session = read_session(session_path)
             self.assertEqual(3, len(session.positions))
             self.assertEqual(item(tc, live_items.PATTERNS_TITLE).data_shape[1:], session.patterns.shape[1:])
-            self.assertFalse(handler.start(), "an existing session file is never overwritten")
-            self.assertIn("exists", handler.message.value)
             self.assertAlmostEqual(0.25, tc.instrument.probe_position.y)
             self.assertAlmostEqual(0.75, tc.instrument.probe_position.x)
             self.assertIn("parked", handler.message.value)
+            self.assertFalse(handler.start(), "an existing session file is never overwritten")
+            self.assertIn("exists", handler.message.value)
             tc.instrument.probe_position = None
 
     def test_vacuum_reference_recorded_at_mark(self) -> None:
@@ -381,7 +381,7 @@ class TestReliability(SwiftTestCase):
             self.assertTrue(handler2.start(handler.controller.survey_display_item), handler2.message.value)
             controller = handler2.controller
             thread, instrument = controller.thread, controller.instrument
-            pump(dc2, lambda: controller.status.step >= 6, 60, "steps")
+            pump(dc2, lambda: controller.status.step >= 6, 120, "steps")
             count = instrument.recorded_count
             t0 = time.perf_counter()
             dc2.close()
@@ -409,7 +409,7 @@ class TestReliability(SwiftTestCase):
             self.assertTrue(handler2.start(panel.handler.controller.survey_display_item), handler2.message.value)
             controller = handler2.controller
             thread, instrument = controller.thread, controller.instrument
-            pump(dc, lambda: controller.status.step >= 6, 60, "steps")
+            pump(dc, lambda: controller.status.step >= 6, 120, "steps")
             count = instrument.recorded_count
             panel2.close()
             self.assertEqual(count_before, Panel.Panel.count)

@@ -40,8 +40,8 @@ METADATA_KEY = "dkl4dstem"
 POINT_COLOR = "#FF0"      # visited points
 NEWEST_COLOR = "#F00"     # the newest point
 POINT_LABEL_PREFIX = ""   # point labels are the step number
-MIN_INTERVAL_S = 0.5      # at most two live updates per second ...
-MAX_UI_FRACTION = 0.05    # ... and at most 5 % of the time spent applying them
+MIN_INTERVAL_S = 1.0      # at most one live update per second ...
+MAX_UI_FRACTION = 0.02    # ... and at most 2 % of the UI thread spent applying them (Swift works as much again on threads)
 
 
 class LiveItems:
@@ -251,16 +251,17 @@ class LiveItems:
         if display_item is None or display_item._closed:
             return
         height, width = self.__shape
-        if self.__graphics and self.__graphics[-1].container is display_item:
-            self.__graphics[-1].stroke_color = POINT_COLOR
-        for index, (step, (y, x), value) in enumerate(pending):
-            graphic = Graphics.PointGraphic()
-            graphic.position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
-            graphic.label = f"{POINT_LABEL_PREFIX}{step}"
-            graphic.stroke_color = NEWEST_COLOR if index == len(pending) - 1 else POINT_COLOR
-            graphic.is_bounds_constrained = True
-            display_item.add_graphic(graphic)
-            self.__graphics.append(graphic)
+        with display_item.display_item_changes():  # one notification for the batch, not one per point
+            if self.__graphics and self.__graphics[-1].container is display_item:
+                self.__graphics[-1].stroke_color = POINT_COLOR
+            for index, (step, (y, x), value) in enumerate(pending):
+                graphic = Graphics.PointGraphic()
+                graphic.position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
+                graphic.label = f"{POINT_LABEL_PREFIX}{step}"
+                graphic.stroke_color = NEWEST_COLOR if index == len(pending) - 1 else POINT_COLOR
+                graphic.is_bounds_constrained = True
+                display_item.add_graphic(graphic)
+                self.__graphics.append(graphic)
 
     def __apply_patterns(self) -> None:
         instrument = self.__instrument

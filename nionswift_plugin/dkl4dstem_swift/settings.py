@@ -96,7 +96,10 @@ class RunSettings:
         return self.seeds + self.steps
 
     def experiment_config(self) -> typing.Any:
-        from dkl4dstem.experiment import ExperimentConfig
+        try:
+            from dkl4dstem.config import ExperimentConfig  # torch-free: instant validation in the panel
+        except ImportError:
+            from dkl4dstem.experiment import ExperimentConfig
         fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
         kwargs: dict[str, typing.Any] = dict(scalarizer=self.scalarizer, scalarizer_params=dict(self.scalarizer_params),
                                              window=self.window, seeds=self.seeds, steps=self.steps,
