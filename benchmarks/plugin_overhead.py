@@ -6,7 +6,7 @@ SwiftInstrument adapter and the same ExperimentConfig:
   plug-in the panel's Start: RunController + LiveItems (events coalesced into UI tasks, maps, point graphics,
           pattern sequence, status) with the UI thread pumping document_controller.periodic() every 20 ms,
           as Swift's Qt timer does
-Runs alternate (bare, plug-in, bare, plug-in, ...). Per-step time is the engine's own step_seconds (measure,
+Runs come in pairs, in alternating order (bare first, then plug-in first), with a few idle seconds before each. Per-step time is the engine's own step_seconds (measure,
 decide, emit) over the model-driven steps, so both sides measure the same thing; the run's wall time per
 measurement is reported too. Budget: the plug-in adds <= 10 ms per step.
 
@@ -114,6 +114,14 @@ def run_plugin(tc: typing.Any, handler: typing.Any, survey_display_item: typing.
     return summary
 
 
+def _settle(dc: typing.Any, seconds: float = 3.0) -> None:
+    """Pump the UI while nothing runs, so one run's leftover display work does not land in the next."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        dc.periodic()
+        time.sleep(0.02)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--survey", type=int, default=32)
@@ -164,10 +172,14 @@ def main() -> int:
                 try:
                     run_bare(tc, survey, settings)  # warm-up: imports, JIT, first camera frames
                     for k in range(args.repeats):
-                        rows.append(("bare", run_bare(tc, survey, settings)))
-                        rows.append(("plug-in", run_plugin(tc, handler, survey)))
-                        print(f"repeat {k + 1}/{args.repeats}: bare {rows[-2][1]['step_ms_mean']:.1f} ms/step, "
-                              f"plug-in {rows[-1][1]['step_ms_mean']:.1f} ms/step", flush=True)
+                        pair: dict[str, dict[str, float]] = dict()
+                        # alternate the order, and let Swift finish the previous run's display work first
+                        for kind in (("bare", "plug-in") if k % 2 == 0 else ("plug-in", "bare")):
+                            _settle(dc)
+                            pair[kind] = run_bare(tc, survey, settings) if kind == "bare" else run_plugin(tc, handler, survey)
+                        rows.extend([("bare", pair["bare"]), ("plug-in", pair["plug-in"])])
+                        print(f"repeat {k + 1}/{args.repeats}: bare {pair['bare']['step_ms_mean']:.1f} ms/step, "
+                              f"plug-in {pair['plug-in']['step_ms_mean']:.1f} ms/step", flush=True)
                 finally:
                     DisplayItem.DisplayDataChannel._force_sync += 1
         finally:

@@ -6,6 +6,7 @@ import warnings
 
 import numpy
 
+from dkl4dstem.bigfile import iter_row_chunks, rows_per_chunk
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 from dkl4dstem.scalarizers import Scalarizer
@@ -26,14 +27,13 @@ def _scalarize_block(block: numpy.ndarray, scalarizer: Scalarizer, calibration: 
 
 
 def ground_truth_map(data: typing.Any, scalarizer: Scalarizer, calibration: DetectorCalibration, *,
-                     chunk_rows: int = 4, dask: str | bool | None = None,
+                     dask: str | bool | None = None,
                      progress: typing.Callable[[int], None] | None = None) -> numpy.ndarray:
     """Scalar at every scan position. `dask`: True for a local cluster, or a scheduler address."""
     if dask:
-        return _ground_truth_dask(data, scalarizer, calibration, chunk_rows, dask)
+        return _ground_truth_dask(data, scalarizer, calibration, rows_per_chunk(data), dask)
     result = numpy.empty(data.shape[:2], dtype=numpy.float64)
-    for start in range(0, data.shape[0], chunk_rows):
-        block = numpy.asarray(data[start:start + chunk_rows])
+    for start, block in iter_row_chunks(data):
         result[start:start + len(block)] = _scalarize_block(block, scalarizer, calibration)
         if progress is not None:
             progress(len(block))
@@ -42,27 +42,32 @@ def ground_truth_map(data: typing.Any, scalarizer: Scalarizer, calibration: Dete
 
 def _ground_truth_dask(data: typing.Any, scalarizer: Scalarizer, calibration: DetectorCalibration,
                        chunk_rows: int, dask: str | bool) -> numpy.ndarray:
+    """Row chunks as dask tasks: local threads for `--dask`, a distributed cluster for `--dask ADDRESS`."""
     try:
         import dask.array
-        import distributed
     except ImportError:
         raise InputError("--dask needs the 'dask' extra: pip install 'dkl4dstem[dask]'") from None
-    if not isinstance(data, numpy.ndarray) or data.base is not None and not isinstance(data, numpy.memmap):
-        pass
-    client = distributed.Client(dask) if isinstance(dask, str) else distributed.Client(processes=False)
+    array = dask.array.from_array(data, chunks=(chunk_rows, -1, -1, -1))
+    mapped = array.map_blocks(_scalarize_block, scalarizer, calibration, drop_axis=(2, 3), dtype=numpy.float64)
+    if not isinstance(dask, str):
+        return typing.cast(numpy.ndarray, mapped.compute(scheduler="threads"))
     try:
-        array = dask.array.from_array(data, chunks=(chunk_rows, -1, -1, -1))
-        mapped = array.map_blocks(_scalarize_block, scalarizer, calibration, drop_axis=(2, 3),
-                                  dtype=numpy.float64)
-        return typing.cast(numpy.ndarray, mapped.compute())
+        import distributed
+    except ImportError:
+        raise InputError("--dask ADDRESS needs the 'dask' extra: pip install 'dkl4dstem[dask]'") from None
+    try:
+        client = distributed.Client(dask, timeout="20s")
+    except OSError as exc:
+        raise InputError(f"cannot reach the dask scheduler at {dask}: {exc}") from None
+    try:
+        return typing.cast(numpy.ndarray, client.compute(mapped).result())
     finally:
         client.close()
 
 
-def check_finite(data: typing.Any, chunk_rows: int = 8) -> None:
+def check_finite(data: typing.Any) -> None:
     """Refuse data with NaN/Inf up front (chunk by chunk, bounded memory)."""
-    for start in range(0, data.shape[0], chunk_rows):
-        block = numpy.asarray(data[start:start + chunk_rows])
+    for start, block in iter_row_chunks(data):
         if not numpy.all(numpy.isfinite(block)):
             bad = numpy.argwhere(~numpy.isfinite(block))[0]
             raise InputError(f"data contains NaN/Inf (first at scan position ({start + bad[0]}, {bad[1]}))")

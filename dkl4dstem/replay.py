@@ -1,7 +1,7 @@
 """Replay of pre-acquired 4D-STEM data as an Instrument: how results are verified against ground truth.
 
-Files are opened lazily: `.npy` memory-mapped, HDF5 read per pattern, so a 4D file larger than memory replays
-with bounded RSS. `.npz` members are loaded whole (zip members cannot be memory-mapped).
+Files are opened lazily: `.npy` streamed with pread (`bigfile.NpyPatterns`), HDF5 read per pattern, so a 4D file
+larger than memory replays with bounded RSS. `.npz` members are loaded whole (zip members cannot be memory-mapped).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import zipfile
 import h5py
 import numpy
 
+from dkl4dstem.bigfile import NpyPatterns, iter_row_chunks
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError
 from dkl4dstem.survey import Survey, validate_survey
@@ -80,12 +81,11 @@ class ReplayInstrument:
             self._closer = None
 
 
-def virtual_adf(data: typing.Any, chunk_rows: int = 8) -> numpy.ndarray:
-    """A virtual annular dark-field image (outside the bright disc estimate), row chunk by row chunk."""
-    scan_y = data.shape[0]
+def virtual_adf(data: typing.Any) -> numpy.ndarray:
+    """A virtual annular dark-field image (outside the bright disc estimate), in bounded-memory chunks."""
     mean_pattern = numpy.zeros(data.shape[2:], dtype=numpy.float64)
-    for start in range(0, scan_y, chunk_rows):
-        mean_pattern += numpy.asarray(data[start:start + chunk_rows], dtype=numpy.float64).sum(axis=(0, 1))
+    for _, block in iter_row_chunks(data):
+        mean_pattern += block.sum(axis=(0, 1), dtype=numpy.float64)
     det_y, det_x = mean_pattern.shape
     yy, xx = numpy.mgrid[0:det_y, 0:det_x]
     total = mean_pattern.sum()
@@ -98,9 +98,8 @@ def virtual_adf(data: typing.Any, chunk_rows: int = 8) -> numpy.ndarray:
     if not mask.any():
         mask = radius > disc_radius * 0.5
     image = numpy.empty(data.shape[:2], dtype=numpy.float64)
-    for start in range(0, scan_y, chunk_rows):
-        block = numpy.asarray(data[start:start + chunk_rows], dtype=numpy.float64)
-        image[start:start + chunk_rows] = (block * mask).sum(axis=(2, 3))
+    for start, block in iter_row_chunks(data):
+        image[start:start + len(block)] = numpy.tensordot(block, mask.astype(block.dtype), axes=([2, 3], [0, 1]))
     return image.astype(numpy.float32)
 
 
@@ -118,8 +117,15 @@ def open_replay(path: str | os.PathLike[str], data_key: str | None = None) -> Re
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".npy":
-            data = numpy.load(path, mmap_mode="r")
-            return ReplayInstrument(data, source=path)
+            try:
+                patterns = NpyPatterns(path)  # streamed with pread: bounded RSS for files larger than memory
+            except ValueError:
+                return ReplayInstrument(numpy.load(path, mmap_mode="r"), source=path)
+            try:
+                return ReplayInstrument(patterns, source=path, closer=patterns.close)
+            except BaseException:
+                patterns.close()
+                raise
         if suffix == ".npz":
             with numpy.load(path) as npz:
                 key = data_key or "data"

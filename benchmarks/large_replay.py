@@ -1,0 +1,92 @@
+"""Replay of a 4D .npy larger than memory: peak RSS of `dkl4dstem run` on a ~20 GB file (target: < 2 GB).
+
+Writes DIR/big.npy (512 x 512 scan, 138 x 138 detector, float32 = 20 GB: the shipped graphene patterns tiled with
+a little noise so every pattern differs), runs the CLI on it in a subprocess and reports its peak RSS and timings.
+The file is deleted afterwards unless --keep.
+
+    python benchmarks/large_replay.py --dir /tmp/dkl4dstem-big [--scan 512] [--det 138] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURE = os.path.join(os.path.dirname(HERE), "resources", "graphene_si.npz")
+
+
+def write_big(path: str, scan: int, det: int) -> float:
+    source = numpy.load(FIXTURE)["data"]  # (32, 32, 41, 41)
+    sy, sx, dy, dx = source.shape
+    padded = numpy.zeros((sy, sx, det, det), dtype=numpy.float32)
+    oy, ox = (det - dy) // 2, (det - dx) // 2
+    padded[:, :, oy:oy + dy, ox:ox + dx] = source
+    out = numpy.lib.format.open_memmap(path, mode="w+", dtype=numpy.float32, shape=(scan, scan, det, det))
+    rng = numpy.random.default_rng(0)
+    for y in range(scan):
+        row = padded[y % sy][numpy.arange(scan) % sx]
+        out[y] = row + rng.random(row.shape[:1] + (1, 1), dtype=numpy.float32) * 1e-4
+        if y % 64 == 63:
+            out.flush()
+    out.flush()
+    size = out.nbytes
+    del out
+    return size / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default="/tmp/dkl4dstem-big")
+    parser.add_argument("--scan", type=int, default=512)
+    parser.add_argument("--det", type=int, default=138)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--out", default=os.path.join(HERE, "out", "large_replay.json"))
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    path = os.path.join(args.dir, "big.npy")
+    start = time.perf_counter()
+    gigabytes = write_big(path, args.scan, args.det) if not os.path.exists(path) else os.path.getsize(path) / 1e9
+    write_seconds = time.perf_counter() - start
+    command = [sys.executable, "-m", "dkl4dstem", "run", path, "--out", os.path.join(args.dir, "run"), "--overwrite",
+               "--no-truth", "--seeds", "10", "--steps", str(args.steps), "--scalarizer", "com_magnitude"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    run_seconds = time.perf_counter() - start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if not args.keep:
+        os.remove(path)
+    summary = {}
+    if proc.returncode == 0:
+        with open(os.path.join(args.dir, "run", "summary.json")) as file:
+            summary = json.load(file)
+    result = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
+              "cores": os.cpu_count(), "file_gb": gigabytes, "scan": args.scan, "detector": args.det,
+              "write_seconds": write_seconds, "run_seconds": run_seconds, "peak_rss_mb": peak_rss_mb,
+              "returncode": proc.returncode, "stderr_tail": proc.stderr[-500:],
+              "median_step_seconds": summary.get("median_step_seconds"),
+              "median_decision_seconds": summary.get("median_decision_seconds"),
+              "n_measured": summary.get("n_measured")}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as file:
+        json.dump(result, file, indent=1)
+    print("| file | scan | detector | run (s) | peak RSS (MB) | median step (s) | median decision (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    decision = result["median_decision_seconds"]
+    print(f"| {gigabytes:.1f} GB | {args.scan}² | {args.det}² | {run_seconds:.0f} | {peak_rss_mb:.0f} | "
+          f"{result['median_step_seconds']} | {decision * 1e3 if decision else None} |")
+    if proc.returncode:
+        print(proc.stderr[-2000:], file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
