@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -51,18 +50,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "large_replay.json"))
+    parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     path = os.path.join(args.dir, "big.npy")
+    if args.write_only:
+        write_big(path, args.scan, args.det)
+        return
     start = time.perf_counter()
-    gigabytes = write_big(path, args.scan, args.det) if not os.path.exists(path) else os.path.getsize(path) / 1e9
+    if not os.path.exists(path):  # written by a child, so this process never holds the file's pages
+        subprocess.run([sys.executable, __file__, "--write-only", "--dir", args.dir, "--scan", str(args.scan),
+                        "--det", str(args.det)], check=True)
+    gigabytes = os.path.getsize(path) / 1e9
     write_seconds = time.perf_counter() - start
-    command = [sys.executable, "-m", "dkl4dstem", "run", path, "--out", os.path.join(args.dir, "run"), "--overwrite",
+    # The CLI runs in a child that reports its own peak RSS (VmHWM): RUSAGE_CHILDREN would also count pages the
+    # child inherited from this process at fork time.
+    wrapper = ("import resource, runpy, sys\n"
+               "sys.argv = ['dkl4dstem'] + sys.argv[1:]\n"
+               "try:\n    runpy.run_module('dkl4dstem', run_name='__main__')\n"
+               "finally:\n    print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    command = [sys.executable, "-c", wrapper, "run", path, "--out", os.path.join(args.dir, "run"), "--overwrite",
                "--no-truth", "--seeds", "10", "--steps", str(args.steps), "--scalarizer", "com_magnitude"]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     run_seconds = time.perf_counter() - start
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peaks = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_MB")]
+    peak_rss_mb = peaks[-1] if peaks else None
     if not args.keep:
         os.remove(path)
     summary = {}
@@ -82,7 +95,7 @@ def main() -> None:
     print("| file | scan | detector | run (s) | peak RSS (MB) | median step (s) | median decision (ms) |")
     print("|---|---|---|---|---|---|---|")
     decision = result["median_decision_seconds"]
-    print(f"| {gigabytes:.1f} GB | {args.scan}² | {args.det}² | {run_seconds:.0f} | {peak_rss_mb:.0f} | "
+    print(f"| {gigabytes:.1f} GB | {args.scan}² | {args.det}² | {run_seconds:.0f} | {peak_rss_mb} | "
           f"{result['median_step_seconds']} | {decision * 1e3 if decision else None} |")
     if proc.returncode:
         print(proc.stderr[-2000:], file=sys.stderr)

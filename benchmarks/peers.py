@@ -31,6 +31,9 @@ Protocol (active learning, the same as dkl4dstem's Experiment):
             so the predicted mean is also available for the NRMSE without predicting twice; best_f is
             passed as max(y)+xi because gpax's EI has no xi argument (the two are the same formula).
   step_seconds = fit + predict(all N) + EI + argmax (wall clock, results forced to host memory).
+  --timing-only: one untimed warm-up step (n = min(n-list)-1), then per n: --repeats steps on the same random
+            n points; median_seconds and cold_seconds (the first repeat: gpax re-traces and re-compiles for
+            every new n and every fresh model, so cold_seconds is its realistic active-learning step cost).
   nrmse_at[f] = RMSE(predicted mean map, target) / std(target) for the model fitted on exactly
             max(K+1, round(f*N)) measurements (one extra fit after the last step when that count is K+steps;
             null when the run never reaches it).
@@ -332,11 +335,29 @@ def run_active_learning(args, patches, target, peer) -> dict:
     }
 
 
-def run_timing(args, patches, target, peer) -> dict:
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def run_timing(args, patches, target, peer, partial: dict | None = None) -> dict:
     n = len(target)
     rng = numpy.random.default_rng(args.seed)
+    n_list = [int(v) for v in args.n_list.split(",") if v.strip()]
+    warmup_seconds = None
+    if args.warmup:
+        # one untimed step at a training-set size not in the list: absorbs one-time costs (lazy imports such as
+        # torch._dynamo on the first optimizer, XLA/jax start-up) without pre-compiling any listed size
+        n_warm = max(2, min(n_list) - 1)
+        idx = rng.choice(n, n_warm, replace=False)
+        mask = numpy.zeros(n, dtype=bool)
+        mask[idx] = True
+        warmup_seconds = one_step(peer, patches, idx, target[idx], mask)[2]["total"]
     rows = []
-    for n_train in [int(v) for v in args.n_list.split(",") if v.strip()]:
+    for n_train in n_list:
         if not 1 < n_train < n:
             raise SystemExit(f"peers.py: --n-list values must be in 2..{n - 1}")
         idx = rng.choice(n, n_train, replace=False)
@@ -355,12 +376,19 @@ def run_timing(args, patches, target, peer) -> dict:
             "median_fit_seconds": statistics.median(t["fit"] for t in times),
             "median_predict_seconds": statistics.median(t["predict"] for t in times),
             "median_acq_seconds": statistics.median(t["acq"] for t in times),
+            # first repeat = first step at this training-set size in this process. For gpax it includes the
+            # XLA trace/compile that every active-learning step pays (each step has a new n and a fresh
+            # model), so cold_seconds, not the median, is gpax's realistic per-step cost.
+            "cold_seconds": times[0]["total"],
+            "cold_fit_seconds": times[0]["fit"],
             "all_seconds": [t["total"] for t in times],
             "load_avg_1min": os.getloadavg()[0],
             "peak_rss_mb": peak_rss_mb(),
         })
+        if partial is not None:  # rows so far, so a driver-side timeout still leaves data (marked partial)
+            write_json(args.out, {**partial, "mode": "timing", "partial": True, "rows": rows})
     return {"mode": "timing", "n_candidates": n, "repeats": args.repeats, "seed": args.seed,
-            "rows": rows, "peak_rss_mb": peak_rss_mb()}
+            "warmup_seconds": warmup_seconds, "rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -379,6 +407,8 @@ def parse_args(argv=None):
     p.add_argument("--timing-only", action="store_true")
     p.add_argument("--n-list", default="10,50,100,200")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="timing-only: skip the untimed warm-up step")
     p.add_argument("--atomai-cycles", type=int, default=200)
     p.add_argument("--atomai-lr", type=float, default=0.01)
     p.add_argument("--gpax-steps", type=int, default=1000)
@@ -423,7 +453,7 @@ def main(argv=None) -> int:
     }
     try:
         if args.timing_only:
-            result.update(run_timing(args, patches, target, peer))
+            result.update(run_timing(args, patches, target, peer, partial=result))
         else:
             result.update(run_active_learning(args, patches, target, peer))
     except Exception as exc:  # still hand the driver a JSON it can read
@@ -433,9 +463,7 @@ def main(argv=None) -> int:
         status = 0
     result["load_avg_end"] = list(os.getloadavg())
     result["wall_seconds"] = time.perf_counter() - t_start
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_json(args.out, result)
     if status:
         print(result["traceback"], file=sys.stderr)
     return status

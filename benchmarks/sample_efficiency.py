@@ -142,6 +142,9 @@ def main() -> None:
             numpy.mean(hits)
         cells = [numpy.mean([r["nrmse_at"].get(str(f), numpy.nan) for r in valid]) for f in FRACTIONS]
         print(f"| {method} | {hits} | {mean_hit:.1f} | {cells[0]:.3f} | {cells[1]:.3f} |")
+    n_top = int((target >= numpy.quantile(target, 0.99)).sum())
+    print(f"random sampling needs (N + 1) / (K + 1) = {(target.size + 1) / (n_top + 1):.1f} measurements on average "
+          f"to first hit one of the K = {n_top} top-1% positions of N = {target.size}")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import gettext
-import logging
-import threading
 import typing
 
 from nion.swift import Workspace
 from nion.ui import Window
 
 from . import panel as panel_module
+from . import run_controller
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -108,14 +107,6 @@ def build_menu(document_controller: DocumentController.DocumentController) -> ty
     return menu
 
 
-def _warm_up_imports() -> None:
-    """Import the engine (torch, gpytorch: seconds) in the background so the first Start does not freeze the UI."""
-    try:
-        import dkl4dstem.experiment  # noqa: F401
-    except Exception as e:
-        logging.getLogger(__name__).warning("dkl4dstem engine import failed: %s", e)
-
-
 class DKLExtension:
     """Loaded by Swift's plug-in manager (class name ends in 'Extension' and has extension_id)."""
 
@@ -125,7 +116,7 @@ class DKLExtension:
         Workspace.WorkspaceManager().register_panel(panel_module.DKLPanel, panel_module.PANEL_ID, panel_module.PANEL_NAME,
                                                     ["left", "right"], "right", {"min-width": 340})
         self.__app: typing.Any = None
-        threading.Thread(target=_warm_up_imports, name="dkl-import", daemon=True).start()
+        run_controller.load_engine_in_background()
         from nion.swift import Application
         app = getattr(Application, "app", None)
         if app is not None and build_menu not in app.menu_handlers:

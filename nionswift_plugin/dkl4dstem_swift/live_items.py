@@ -5,7 +5,8 @@ The queued UI task applies the newest state: maps, measured values, point graphi
 slows the loop, and a burst of events becomes one update. Updates are also rate limited: a task that comes too soon
 re-queues itself (a cheap check per UI tick) instead of redrawing, because every data item change costs Swift
 display, histogram and thumbnail work (about 10 ms of UI-thread CPU per map here) that competes with the loop for
-the CPU and the GIL. The interval adapts so that live updates use at most MAX_UI_FRACTION of the UI thread.
+the CPU and the GIL. The interval adapts (MIN_INTERVAL_S .. MAX_INTERVAL_S) so that live updates use about
+MAX_UI_FRACTION of the UI thread. The status line still follows every event (a few label texts).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ POINT_COLOR = "#FF0"      # visited points
 NEWEST_COLOR = "#F00"     # the newest point
 POINT_LABEL_PREFIX = ""   # point labels are the step number
 MIN_INTERVAL_S = 1.0      # at most one live update per second ...
-MAX_UI_FRACTION = 0.02    # ... and at most 2 % of the UI thread spent applying them (Swift works as much again on threads)
+MAX_UI_FRACTION = 0.03    # ... and at most 3 % of the UI thread spent applying them (Swift works as much again on threads)
+MAX_INTERVAL_S = 3.0      # ... but never slower than one update every 3 s (each point graphic costs ~5 ms anyway)
 
 
 class LiveItems:
@@ -80,6 +82,7 @@ class LiveItems:
         self.__positions: list[list[int]] = list()
         self.__values: list[float] = list()
         self.__steps: list[int] = list()
+        self.__excluded: list[list[int]] = list()
         self.__graphics: list[Graphics.PointGraphic] = list()
         self.__patterns_applied = 0
         self.__pattern_positions: list[list[int]] = list()
@@ -118,7 +121,9 @@ class LiveItems:
             if getattr(event, "prediction", None) is not None:
                 self.__latest_maps = event
             position = getattr(event, "position", None)
-            if position is not None:
+            if position is not None and getattr(event, "excluded", False):
+                self.__excluded.append([int(position[0]), int(position[1])])  # all frames failed: not measured
+            elif position is not None:
                 self.__pending.append((int(event.step), (int(position[0]), int(position[1])), float(event.value)))
             if not self.__task_queued:
                 self.__task_queued = True
@@ -171,10 +176,15 @@ class LiveItems:
             _logger.warning("DKL live update failed: %s", e)
         cpu_s = time.thread_time() - cpu_start
         self.apply_cpu_s += cpu_s
-        self.__interval_s = max(self.__min_interval_s, cpu_s / MAX_UI_FRACTION)
+        self.__interval_s = min(max(self.__min_interval_s, cpu_s / MAX_UI_FRACTION), max(self.__min_interval_s, MAX_INTERVAL_S))
 
-    def finish(self) -> None:
-        """Apply what is left, trim the pattern sequence to what was measured, and end the live state."""
+    def finish(self, *, window_closing: bool = False) -> None:
+        """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
+
+        window_closing: the document window is being closed (its panels are closing). The data is still written
+        (the transactions end now); ending the live state, which makes Swift re-sort the data panels, is left to the
+        document model's next call-soon round, run by a window that stays open (none: the document closes anyway).
+        """
         self.apply(force=True)
         with self.__lock:
             if self.__closed:
@@ -183,15 +193,26 @@ class LiveItems:
         try:
             self.__trim_patterns()
             self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values),
-                           positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps))
+                           positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps),
+                           excluded=list(self.__excluded))
         except Exception as e:
             _logger.warning("DKL final update failed: %s", e)
         for transaction in self.__transactions:
             transaction.close()
         self.__transactions = list()
-        for data_item in self.__live_items:
-            self.__document_model.end_data_item_live(data_item)
-        self.__live_items = list()
+        live_items, self.__live_items = self.__live_items, list()
+        document_model = self.__document_model
+
+        def end_live() -> None:
+            for data_item in live_items:
+                if not data_item._closed:
+                    document_model.end_data_item_live(data_item)
+
+        call_soon = getattr(document_model, "_call_soon", None)
+        if window_closing and callable(call_soon):
+            call_soon(end_live)
+        else:
+            end_live()
 
     def close(self) -> None:
         self.finish()

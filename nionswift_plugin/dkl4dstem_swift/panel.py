@@ -62,7 +62,8 @@ class PanelHandler(Declarative.Handler):
         self.exposure_ms = Model.PropertyModel[str]("5")
         self.binning = Model.PropertyModel[str]("8")
         self.scalarizer_names = Model.PropertyModel[list[str]](self.__available_scalarizers())
-        self.scalarizer_index = Model.PropertyModel[int](max(0, self.scalarizer_names.value.index("vbf")) if "vbf" in (self.scalarizer_names.value or []) else 0)
+        names = self.scalarizer_names.value or []
+        self.scalarizer_index = Model.PropertyModel[int](names.index("vbf") if "vbf" in names else 0)
         self.scalarizer_params = Model.PropertyModel[str]("")
         self.scalarizer_hint = Model.PropertyModel[str]("")
         self.reference_text = Model.PropertyModel[str](_("Reference: none"))
@@ -80,14 +81,15 @@ class PanelHandler(Declarative.Handler):
         self.step_text = Model.PropertyModel[str](_("Step – of –"))
         self.value_text = Model.PropertyModel[str](_("Last value –"))
         self.best_text = Model.PropertyModel[str](_("Best –"))
-        self.timing_text = Model.PropertyModel[str](_("Decision – / training – / instrument – ms"))
+        self.timing_text = Model.PropertyModel[str](_("Decision – / training – / instrument – ms per step"))
         self.progress = Model.PropertyModel[int](0)
         self.pause_text = Model.PropertyModel[str](_("Pause"))
         self.idle = Model.PropertyModel[bool](True)
         self.running = Model.PropertyModel[bool](False)
         self.extra_config: dict[str, typing.Any] = dict()  # e.g. fewer training iterations (tests, benchmarks)
-        self.__hs_added_listener = HardwareSource.HardwareSourceManager().hardware_source_added_event.listen(self.__hardware_sources_changed)
-        self.__hs_removed_listener = HardwareSource.HardwareSourceManager().hardware_source_removed_event.listen(self.__hardware_sources_changed)
+        manager = HardwareSource.HardwareSourceManager()
+        self.__hs_added_listener = manager.hardware_source_added_event.listen(self.__hardware_sources_changed)
+        self.__hs_removed_listener = manager.hardware_source_removed_event.listen(self.__hardware_sources_changed)
         self.__closed = False
         self.refresh_devices()
         self.__update_hint()
@@ -108,15 +110,18 @@ class PanelHandler(Declarative.Handler):
         u = Declarative.DeclarativeUI()
 
         def field(label: str, model: str, tool_tip: str = "") -> typing.Any:
-            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH),
-                                u.create_line_edit(text=f"@binding({model}.value)", width=FIELD_WIDTH, tool_tip=tool_tip or None),
-                                u.create_stretch(), spacing=4)
+            edit = u.create_line_edit(text=f"@binding({model}.value)", width=FIELD_WIDTH, tool_tip=tool_tip or None)
+            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH), edit, u.create_stretch(), spacing=4)
 
         def combo(label: str, items: str | list[str], index: str, on_changed: str | None = None) -> typing.Any:
-            kwargs: dict[str, typing.Any] = {"items_ref": f"@binding({items}.value)"} if isinstance(items, str) else {"items": items}
-            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH),
-                                u.create_combo_box(current_index=f"@binding({index}.value)", on_current_index_changed=on_changed, **kwargs),
-                                u.create_stretch(), spacing=4)
+            kwargs: dict[str, typing.Any] = ({"items_ref": f"@binding({items}.value)"} if isinstance(items, str)
+                                             else {"items": items})
+            box = u.create_combo_box(current_index=f"@binding({index}.value)", on_current_index_changed=on_changed,
+                                     **kwargs)
+            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH), box, u.create_stretch(), spacing=4)
+
+        def button(text: str, on_clicked: str, enabled: str = "idle") -> typing.Any:
+            return u.create_push_button(text=text, on_clicked=on_clicked, enabled=f"@binding({enabled}.value)")
 
         instrument = u.create_column(
             combo(_("Scan device"), "scan_names", "scan_index", "scan_changed"),
@@ -125,18 +130,18 @@ class PanelHandler(Declarative.Handler):
             u.create_row(field(_("Survey (px)"), "survey_size"), field(_("FOV (nm)"), "fov_nm"), spacing=8),
             u.create_row(field(_("Pixel time (µs)"), "pixel_time_us"), u.create_stretch(), spacing=8),
             u.create_row(field(_("Exposure (ms)"), "exposure_ms"), field(_("Binning"), "binning"), spacing=8),
-            u.create_row(u.create_push_button(text=_("Acquire Survey"), on_clicked="acquire_survey_clicked", enabled="@binding(idle.value)"),
+            u.create_row(button(_("Acquire Survey"), "acquire_survey_clicked"),
                          u.create_label(text="@binding(survey_text.value)"), u.create_stretch(), spacing=8),
             spacing=4)
         scalarizer = u.create_column(
             combo(_("Scalarizer"), "scalarizer_names", "scalarizer_index", "scalarizer_changed"),
             u.create_row(u.create_label(text=_("Parameters"), width=LABEL_WIDTH),
-                         u.create_line_edit(text="@binding(scalarizer_params.value)", placeholder_text=_("name=value, ... (blank = defaults)")),
+                         u.create_line_edit(text="@binding(scalarizer_params.value)",
+                                            placeholder_text=_("name=value, ... (blank = defaults)")),
                          spacing=4),
             u.create_label(text="@binding(scalarizer_hint.value)", word_wrap=True),
-            u.create_row(u.create_push_button(text=_("Mark vacuum"), on_clicked="mark_vacuum_clicked", enabled="@binding(idle.value)"),
-                         u.create_push_button(text=_("Acquire vacuum reference"), on_clicked="acquire_reference_clicked", enabled="@binding(idle.value)"),
-                         u.create_stretch(), spacing=4),
+            u.create_row(button(_("Mark vacuum"), "mark_vacuum_clicked"),
+                         button(_("Acquire vacuum reference"), "acquire_reference_clicked"), u.create_stretch(), spacing=4),
             u.create_label(text="@binding(reference_text.value)"),
             spacing=4)
         experiment = u.create_column(
@@ -146,17 +151,18 @@ class PanelHandler(Declarative.Handler):
             u.create_row(field(_("xi"), "xi"), field(_("beta"), "beta"), spacing=8),
             combo(_("Goal"), [_("Maximize"), _("Minimize")], "goal_index"),
             u.create_row(u.create_label(text=_("After run"), width=LABEL_WIDTH),
-                         u.create_combo_box(items=list(settings_module.AFTER_RUN_LABELS), current_index="@binding(after_run_index.value)"),
-                         u.create_push_button(text=_("Mark park"), on_clicked="mark_park_clicked", enabled="@binding(idle.value)"),
-                         u.create_stretch(), spacing=4),
+                         u.create_combo_box(items=list(settings_module.AFTER_RUN_LABELS),
+                                            current_index="@binding(after_run_index.value)"),
+                         button(_("Mark park"), "mark_park_clicked"), u.create_stretch(), spacing=4),
             u.create_row(u.create_label(text=_("Session file"), width=LABEL_WIDTH),
-                         u.create_line_edit(text="@binding(session_path.value)", placeholder_text=_("optional .h5 (every pattern, flushed)")),
+                         u.create_line_edit(text="@binding(session_path.value)",
+                                            placeholder_text=_("optional .h5 (every pattern, flushed)")),
                          spacing=4),
             spacing=4)
         run = u.create_column(
-            u.create_row(u.create_push_button(text=_("Start"), on_clicked="start_clicked", enabled="@binding(idle.value)"),
-                         u.create_push_button(text="@binding(pause_text.value)", on_clicked="pause_clicked", enabled="@binding(running.value)"),
-                         u.create_push_button(text=_("Stop"), on_clicked="stop_clicked", enabled="@binding(running.value)"),
+            u.create_row(button(_("Start"), "start_clicked"),
+                         button("@binding(pause_text.value)", "pause_clicked", "running"),
+                         button(_("Stop"), "stop_clicked", "running"),
                          u.create_push_button(text=_("Show maps"), on_clicked="show_maps_clicked"),
                          u.create_stretch(), spacing=4),
             u.create_progress_bar(value="@binding(progress.value)", minimum=0, maximum=100),
@@ -186,8 +192,14 @@ class PanelHandler(Declarative.Handler):
         self.camera_names.value = [hs.display_name for hs in cams] or [_("(no camera)")]
         default_scan = swift_instrument.default_scan_device()
         default_camera = swift_instrument.default_camera()
-        scan_id = old_scan if old_scan in self.__scan_ids else (default_scan.hardware_source_id if default_scan else None)
-        camera_id = old_camera if old_camera in self.__camera_ids else (default_camera.hardware_source_id if default_camera else None)
+        if old_scan in self.__scan_ids:
+            scan_id = old_scan
+        else:
+            scan_id = default_scan.hardware_source_id if default_scan else None
+        if old_camera in self.__camera_ids:
+            camera_id = old_camera
+        else:
+            camera_id = default_camera.hardware_source_id if default_camera else None
         self.scan_index.value = self.__scan_ids.index(scan_id) if scan_id in self.__scan_ids else 0
         self.camera_index.value = self.__camera_ids.index(camera_id) if camera_id in self.__camera_ids else 0
         self.scan_changed()
@@ -208,7 +220,12 @@ class PanelHandler(Declarative.Handler):
         old = (self.channel_names.value or [""])[self.channel_index.value or 0] if self.channel_names.value else "HAADF"
         self.channel_names.value = names
         upper = [n.upper() for n in names]
-        self.channel_index.value = upper.index(old.upper()) if old.upper() in upper else (upper.index("HAADF") if "HAADF" in upper else 0)
+        for wanted in (old.upper(), "HAADF"):
+            if wanted in upper:
+                self.channel_index.value = upper.index(wanted)
+                break
+        else:
+            self.channel_index.value = 0
 
     def __hardware_sources_changed(self, *args: typing.Any) -> None:
         def refresh() -> None:
@@ -336,7 +353,8 @@ class PanelHandler(Declarative.Handler):
         graphic = self.find_mark(VACUUM_LABEL)
         if graphic is None:
             if self.__mark(VACUUM_LABEL, "#0FF") is not None:
-                self.message.value = _("Drag the 'vacuum' point onto vacuum, then click 'Acquire vacuum reference' again.")
+                self.message.value = _("Drag the 'vacuum' point onto vacuum, "
+                                       "then click 'Acquire vacuum reference' again.")
             return
         display_item = self.survey_display_item
         assert display_item is not None
@@ -351,6 +369,20 @@ class PanelHandler(Declarative.Handler):
 
     def start(self, display_item: DisplayItem.DisplayItem | None = None) -> bool:
         display_item = display_item or self.survey_display_item
+        if run_controller.ENGINE_LOADING.is_set():
+            # the engine is still being imported in the background: start when it is ready, never block the UI
+            self.message.value = _("Loading the DKL engine (torch) ... the run starts when it is ready.")
+
+            def retry() -> None:
+                if self.__closed:
+                    return
+                if run_controller.ENGINE_LOADING.is_set():
+                    self.document_controller.queue_task(retry)
+                else:
+                    self.start(display_item)
+
+            self.document_controller.queue_task(retry)
+            return True
         if display_item is None:
             # no survey yet: acquire one, then start on it
             return self.acquire_survey(lambda di: self.start(di) and None)
@@ -410,10 +442,11 @@ class PanelHandler(Declarative.Handler):
             where = f" at (y={status.best_position[0]}, x={status.best_position[1]})" if status.best_position else ""
             self.best_text.value = _("Best {v}").format(v=_fmt(status.best_value, status.units)) + where
             self.timing_text.value = (f"Decision {_fmt(status.decision_ms)} / training {_fmt(status.training_ms)} / "
-                                      f"instrument {_fmt(status.instrument_ms)} ms")
+                                      f"instrument {_fmt(status.instrument_ms)} ms per step")
         reference = self.controller.reference
         if reference is not None:
-            self.reference_text.value = _("Reference: {h}x{w} pattern").format(h=reference.shape[0], w=reference.shape[1])
+            height, width = reference.shape[:2]
+            self.reference_text.value = _("Reference: {h}x{w} pattern").format(h=height, w=width)
         elif status.state == "idle" and self.reference_text.value == _("Reference: acquiring ..."):
             self.reference_text.value = _("Reference: none")
 
@@ -426,11 +459,13 @@ class DKLPanel(Panel.Panel):
         column = self.ui.create_column_widget()
         scroll_area = self.ui.create_scroll_area_widget()
         scroll_area.set_scrollbar_policies("off", "needed")
-        scroll_area.content = Declarative.DeclarativeWidget(document_controller.ui, document_controller.event_loop, self.handler)
+        scroll_area.content = Declarative.DeclarativeWidget(document_controller.ui, document_controller.event_loop,
+                                                            self.handler)
         column.add(scroll_area)
         self.widget = column
 
     def close(self) -> None:
-        # stop a run (within one step) and release the probe before the widgets go away
-        self.handler.controller.close()
+        # Swift closes panels when their document window closes: stop a run (within one step) and release the
+        # probe before the widgets go away
+        self.handler.controller.close(window_closing=True)
         super().close()

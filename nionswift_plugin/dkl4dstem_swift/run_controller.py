@@ -36,6 +36,25 @@ JOIN_TIMEOUT_S = 30.0
 _active_lock = threading.Lock()
 _active_instruments: set[int] = set()
 
+# the engine (torch, gpytorch, botorch) takes seconds to import: the extension starts it in the background when Swift
+# starts, and a Start that comes earlier waits for it without blocking the UI thread
+ENGINE_LOADING = threading.Event()
+
+
+def load_engine_in_background() -> None:
+    def load() -> None:
+        start = time.perf_counter()
+        try:
+            import dkl4dstem.experiment  # noqa: F401
+            _logger.info("dkl4dstem engine loaded in %.1f s", time.perf_counter() - start)
+        except Exception as e:
+            _logger.warning("dkl4dstem engine import failed: %s", e)
+        finally:
+            ENGINE_LOADING.clear()
+
+    ENGINE_LOADING.set()
+    threading.Thread(target=load, name="dkl-import", daemon=True).start()
+
 
 @dataclasses.dataclass
 class RunStatus:
@@ -83,7 +102,7 @@ class RunController:
 
     # lifetime
 
-    def close(self) -> None:
+    def close(self, *, window_closing: bool = False) -> None:
         """Stop a running experiment (within one step), release the hardware, end the live state."""
         with self.__lock:
             self.__closed = True
@@ -99,7 +118,7 @@ class RunController:
         if instrument is not None:
             instrument.close()  # idempotent; normally already done by Experiment.run
         if self.live_items is not None:
-            self.live_items.finish()
+            self.live_items.finish(window_closing=window_closing)
         self.__release_instrument()
         self.live_items = None
         self.experiment = None
@@ -363,10 +382,12 @@ class RunController:
             return
         phase = "seed point" if event.phase == "seed" else "step"
         message = self.status.message if self.status.state != "running" else f"Running: {phase} {event.n_measured} of {event.n_total}"
+        # training runs in the background: a step reports its time only when it swaps a new model in
+        training_ms = 1000 * event.training_seconds if event.training_seconds > 0 else self.status.training_ms
         self.__set_status(step=int(event.n_measured), n_total=int(event.n_total), phase=event.phase,
                           last_value=float(event.value), best_value=float(event.best_value),
                           best_position=event.best_position, units=event.units, message=message,
-                          decision_ms=1000 * event.decision_seconds, training_ms=1000 * event.training_seconds,
+                          decision_ms=1000 * event.decision_seconds, training_ms=training_ms,
                           instrument_ms=1000 * event.instrument_seconds, step_ms=1000 * event.step_seconds)
 
     def __set_status(self, **kwargs: typing.Any) -> None:

@@ -46,8 +46,11 @@ def main(ctx: typing.Any) -> None:
     ctx.call(lambda: dc.perform_action(extension.ACQUIRE_ACTION_ID))
     ctx.wait_until(lambda: handler.controller.survey_display_item is not None and handler.idle.value, 60, "survey")
     t0 = time.time()
-    ok = ctx.call(handler.start)
+    ok = ctx.call(handler.start, timeout_s=120)
     assert ok, handler.message.value
+    # (a Start that comes while the engine is still loading begins when it is ready)
+    ctx.wait_until(lambda: handler.controller.status.state != "idle" or handler.controller.result is not None, 120,
+                   "the run to start")
     ctx.call(handler.show_maps)
     ctx.wait_until(lambda: handler.controller.status.step >= 12, 240, "a few steps")
     ctx.call(handler.show_maps)

@@ -84,7 +84,11 @@ class DriverContext:
 
 
 def _fail(message: str) -> None:
+    import faulthandler
     sys.stderr.write(message + "\n")
+    sys.stderr.write("stacks of all threads:\n")
+    sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # what the UI thread was stuck in
     sys.stderr.flush()
     os._exit(3)
 
@@ -106,11 +110,25 @@ def _drive(script: str, out_dir: str) -> None:
         _fail("driver failed:\n" + traceback.format_exc())
 
 
+def _warm_up_qt_enums() -> None:
+    """Touch the Qt enums that nionui's render threads use, on the main thread first.
+
+    PySide6 creates enum types lazily; the first use from two threads at once has failed here with
+    "type object 'PySide6.QtGui.QGradient' has no attribute 'Preset'" in a render thread (nionui PyQtProxy)."""
+    try:
+        from PySide6 import QtCore, QtGui
+        QtGui.QBrush(QtGui.QColor(QtCore.Qt.GlobalColor.transparent))
+        getattr(QtGui.QGradient, "Preset", None)
+    except Exception:
+        pass
+
+
 def run() -> None:
     """Called by Swift after all plug-ins are loaded."""
     script = os.environ.get(ENV_SCRIPT)
     if not script:
         return
+    _warm_up_qt_enums()
     logging.getLogger(__name__).info("DKL test driver: running %s", script)
     out_dir = os.environ.get(ENV_OUT, os.getcwd())
     threading.Thread(target=_drive, args=(script, out_dir), name="dkl-test-driver", daemon=True).start()
