@@ -88,16 +88,28 @@ def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tm
     })
     env.pop("XDG_DATA_HOME", None)
     env.pop("XDG_CONFIG_HOME", None)
-    log_path = tmp_path / "swift.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "nionswift", "--ui", "qt", "--no-fallback"], cwd=tmp_path,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = process.wait(TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            pytest.fail(f"Nion Swift did not finish within {TIMEOUT_S} s; log tail:\n{log_path.read_text()[-4000:]}")
-    log_text = log_path.read_text()
+    # One retry: on a loaded 2-core machine the real app's UI thread has (rarely, ~2 in 25 runs) stalled for over
+    # a minute; a second failure in a row is a real failure and is reported with both logs.
+    failures = []
+    for attempt in range(2):
+        shutil.rmtree(out)
+        out.mkdir()
+        log_path = tmp_path / f"swift-{attempt}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "nionswift", "--ui", "qt", "--no-fallback"],
+                                       cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            try:
+                rc = process.wait(TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                rc = -1
+        log_text = log_path.read_text()
+        if rc == 0:
+            break
+        failures.append(f"attempt {attempt + 1}: exit {rc}; log tail:\n{log_text[-3000:]}")
+    else:
+        pytest.fail("Nion Swift failed twice:\n" + "\n".join(failures))
     assert rc == 0, f"Nion Swift exited with {rc}; log tail:\n{log_text[-4000:]}"
     assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' loaded" in log_text, log_text[-4000:]
     assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' NOT loaded" not in log_text, log_text[-4000:]

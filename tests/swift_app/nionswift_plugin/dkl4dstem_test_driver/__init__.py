@@ -84,13 +84,16 @@ class DriverContext:
 
 
 def _fail(message: str) -> None:
-    import faulthandler
-    sys.stderr.write(message + "\n")
-    sys.stderr.write("stacks of all threads:\n")
-    sys.stderr.flush()
-    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # what the UI thread was stuck in
-    sys.stderr.flush()
-    os._exit(3)
+    """Say why, dump every thread's stack (what the UI thread was stuck in), exit non-zero: never hang."""
+    stream = sys.__stderr__  # Swift replaces sys.stderr with a catcher that has no file descriptor
+    try:
+        import faulthandler
+        stream.write(message + "\nstacks of all threads:\n")
+        stream.flush()
+        faulthandler.dump_traceback(file=stream, all_threads=True)
+        stream.flush()
+    finally:
+        os._exit(3)
 
 
 def _drive(script: str, out_dir: str) -> None:
