@@ -148,6 +148,8 @@ class _Run:
                 raise InputError(f"exclude mask shape {mask.shape} does not match the survey {self.height}x{self.width}")
             self.blocked |= mask.reshape(-1)
         self.config.validate((self.height, self.width), int(self.blocked.sum()))
+        # every frame must have this shape; when nothing tells it beforehand, the first good frame sets it
+        self._pattern_shape: tuple[int, ...] | None = self._known_detector_shape()
         if experiment.resume_data is not None:
             self._check_resume(experiment.resume_data)
         self.patches = extract_patches(self.survey_image, self.config.window)
@@ -163,7 +165,6 @@ class _Run:
         self.trainer = BackgroundTrainer(self.patches, self.config)
         self.error: str | None = None
         self._failures = 0  # consecutive positions whose frames all failed
-        self._pattern_shape: tuple[int, ...] | None = None  # shape of the first good frame
 
     @property
     def total(self) -> int:
@@ -201,15 +202,21 @@ class _Run:
         self.writer = SessionWriter(path, settings, self.survey_image, detector_shape,
                                     reference=self.calibration.reference, resume=resume)
 
-    def _detector_shape(self) -> tuple[int, int]:
+    def _known_detector_shape(self) -> tuple[int, ...] | None:
+        """Pattern shape known before measuring: reference, instrument, or the resumed session."""
         if self.calibration.reference is not None:
-            return typing.cast(tuple[int, int], tuple(self.calibration.reference.shape))
+            return tuple(self.calibration.reference.shape)
         shape = getattr(self.instrument, "detector_shape", None)
         if shape is not None:
-            return typing.cast(tuple[int, int], tuple(shape))
+            return tuple(int(n) for n in shape)
         if self.experiment.resume_data is not None:
-            return typing.cast(tuple[int, int], tuple(self.experiment.resume_data.patterns.shape[1:]))
-        raise InputError("the instrument does not report its detector shape; acquire a vacuum reference first")
+            return tuple(self.experiment.resume_data.patterns.shape[1:])
+        return None
+
+    def _detector_shape(self) -> tuple[int, int]:
+        if self._pattern_shape is None:
+            raise InputError("the instrument does not report its detector shape; acquire a vacuum reference first")
+        return typing.cast(tuple[int, int], self._pattern_shape)
 
     def _check_resume(self, data: SessionData) -> None:
         """Refuse to continue a session on other data before anything is measured or written."""
@@ -295,7 +302,7 @@ class _Run:
                 break
             try:
                 measurement = self.instrument.measure(y, x)
-                problem = _frame_problem(measurement.pattern, self._expected_pattern_shape())
+                problem = _frame_problem(measurement.pattern, self._pattern_shape)
                 if not problem:
                     break
             except InstrumentError as exc:
@@ -322,16 +329,6 @@ class _Run:
             self.writer.append(y, x, measurement.pattern, value, phase)
         self._record(index, value, phase)
         return value, instrument_seconds
-
-    def _expected_pattern_shape(self) -> tuple[int, ...] | None:
-        if self.writer is not None:
-            return self.writer.pattern_shape
-        if self.calibration.reference is not None:
-            return tuple(self.calibration.reference.shape)
-        shape = getattr(self.instrument, "detector_shape", None)
-        if shape is not None:
-            return tuple(int(n) for n in shape)
-        return self._pattern_shape  # without any of these, every frame must match the first good one
 
     def _scalarize(self, pattern: numpy.ndarray, y: int, x: int) -> float:
         try:
