@@ -35,55 +35,66 @@ def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
 
 
 def measure_size(size: int, ns: list[int], windows: list[int], repeats: int) -> list[dict[str, float]]:
-    import torch
-
-    from dkl4dstem import acquisition
-    from dkl4dstem.experiment import ExperimentConfig
     from dkl4dstem.patches import extract_patches
-    from dkl4dstem.trainer import BackgroundTrainer
 
     rows = []
     survey = synthetic_survey(size)
     target = (survey ** 2).reshape(-1)
     for window in windows:
-        patches = extract_patches(survey, window)
-        for n in ns:
-            if n + 1 > size * size:
-                continue
-            rng = numpy.random.default_rng(n)
-            order = [int(i) for i in rng.choice(size * size, n + repeats + 1, replace=False)]
-            indices, values = order[:n], [float(target[i]) for i in order[:n]]
-            config = ExperimentConfig(window=window, seeds=n, steps=repeats + 2)
-            trainer = BackgroundTrainer(patches, config)
-            trainer.fit_now(indices, values, iterations=config.initial_iterations)
-            posterior = trainer.take_result(wait=True)
-            assert posterior is not None
-            blocked = numpy.zeros(size * size, dtype=bool)
-            blocked[indices] = True
-            decisions, trainings = [], []
-            for r in range(repeats):
-                new = order[n + r]
-                indices.append(new)
-                values.append(float(target[new]))
-                blocked[new] = True
-                start = time.perf_counter()
-                posterior.catch_up(indices, values)
-                mean, variance, mu, sd = posterior.predict(indices, values)
-                scores = acquisition.acquisition_values(mean, variance, (max(values) - mu) / sd, kind="ei")
-                acquisition.choose_next(scores, blocked)
-                decisions.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                trainer._train(list(indices), list(values), config.update_iterations)  # what one step trains
-                trainings.append(time.perf_counter() - start)
-                posterior = trainer.take_result(wait=False) or posterior
-            row = {"size": size, "candidates": size * size, "window": window, "n": n,
-                   "decision_ms": 1e3 * float(numpy.median(decisions)),
-                   "training_ms": 1e3 * float(numpy.median(trainings)),
-                   "step_ms": 1e3 * float(numpy.median(numpy.add(decisions, trainings))),
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "torch_threads": torch.get_num_threads(), "device": str(trainer.model.device)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        rows += measure_steps(extract_patches(survey, window), target, ns, window, repeats, size=size)
+    return rows
+
+
+def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], window: int, repeats: int,
+                  size: int | None = None) -> list[dict[str, float]]:
+    """Time the loop's own pieces at each n: one decision, then what the background trainer does per step."""
+    import torch
+
+    from dkl4dstem import acquisition
+    from dkl4dstem.experiment import ExperimentConfig
+    from dkl4dstem.trainer import BackgroundTrainer
+
+    rows = []
+    n_candidates = len(target)
+    for n in ns:
+        if n + repeats + 1 > n_candidates:
+            continue
+        rng = numpy.random.default_rng(n)
+        order = [int(i) for i in rng.choice(n_candidates, n + repeats + 1, replace=False)]
+        indices, values = order[:n], [float(target[i]) for i in order[:n]]
+        config = ExperimentConfig(window=window, seeds=n, steps=repeats + 2)
+        trainer = BackgroundTrainer(patches, config)
+        trainer.fit_now(indices, values, iterations=config.initial_iterations)
+        posterior = trainer.take_result(wait=True)
+        assert posterior is not None
+        blocked = numpy.zeros(n_candidates, dtype=bool)
+        blocked[indices] = True
+        decisions, trainings = [], []
+        for r in range(repeats):
+            new = order[n + r]
+            indices.append(new)
+            values.append(float(target[new]))
+            blocked[new] = True
+            start = time.perf_counter()
+            posterior.catch_up(indices, values)
+            mean, variance, mu, sd = posterior.predict(values)
+            scores = acquisition.acquisition_values(mean, variance, (max(values) - mu) / sd, kind="ei")
+            acquisition.choose_next(scores, blocked)
+            decisions.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            trainer._train(list(indices), list(values), config.update_iterations)  # what one step trains
+            trainings.append(time.perf_counter() - start)
+            posterior = trainer.take_result(wait=False) or posterior
+        row = {"size": size or int(round(n_candidates ** 0.5)), "candidates": n_candidates, "window": window,
+               "n": n, "decision_ms": 1e3 * float(numpy.median(decisions)),
+               "training_ms": 1e3 * float(numpy.median(trainings)),
+               "step_ms": 1e3 * float(numpy.median(numpy.add(decisions, trainings))),
+               "update_iterations": config.update_iterations,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "torch_threads": torch.get_num_threads(), "device": str(trainer.model.device),
+               "load_avg_1min": os.getloadavg()[0]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 

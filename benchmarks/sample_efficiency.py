@@ -6,6 +6,13 @@ and the same target (the scalarizer applied to every pattern: the ground truth).
 (benchmarks/install_peers.sh) through benchmarks/peers.py; a peer whose venv is missing is reported as such.
 
     python benchmarks/sample_efficiency.py DATA.npz [--seeds 0,1,2,3,4] [--steps 48] [--peers atomai,gpax]
+
+The peers are slow (minutes per seed), so they can run as separate processes, one per core, and be merged:
+
+    python benchmarks/sample_efficiency.py DATA.npz --peers atomai --only-peers --out out/se_atomai.json &
+    python benchmarks/sample_efficiency.py DATA.npz --peers gpax --only-peers --out out/se_gpax.json &
+    python benchmarks/sample_efficiency.py DATA.npz --peers "" --out out/se_ours.json
+    python benchmarks/sample_efficiency.py --merge out/se_ours.json out/se_atomai.json out/se_gpax.json
 """
 from __future__ import annotations
 
@@ -68,15 +75,15 @@ def run_random(path: str, target: numpy.ndarray, seed: int, window: int) -> dict
             "nrmse_at": {str(r.fraction): r.nrmse for r in results}}
 
 
-def run_peer(peer: str, patches: str, target_path: str, n_seed_points: int, steps: int, seed: int, out_dir: str
-             ) -> dict[str, object]:
+def run_peer(peer: str, patches: str, target_path: str, n_seed_points: int, steps: int, seed: int, out_dir: str,
+             threads: int = 1) -> dict[str, object]:
     python = os.path.join(HERE, ".venvs", peer, "bin", "python")
     if not os.path.exists(python):
         return {"error": f"venv {python} missing: run benchmarks/install_peers.sh"}
     out = os.path.join(out_dir, f"{peer}_{seed}.json")
     command = [python, os.path.join(HERE, "peers.py"), "--peer", peer, "--patches", patches, "--target", target_path,
                "--seeds", str(n_seed_points), "--steps", str(steps), "--seed", str(seed), "--out", out,
-               "--nrmse-at", ",".join(str(f) for f in FRACTIONS)]
+               "--nrmse-at", ",".join(str(f) for f in FRACTIONS), "--threads", str(threads)]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         return {"error": proc.stderr[-1500:]}
@@ -90,15 +97,24 @@ def run_peer(peer: str, patches: str, target_path: str, n_seed_points: int, step
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data")
+    parser.add_argument("data", nargs="?")
     parser.add_argument("--scalarizer", default="com_magnitude")
     parser.add_argument("--window", type=int, default=12)
     parser.add_argument("--seed-points", type=int, default=10)
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--peers", default="atomai,gpax")
+    parser.add_argument("--only-peers", action="store_true", help="skip ours and random sampling")
+    parser.add_argument("--peer-threads", type=int, default=1, help="intra-op threads per peer process (two peer "
+                        "runs side by side on a 2-core machine: 1 each)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="print one table from earlier runs' JSON files")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "sample_efficiency.json"))
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
+    if not args.data:
+        parser.error("DATA is required unless --merge is given")
 
     from dkl4dstem.groundtruth import ground_truth_map
     from dkl4dstem.patches import extract_patches
@@ -115,21 +131,54 @@ def main() -> None:
     numpy.save(target_path, target)
     seeds = [int(s) for s in args.seeds.split(",")]
     peers = [p for p in args.peers.split(",") if p]
-    results: dict[str, list[dict[str, object]]] = {"ours": [], "random": [], **{p: [] for p in peers}}
+    methods = ([] if args.only_peers else ["ours", "random"]) + peers
+    results: dict[str, list[dict[str, object]]] = {m: [] for m in methods}
     for seed in seeds:
-        results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer))
-        results["random"].append(run_random(args.data, target, seed, args.window))
+        if not args.only_peers:
+            results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer))
+            results["random"].append(run_random(args.data, target, seed, args.window))
         for peer in peers:
-            results[peer].append(run_peer(peer, patches_path, target_path, args.seed_points, args.steps, seed, work))
+            results[peer].append(run_peer(peer, patches_path, target_path, args.seed_points, args.steps, seed, work,
+                                          args.peer_threads))
         print(json.dumps({"seed": seed, **{k: v[-1] for k, v in results.items()}}), flush=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
             "cores": os.cpu_count(), "data": os.path.basename(args.data), "scalarizer": args.scalarizer,
-            "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": seeds}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+            "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": seeds,
+            "window": args.window}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    numpy.save(os.path.splitext(args.out)[0] + "_target.npy", target)
     with open(args.out, "w") as file:
         json.dump({"meta": meta, "results": results}, file, indent=1)
-    budget = args.seed_points + args.steps
-    print(f"# sample efficiency, {meta['data']} ({meta['candidates']} positions), {args.scalarizer}, {meta['date']}")
+    print_table(meta, results, target)
+
+
+def merge(paths: list[str], out: str) -> None:
+    """One table from several runs on the same data, budget and seeds (refuses to mix different settings)."""
+    runs = []
+    for path in paths:
+        with open(path) as file:
+            runs.append(json.load(file))
+    keys = ("data", "scalarizer", "candidates", "seed_points", "steps", "seeds")
+    reference = {k: runs[0]["meta"].get(k) for k in keys}
+    for path, run in zip(paths, runs):
+        differing = [k for k in keys if run["meta"].get(k) != reference[k]]
+        if differing:
+            raise SystemExit(f"sample_efficiency: {path} differs from {paths[0]} in {', '.join(differing)}")
+    results: dict[str, list[dict[str, object]]] = {}
+    for run in runs:
+        results.update(run["results"])
+    meta = {**runs[0]["meta"], "merged_from": [os.path.basename(p) for p in paths],
+            "dates": [run["meta"]["date"] for run in runs]}
+    target = numpy.load(os.path.splitext(paths[0])[0] + "_target.npy")
+    with open(out, "w") as file:
+        json.dump({"meta": meta, "results": results}, file, indent=1)
+    print_table(meta, results, target)
+
+
+def print_table(meta: dict[str, object], results: dict[str, list[dict[str, object]]], target: numpy.ndarray) -> None:
+    budget = int(meta["seed_points"]) + int(meta["steps"])
+    print(f"# sample efficiency, {meta['data']} ({meta['candidates']} positions), {meta['scalarizer']}, "
+          f"{meta['date']}")
     print("| method | first top-1% hit (per seed) | mean (miss = budget+1) | NRMSE @1% | NRMSE @2.5% |")
     print("|---|---|---|---|---|")
     for method, runs in results.items():

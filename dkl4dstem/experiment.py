@@ -366,7 +366,7 @@ class _Run:
         start = time.perf_counter()
         assert self.posterior is not None
         self.posterior.catch_up(self.indices, self.values)
-        mean, variance, target_mean, target_std = self.posterior.predict(self.indices, self.values)
+        mean, variance, target_mean, target_std = self.posterior.predict(self.values)
         valid = self._training_values()
         best_raw = float(valid.max() if self.config.maximize else valid.min())
         best_std = (best_raw - target_mean) / target_std

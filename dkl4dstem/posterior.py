@@ -4,19 +4,25 @@ Why hand-written instead of gpytorch's ExactGP prediction: for one new measureme
 N candidates again. gpytorch recomputes the prediction strategy (caches and test-train solves) from scratch each
 time the training set changes, O(n^2 N). Here the Cholesky factor L of K_XX + noise and the whitened
 cross-covariance V = L^-1 K_X* are extended by one row per new point (rank-1 append), O(n N) per point, and the
-variance is kept as a running sum of squares. Kernel evaluations still come from gpytorch's kernel module.
+variance is kept as a running sum of squares. The mean is kept the same way: the loop re-standardizes the targets
+every step, but L^-1 (y - offset) and L^-1 1 only grow by one entry per point (forward substitution), so the mean
+for any standardization is a combination of two running sums over V's rows. One decision therefore reads V once
+(for the new row), not twice: at 512 x 512 candidates V is the dominant memory traffic.
+Kernel evaluations still come from gpytorch's kernel module.
 Nothing candidate-by-candidate is ever formed: memory is the n x N buffer V. V is float64 unless that buffer would
 exceed FLOAT64_BUDGET_BYTES (e.g. 512 x 512 candidates with 500 points): then float32, which halves the memory;
-the Cholesky factor and the running sum of squares stay float64, so the variance keeps ~1e-7 relative accuracy and
-the mean ~1e-4 of the target's standard deviation.
+the Cholesky factor and the running sums stay float64 (they are accumulated from the float64 rows before
+rounding), so the variance keeps ~1e-7 relative accuracy and the mean ~1e-4 of the target's standard deviation.
 """
 from __future__ import annotations
 
+import typing
+
 import gpytorch
-import numpy
 import torch
 
 FLOAT64_BUDGET_BYTES = 512 << 20
+BLOCK_BYTES = 32 << 20
 
 
 class PosteriorCache:
@@ -38,6 +44,12 @@ class PosteriorCache:
         with torch.no_grad():
             self.prior_variance = self._kernel_rows(None, diag=True)
         self.sum_squares = torch.zeros(n_candidates, dtype=torch.float64, device=device)
+        # running mean terms: u = L^-1 (y - offset), w = L^-1 1, and sum_i u_i V_i, sum_i w_i V_i
+        self.offset: float | None = None  # first value: keeps u small whatever the units of y
+        self.u = torch.zeros(self.capacity, dtype=torch.float64, device=device)
+        self.w = torch.zeros(self.capacity, dtype=torch.float64, device=device)
+        self.sum_u = torch.zeros(n_candidates, dtype=torch.float64, device=device)
+        self.sum_w = torch.zeros(n_candidates, dtype=torch.float64, device=device)
         self.indices: list[int] = []
 
     @property
@@ -56,14 +68,16 @@ class PosteriorCache:
                     out.append(self.kernel(rows, batch).to_dense())
         return torch.cat(out, dim=-1)
 
-    def add(self, index: int) -> None:
-        """Condition on one more candidate (its value is supplied at predict time): O(n N)."""
+    def add(self, index: int, value: float) -> None:
+        """Condition on one more candidate and its measured value: O(n N)."""
         if self.n >= self.capacity:
             self._grow()
         n = self.n
+        if self.offset is None:
+            self.offset = float(value)
         with torch.no_grad():
             k_row = self._kernel_rows(self.latent[index:index + 1])[0]  # (N,)
-            l_vec = self.V[:n, index]  # = L^-1 k_X,new, already known
+            l_vec = self.V[:n, index].to(torch.float64)  # = L^-1 k_X,new, already known
             diag = float(k_row[index]) + self.noise - float(l_vec @ l_vec)
             d = max(diag, self.noise * 1e-6) ** 0.5
             self.L[n, :n] = l_vec
@@ -74,22 +88,30 @@ class PosteriorCache:
                 v_row = k_row / d
             self.V[n] = v_row.to(self.V.dtype)
             self.sum_squares += v_row * v_row
+            self.u[n] = (float(value) - self.offset - float(l_vec @ self.u[:n])) / d
+            self.w[n] = (1.0 - float(l_vec @ self.w[:n])) / d
+            self.sum_u.add_(v_row, alpha=float(self.u[n]))
+            self.sum_w.add_(v_row, alpha=float(self.w[n]))
         self.indices.append(int(index))
 
-    def add_many(self, indices: list[int]) -> None:
+    def add_many(self, indices: list[int], values: typing.Sequence[float]) -> None:
         """Condition on k more points at once with a block Cholesky update: O(k n N + k^2 N) in matrix products.
 
-        Used after retraining (n = 0: one factorization and one batched triangular solve) and to catch up on the
-        points measured while a long training ran (one block instead of k rank-1 updates).
+        Used after retraining (n = 0: one factorization, one k x k triangular inverse, then matrix products) and to
+        catch up on the points measured while a long training ran (one block instead of k rank-1 updates).
         """
+        if len(values) != len(indices):
+            raise ValueError(f"{len(indices)} indices but {len(values)} values")
         if not indices:
             return
         if len(indices) == 1:
-            self.add(indices[0])
+            self.add(indices[0], values[0])
             return
         n, k = self.n, len(indices)
         while n + k > self.capacity:
             self._grow()
+        if self.offset is None:
+            self.offset = float(values[0])
         with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
             z = self.latent[indices]
             # the new points' whitened cross-covariance with the old ones is already in V
@@ -98,14 +120,28 @@ class PosteriorCache:
             l22 = torch.linalg.cholesky(k22 - l21 @ l21.T)
             self.L[n:n + k, :n] = l21
             self.L[n:n + k, n:n + k] = l22
-            for start in range(0, self.latent.shape[0], self.batch_size):
-                stop = start + self.batch_size
+            # L22^-1 once (k x k), then plain matrix products over the candidates: 2.4x faster than a triangular
+            # solve with N right-hand sides on the 2-core box (MKL trsm, 100 x 16,384: 31 -> 13 ms)
+            l22_inverse = torch.linalg.solve_triangular(
+                l22, torch.eye(k, dtype=torch.float64, device=z.device), upper=False)
+            y = torch.as_tensor(values, dtype=torch.float64, device=z.device) - self.offset
+            u_new = l22_inverse @ (y - l21 @ self.u[:n])
+            w_new = l22_inverse @ (1.0 - l21 @ self.w[:n])
+            self.u[n:n + k] = u_new
+            self.w[n:n + k] = w_new
+            # column blocks of <= BLOCK_BYTES per k x columns temporary (the kernel evaluation makes several):
+            # at 512 x 512 candidates and k = 500 a 65,536-column block peaked RSS 0.7 GB above the buffers
+            columns = max(1024, min(self.batch_size, BLOCK_BYTES // (8 * k)))
+            for start in range(0, self.latent.shape[0], columns):
+                stop = start + columns
                 rhs = self.kernel(z, self.latent[start:stop]).to_dense()
                 if n:
                     rhs = rhs - l21 @ self.V[:n, start:stop].to(torch.float64)
-                block = torch.linalg.solve_triangular(l22, rhs, upper=False)
+                block = l22_inverse @ rhs
                 self.V[n:n + k, start:stop] = block.to(self.V.dtype)
                 self.sum_squares[start:stop] += (block * block).sum(dim=0)
+                self.sum_u[start:stop] += u_new @ block
+                self.sum_w[start:stop] += w_new @ block
         self.indices.extend(int(i) for i in indices)
 
     def _grow(self) -> None:
@@ -114,19 +150,24 @@ class PosteriorCache:
         L[:self.capacity, :self.capacity] = self.L
         V = torch.empty((capacity, self.V.shape[1]), dtype=self.V.dtype, device=self.V.device)
         V[:self.capacity] = self.V
-        self.L, self.V, self.capacity = L, V, capacity
+        u = torch.zeros(capacity, dtype=torch.float64, device=self.u.device)
+        w = torch.zeros(capacity, dtype=torch.float64, device=self.w.device)
+        u[:self.capacity] = self.u
+        w[:self.capacity] = self.w
+        self.L, self.V, self.u, self.w, self.capacity = L, V, u, w, capacity
 
-    def predict(self, targets_standardized: numpy.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and latent variance (standardized units) at every candidate."""
-        n = self.n
+    def predict(self, target_mean: float = 0.0, target_std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and latent variance at every candidate, for targets standardized as (y - mean) / std.
+
+        O(N): with r = (y - mean) / std - c = (y - offset) / std + ((offset - mean) / std - c) 1, the whitened
+        residual L^-1 r is u / std + ((offset - mean) / std - c) w, and the mean is c + V^T L^-1 r.
+        """
         with torch.no_grad():
-            if n == 0:
+            if self.n == 0:
                 mean = torch.full_like(self.prior_variance, self.mean_constant)
                 return mean, self.prior_variance.clone()
-            y = torch.as_tensor(targets_standardized, dtype=torch.float64, device=self.V.device) - self.mean_constant
-            # contiguous: a strided view of the capacity-sized buffer made this solve ~60x slower at n = 2000
-            L = self.L[:n, :n].contiguous()
-            beta = torch.linalg.solve_triangular(L, y.reshape(-1, 1), upper=False).reshape(-1)
-            mean = self.mean_constant + (beta.to(self.V.dtype) @ self.V[:n]).to(torch.float64)
+            assert self.offset is not None
+            shift = (self.offset - target_mean) / target_std - self.mean_constant
+            mean = self.mean_constant + self.sum_u / target_std + shift * self.sum_w
             variance = (self.prior_variance - self.sum_squares).clamp_min(1e-12)
         return mean, variance

@@ -57,19 +57,50 @@ def test_incremental_posterior_equals_direct_solve(storage: torch.dtype, toleran
     kernel, noise, constant = _kernel(), 0.02, 0.3
     cache = PosteriorCache(kernel, noise, constant, latent, capacity=8, batch_size=1000,  # growth + batching
                            storage_dtype=storage)
-    cache.add_many(indices[:20])  # from scratch
-    cache.add_many(indices[20:45])  # block update (catching up after a long training)
-    for index in indices[45:]:  # rank-1 updates (the decision path)
-        cache.add(index)
-    mean, variance = cache.predict(targets)
+    raw = 250.0 + 40.0 * targets  # raw units (e.g. mrad or counts); the cache standardizes at predict time
+    cache.add_many(indices[:20], raw[:20])  # from scratch
+    cache.add_many(indices[20:45], raw[20:45])  # block update (catching up after a long training)
+    for index, value in zip(indices[45:], raw[45:]):  # rank-1 updates (the decision path)
+        cache.add(index, value)
     with torch.no_grad():
         k_xx = kernel(latent[indices]).to_dense() + noise * torch.eye(60, dtype=torch.float64)
         k_xs = kernel(latent[indices], latent).to_dense()
-        direct_mean = constant + k_xs.T @ torch.linalg.solve(k_xx, torch.as_tensor(targets) - constant)
         direct_var = kernel(latent, diag=True) - (k_xs * torch.linalg.solve(k_xx, k_xs)).sum(0)
-    torch.testing.assert_close(mean, direct_mean, rtol=tolerance, atol=tolerance)
+    for target_mean, target_std in [(250.0, 40.0), (raw.mean(), raw.std()), (-3.0, 500.0)]:  # any standardization
+        mean, variance = cache.predict(target_mean, target_std)
+        standardized = torch.as_tensor((raw - target_mean) / target_std)
+        direct_mean = constant + k_xs.T @ torch.linalg.solve(k_xx, standardized - constant)
+        torch.testing.assert_close(mean, direct_mean, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(variance, direct_var.clamp_min(1e-12), rtol=tolerance, atol=tolerance)
     assert float(variance[indices].max()) < noise  # measured points are well determined
+
+
+def test_dense_mll_equals_gpytorch_exact_mll_value_and_gradient() -> None:
+    """The training loss must be gpytorch's ExactMarginalLogLikelihood (priors included), only computed faster."""
+    rng = numpy.random.default_rng(1)
+    x = torch.as_tensor(rng.normal(size=(40, 25)).astype(numpy.float32))
+    y = torch.as_tensor(rng.normal(size=40))
+    model = DKLModel(25)
+    model.gp.covar_module.register_prior("outputscale_prior", gpytorch.priors.GammaPrior(2.0, 0.5), "outputscale")
+    parameters = list(model.net.parameters()) + list(model.gp.parameters())
+
+    def loss_and_gradients(loss: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+        model.optimizer.zero_grad()
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in parameters]
+
+    model.gp.train()
+    model.likelihood.train()
+    z = model.net(x).double()
+    model.gp.set_train_data(z, y, strict=False)
+    reference, reference_gradients = loss_and_gradients(-model.mll(model.gp(z), y))
+    ours, gradients = loss_and_gradients(model.negative_mll(model.net(x).double(), y))
+    assert ours == pytest.approx(reference, rel=1e-10)
+    for expected, got in zip(reference_gradients, gradients):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+    # the prior really is in both: without it the loss changes
+    model.gp.covar_module._priors.clear()
+    assert float(model.negative_mll(model.net(x).double(), y).detach()) != pytest.approx(reference, rel=1e-6)
 
 
 def test_log_ei_matches_closed_form_and_stays_finite_far_away() -> None:
@@ -120,12 +151,35 @@ def test_model_is_deterministic_for_a_seed_and_learns_a_structure_map() -> None:
         trainer.fit_now(indices, list(target[indices]), iterations=150)
         posterior = trainer.take_result(wait=True)
         assert posterior is not None
-        mean, variance, mu, sd = posterior.predict(indices, list(target[indices]))
+        mean, variance, mu, sd = posterior.predict(list(target[indices]))
         predictions.append(mean.numpy() * sd + mu)
     numpy.testing.assert_array_equal(predictions[0], predictions[1])
     unseen = numpy.setdiff1d(numpy.arange(576), indices)
     correlation = numpy.corrcoef(predictions[0][unseen], target[unseen])[0, 1]
     assert correlation > 0.8
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "replay"])
+def test_live_training_conditions_on_points_measured_while_it_ran(live: bool) -> None:
+    """Live mode: the trainer, not the decision path, adds the points that arrived during its round."""
+    rng = numpy.random.default_rng(3)
+    survey = rng.random((20, 20))
+    patches = extract_patches(survey, 6)
+    target = survey.reshape(-1)
+    order = [int(i) for i in rng.permutation(400)[:45]]
+    indices, values = order[:40], [float(target[i]) for i in order[:40]]
+    config = ExperimentConfig(window=6, seeds=40, steps=10, update_iterations=60, wait_for_training=not live)
+    trainer = BackgroundTrainer(patches, config)  # 60 iterations: a round far longer than 5 appends
+    trainer.start(indices, values)  # the loop's own lists: trains on a copy of the 40 ...
+    for i in order[40:]:  # ... while the loop measures 5 more
+        indices.append(i)
+        values.append(float(target[i]))
+    posterior = trainer.take_result(wait=True)
+    assert posterior is not None
+    assert posterior.cache.n == (45 if live else 40)
+    posterior.catch_up(indices, values)  # whatever is left is the loop's, and nothing is added twice
+    assert sorted(posterior.cache.indices) == sorted(order)
+    trainer.close()
 
 
 def test_failed_training_rolls_back() -> None:

@@ -426,30 +426,18 @@ def test_extreme_but_finite_values_do_not_break_the_loop(arrays: dict[str, numpy
 
 
 # --- 3. model training faults ------------------------------------------------------------------------------------
-def _fit_with_loss(loss: typing.Callable[[typing.Any, typing.Any], torch.Tensor]) -> typing.Callable[..., typing.Any]:
-    original = model_module.DKLModel.fit
-
-    def fit(self: model_module.DKLModel, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
-        mll, self.mll = self.mll, loss
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            self.mll = mll
-    return fit
-
-
-def _nan_loss(output: typing.Any, target: typing.Any) -> torch.Tensor:
+def _nan_loss(self: typing.Any, z: torch.Tensor, y: torch.Tensor, eye: typing.Any = None) -> torch.Tensor:
     return torch.tensor(math.nan, dtype=torch.float64, requires_grad=True)
 
 
-def _not_psd(output: typing.Any, target: typing.Any) -> torch.Tensor:
+def _not_psd(self: typing.Any, z: torch.Tensor, y: torch.Tensor, eye: typing.Any = None) -> torch.Tensor:
     raise linear_operator.utils.errors.NotPSDError("Matrix not positive definite after repeatedly adding jitter")
 
 
 @pytest.mark.parametrize("loss", [_nan_loss, _not_psd], ids=["nan-loss", "not-psd"])
 def test_failing_training_is_rolled_back_and_the_loop_continues(loss: typing.Any, arrays: dict[str, numpy.ndarray],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_module.DKLModel, "fit", _fit_with_loss(loss))
+    monkeypatch.setattr(model_module.DKLModel, "negative_mll", loss)
     instrument = FaultyInstrument(replay(arrays))
     with pytest.warns(RuntimeWarning, match="rolled back"):
         result = run_guarded(Experiment(instrument, config()))
@@ -461,7 +449,7 @@ def test_failing_training_is_rolled_back_and_the_loop_continues(loss: typing.Any
 def test_singular_kernel_on_the_seed_points_stops_cleanly(arrays: dict[str, numpy.ndarray],
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: typing.Any) -> None:
-    def singular(self: posterior_module.PosteriorCache, indices: list[int]) -> None:
+    def singular(self: posterior_module.PosteriorCache, indices: list[int], values: typing.Any) -> None:
         raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
 
     monkeypatch.setattr(posterior_module.PosteriorCache, "add_many", singular)
@@ -478,11 +466,11 @@ def test_singular_kernel_later_keeps_the_previous_model(arrays: dict[str, numpy.
     original = posterior_module.PosteriorCache.add_many
     calls = [0]
 
-    def singular_after_first(self: posterior_module.PosteriorCache, indices: list[int]) -> None:
+    def singular_after_first(self: posterior_module.PosteriorCache, indices: list[int], values: typing.Any) -> None:
         calls[0] += 1
         if calls[0] > 1:
             raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
-        original(self, indices)
+        original(self, indices, values)
 
     monkeypatch.setattr(posterior_module.PosteriorCache, "add_many", singular_after_first)
     instrument = FaultyInstrument(replay(arrays))
