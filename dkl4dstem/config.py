@@ -30,7 +30,7 @@ class ExperimentConfig:
     hidden: tuple[int, ...] = (64, 32)
     learning_rate: float = 0.01
     initial_iterations: int = 200   # full fit after the seed points
-    update_iterations: int = 15     # warm-start Adam steps per new point (30 found no better: RESULTS.md)
+    update_iterations: int = 10     # warm-start Adam steps per new point (30 found no better: RESULTS.md)
     refit_every: int = 25           # every this many points a fuller refit ...
     refit_iterations: int = 150     # ... of this many steps
     wait_for_training: bool = True  # replay: reproducible; live microscope: False

@@ -135,8 +135,8 @@ class PosteriorCache:
             for start in range(0, self.latent.shape[0], columns):
                 stop = start + columns
                 rhs = self.kernel(z, self.latent[start:stop]).to_dense()
-                if n:
-                    rhs = rhs - l21 @ self.V[:n, start:stop].to(torch.float64)
+                if n:  # in V's dtype, as in `add`: a float64 copy of the n x columns slice doubled the traffic
+                    rhs = rhs - (l21.to(self.V.dtype) @ self.V[:n, start:stop]).to(torch.float64)
                 block = l22_inverse @ rhs
                 self.V[n:n + k, start:stop] = block.to(self.V.dtype)
                 self.sum_squares[start:stop] += (block * block).sum(dim=0)

@@ -123,14 +123,15 @@ class BackgroundTrainer:
         """Live mode: condition the new posterior here on the points measured while it trained.
 
         Otherwise the loop would do it on the decision path: at 512 x 512 candidates a round takes ~10 s, ~50 points
-        arrive meanwhile, and their block update (k n N) made one step take 2.6 s instead of 0.2 s. A few passes,
-        because points keep arriving during each; the loop adds the last one or two. Replay mode waits for the
+        arrive meanwhile, and their block update (k n N) made one step take 2.6 s instead of 0.2 s. Repeated passes,
+        because points keep arriving during each (each pass is shorter); the loop adds the last one or two (a few
+        more only if catching up is slower than measuring, hence the cap on passes). Replay mode waits for the
         trainer anyway and keeps the loop doing it, so its results do not depend on thread timing.
         """
         if self._live is None or self.config.wait_for_training:
             return
         live_indices, live_values = self._live
-        for _ in range(3):
+        for _ in range(8):
             if self._cancel.is_set():
                 return
             n = min(len(live_indices), len(live_values))  # the loop appends to both; read a consistent prefix
