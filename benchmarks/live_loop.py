@@ -9,7 +9,7 @@ dwell per pattern. It starts from `--n` random seed points (the initial fit is n
 steps. Reported: per-step wall time (what the microscope waits between patterns, dwell included), decision
 latency, training rounds swapped in and their length (they overlap the steps), peak RSS.
 
-    python benchmarks/live_loop.py [--size 512] [--n 500] [--steps 40] [--window 16] [--dwell-ms 10]
+    python benchmarks/live_loop.py [--size 512] [--n 500] [--steps 200] [--window 16] [--dwell-ms 10]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--n", type=int, default=500, help="seed points measured before the timed steps")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--dwell-ms", type=float, default=10.0, help="simulated detector exposure per pattern")
     parser.add_argument("--out", default=None)
