@@ -179,18 +179,18 @@ def print_table(meta: dict[str, object], results: dict[str, list[dict[str, objec
     budget = int(meta["seed_points"]) + int(meta["steps"])
     print(f"# sample efficiency, {meta['data']} ({meta['candidates']} positions), {meta['scalarizer']}, "
           f"{meta['date']}")
-    print("| method | first top-1% hit (per seed) | mean (miss = budget+1) | NRMSE @1% | NRMSE @2.5% |")
-    print("|---|---|---|---|---|")
+    print("| method | first top-1% hit (per seed) | mean (miss = budget+1) | median | NRMSE @1% | NRMSE @2.5% |")
+    print("|---|---|---|---|---|---|")
     for method, runs in results.items():
         valid = [r for r in runs if "error" not in r]
         if not valid:
             print(f"| {method} | error: {runs[0].get('error', '')[:80]!r} | | | |")
             continue
         hits = [r["first_top1"] for r in valid]
-        mean_hit = numpy.mean([h if h is not None else budget + 1 for h in hits]) if method != "random" else \
-            numpy.mean(hits)
+        counted = [h if h is not None else budget + 1 for h in hits] if method != "random" else hits
         cells = [numpy.mean([r["nrmse_at"].get(str(f), numpy.nan) for r in valid]) for f in FRACTIONS]
-        print(f"| {method} | {hits} | {mean_hit:.1f} | {cells[0]:.3f} | {cells[1]:.3f} |")
+        print(f"| {method} | {hits} | {numpy.mean(counted):.1f} | {numpy.median(counted):.0f} | {cells[0]:.3f} "
+              f"| {cells[1]:.3f} |")
     n_top = int((target >= numpy.quantile(target, 0.99)).sum())
     print(f"random sampling needs (N + 1) / (K + 1) = {(target.size + 1) / (n_top + 1):.1f} measurements on average "
           f"to first hit one of the K = {n_top} top-1% positions of N = {target.size}")
