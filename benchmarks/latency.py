@@ -77,7 +77,7 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
             blocked[new] = True
             start = time.perf_counter()
             posterior.catch_up(indices, values)
-            mean, variance, mu, sd = posterior.predict(values)
+            mean, variance, mu, sd = posterior.predict(numpy.asarray(values))
             scores = acquisition.acquisition_values(mean, variance, (max(values) - mu) / sd, kind="ei")
             acquisition.choose_next(scores, blocked)
             decisions.append(time.perf_counter() - start)

@@ -366,8 +366,8 @@ class _Run:
         start = time.perf_counter()
         assert self.posterior is not None
         self.posterior.catch_up(self.indices, self.values)
-        mean, variance, target_mean, target_std = self.posterior.predict(self.values)
         valid = self._training_values()
+        mean, variance, target_mean, target_std = self.posterior.predict(valid)
         best_raw = float(valid.max() if self.config.maximize else valid.min())
         best_std = (best_raw - target_mean) / target_std
         values = acquisition_module.acquisition_values(

@@ -135,13 +135,12 @@ class DKLModel:
         self.likelihood.train()
         loss_value = math.nan
         try:
-            eye = torch.eye(len(y), dtype=torch.float64, device=self.device)
             with gpytorch.settings.debug(False):
                 for _ in range(iterations):
                     if should_stop is not None and should_stop():
                         break
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss = self.negative_mll(self.net(x).to(torch.float64), y, eye)
+                    loss = self.negative_mll(self.net(x).to(torch.float64), y)
                     if not torch.isfinite(loss):
                         raise FloatingPointError("loss is not finite")
                     loss.backward()
@@ -160,9 +159,9 @@ class DKLModel:
             self.likelihood.eval()
         return FitReport(iterations, loss_value, time.perf_counter() - start)
 
-    def negative_mll(self, z: torch.Tensor, y: torch.Tensor, eye: torch.Tensor | None = None) -> torch.Tensor:
+    def negative_mll(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """gpytorch's `ExactMarginalLogLikelihood` (per data point, priors included), negated, on a dense kernel."""
-        eye = torch.eye(len(y), dtype=z.dtype, device=z.device) if eye is None else eye
+        eye = torch.eye(len(y), dtype=z.dtype, device=z.device)
         covariance = self.gp.covar_module.forward(z, z) + self.likelihood.noise * eye
         residual = y - self.gp.mean_module(z)
         log_likelihood = -GaussianNegLogLikelihood.apply(covariance, residual)

@@ -51,7 +51,7 @@ def reconstruct(survey: numpy.ndarray, truth: numpy.ndarray, fractions: typing.S
         if posterior is None:
             prediction = numpy.full((height, width), math.nan)
         else:
-            mean, _, target_mean, target_std = posterior.predict(values)
+            mean, _, target_mean, target_std = posterior.predict(numpy.asarray(values))
             prediction = (mean.cpu().numpy() * target_std + target_mean).reshape(height, width)
         results.append(Reconstruction(fraction, n_points, prediction, nrmse(prediction, truth)))
     return results

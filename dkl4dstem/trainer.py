@@ -32,6 +32,13 @@ def standardization(values: numpy.ndarray) -> tuple[float, float]:
     return mean, (std if std > 1e-12 * max(1.0, abs(mean)) else 1.0)
 
 
+def new_points(indices: typing.Sequence[int], values: typing.Sequence[float], known: typing.Container[int]
+               ) -> tuple[list[int], list[float]]:
+    """The measured points with a usable value that the posterior is not yet conditioned on."""
+    pairs = [(i, v) for i, v in zip(indices, values) if i not in known and math.isfinite(v)]
+    return [i for i, _ in pairs], [v for _, v in pairs]
+
+
 class TrainedPosterior:
     """A trained model's frozen kernel + embedding, conditioned incrementally on measured points."""
 
@@ -42,18 +49,17 @@ class TrainedPosterior:
         self._in_cache: set[int] = set(cache.indices)
 
     def catch_up(self, indices: typing.Sequence[int], values: typing.Sequence[float]) -> None:
-        missing = [(i, v) for i, v in zip(indices, values) if i not in self._in_cache and math.isfinite(v)]
+        missing, missing_values = new_points(indices, values, self._in_cache)
         try:
-            self.cache.add_many([i for i, _ in missing], [v for _, v in missing])
+            self.cache.add_many(missing, missing_values)
         except torch.linalg.LinAlgError:  # block factor not PD numerically (nothing was added): rank-1 updates
-            for index, value in missing:     # clamp and cannot fail
+            for index, value in zip(missing, missing_values):  # clamp and cannot fail
                 self.cache.add(index, value)
-        self._in_cache.update(i for i, _ in missing)
+        self._in_cache.update(missing)
 
-    def predict(self, values: typing.Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-        """Mean and latent variance in standardized units, plus the standardization (mean, std) used."""
-        finite = numpy.array([v for v in values if math.isfinite(v)], dtype=numpy.float64)
-        target_mean, target_std = standardization(finite)
+    def predict(self, finite_values: numpy.ndarray) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """Mean and latent variance in standardized units, plus the standardization (mean, std) of the values."""
+        target_mean, target_std = standardization(finite_values)
         mean, variance = self.cache.predict(target_mean, target_std)
         return mean, variance, target_mean, target_std
 
@@ -94,9 +100,8 @@ class BackgroundTrainer:
 
     def _train_unguarded(self, indices: list[int], values: list[float], iterations: int) -> None:
         start = time.perf_counter()
-        pairs = [(i, v) for i, v in zip(indices, values) if math.isfinite(v)]
-        train_indices = [i for i, _ in pairs]
-        targets = numpy.array([v for _, v in pairs], dtype=numpy.float64)
+        train_indices, train_values = new_points(indices, values, known=())
+        targets = numpy.array(train_values, dtype=numpy.float64)
         target_mean, target_std = standardization(targets)
         if iterations > 0:
             report = self.model.fit(self.patches[train_indices], (targets - target_mean) / target_std, iterations,
@@ -108,7 +113,7 @@ class BackgroundTrainer:
         latent = self.model.embed(self.patches)
         cache = PosteriorCache(self.model.kernel(), self.model.noise, self.model.mean_constant, latent, self.capacity)
         try:
-            cache.add_many(train_indices, [v for _, v in pairs])
+            cache.add_many(train_indices, train_values)
             self._catch_up_live(cache)
         except torch.linalg.LinAlgError as exc:  # keep the previous posterior rather than stop the experiment
             self.failures.append(f"posterior factorization failed: {exc}")
@@ -135,13 +140,11 @@ class BackgroundTrainer:
             if self._cancel.is_set():
                 return
             n = min(len(live_indices), len(live_values))  # the loop appends to both; read a consistent prefix
-            known = set(cache.indices)
-            missing = [(i, v) for i, v in zip(live_indices[:n], live_values[:n])
-                       if i not in known and math.isfinite(v)]
+            missing, missing_values = new_points(live_indices[:n], live_values[:n], set(cache.indices))
             if len(missing) < 2:
                 return
             try:
-                cache.add_many([i for i, _ in missing], [v for _, v in missing])
+                cache.add_many(missing, missing_values)
             except torch.linalg.LinAlgError:  # nothing was added; the loop's rank-1 catch-up cannot fail
                 return
 

@@ -151,7 +151,7 @@ def test_model_is_deterministic_for_a_seed_and_learns_a_structure_map() -> None:
         trainer.fit_now(indices, list(target[indices]), iterations=150)
         posterior = trainer.take_result(wait=True)
         assert posterior is not None
-        mean, variance, mu, sd = posterior.predict(list(target[indices]))
+        mean, variance, mu, sd = posterior.predict(target[indices])
         predictions.append(mean.numpy() * sd + mu)
     numpy.testing.assert_array_equal(predictions[0], predictions[1])
     unseen = numpy.setdiff1d(numpy.arange(576), indices)

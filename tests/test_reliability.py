@@ -426,11 +426,11 @@ def test_extreme_but_finite_values_do_not_break_the_loop(arrays: dict[str, numpy
 
 
 # --- 3. model training faults ------------------------------------------------------------------------------------
-def _nan_loss(self: typing.Any, z: torch.Tensor, y: torch.Tensor, eye: typing.Any = None) -> torch.Tensor:
+def _nan_loss(self: typing.Any, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.tensor(math.nan, dtype=torch.float64, requires_grad=True)
 
 
-def _not_psd(self: typing.Any, z: torch.Tensor, y: torch.Tensor, eye: typing.Any = None) -> torch.Tensor:
+def _not_psd(self: typing.Any, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     raise linear_operator.utils.errors.NotPSDError("Matrix not positive definite after repeatedly adding jitter")
 
 
