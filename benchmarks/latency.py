@@ -2,10 +2,14 @@
 
 For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
 runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
-`BackgroundTrainer._train`: warm-start Adam steps, re-embed all candidates, factorize). Each survey size runs in
+one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
+candidates, factorize). Each survey size runs in
 its own subprocess so peak RSS is per size. Prints a table, writes JSON.
 
-    python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16]
+    python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
+
+Large surveys use the latent-grid posterior by default (`dkl4dstem/latentgrid.py`; the "posterior" column says
+which path ran); --exact forces the exact posterior at every candidate, for comparison.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import resource
 import subprocess
 import sys
 import time
+import typing
 
 import numpy
 
@@ -34,19 +39,21 @@ def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
     return image + 0.1 * rng.normal(size=image.shape)
 
 
-def measure_size(size: int, ns: list[int], windows: list[int], repeats: int) -> list[dict[str, float]]:
+def measure_size(size: int, ns: list[int], windows: list[int], repeats: int, latent_grid: bool = True
+                 ) -> list[dict[str, float]]:
     from dkl4dstem.patches import extract_patches
 
     rows = []
     survey = synthetic_survey(size)
     target = (survey ** 2).reshape(-1)
     for window in windows:
-        rows += measure_steps(extract_patches(survey, window), target, ns, window, repeats, size=size)
+        rows += measure_steps(extract_patches(survey, window), target, ns, window, repeats, size=size,
+                              latent_grid=latent_grid)
     return rows
 
 
 def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], window: int, repeats: int,
-                  size: int | None = None) -> list[dict[str, float]]:
+                  size: int | None = None, latent_grid: bool = True) -> list[dict[str, typing.Any]]:
     """Time the loop's own pieces at each n: one decision, then what the background trainer does per step."""
     import torch
 
@@ -62,7 +69,7 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
         rng = numpy.random.default_rng(n)
         order = [int(i) for i in rng.choice(n_candidates, n + repeats + 1, replace=False)]
         indices, values = order[:n], [float(target[i]) for i in order[:n]]
-        config = ExperimentConfig(window=window, seeds=n, steps=repeats + 2)
+        config = ExperimentConfig(window=window, seeds=n, steps=repeats + 2, latent_grid=latent_grid)
         trainer = BackgroundTrainer(patches, config)
         trainer.fit_now(indices, values, iterations=config.initial_iterations)
         posterior = trainer.take_result(wait=True)
@@ -82,14 +89,16 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
             acquisition.choose_next(scores, blocked)
             decisions.append(time.perf_counter() - start)
             start = time.perf_counter()
-            trainer._train(list(indices), list(values), config.update_iterations)  # what one step trains
+            trainer.start(indices, values)  # what one step trains, on the trainer's thread, as replay waits for it
+            posterior = trainer.take_result(wait=True) or posterior
             trainings.append(time.perf_counter() - start)
-            posterior = trainer.take_result(wait=False) or posterior
+        grid = posterior.cache.grid
         row = {"size": size or int(round(n_candidates ** 0.5)), "candidates": n_candidates, "window": window,
                "n": n, "decision_ms": 1e3 * float(numpy.median(decisions)),
                "training_ms": 1e3 * float(numpy.median(trainings)),
                "step_ms": 1e3 * float(numpy.median(numpy.add(decisions, trainings))),
                "update_iterations": config.update_iterations,
+               "posterior": f"grid {grid.size}" if grid is not None else "exact",
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "torch_threads": torch.get_num_threads(), "device": str(trainer.model.device),
                "load_avg_1min": os.getloadavg()[0]}
@@ -104,6 +113,7 @@ def main() -> None:
     parser.add_argument("--n", default="10,50,100,200,500")
     parser.add_argument("--windows", default="12,16")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--exact", action="store_true", help="exact posterior at every candidate (no latent grid)")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "latency.json"))
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,12 +122,13 @@ def main() -> None:
     if args.child is not None:
         from dkl4dstem.runtime import ensure_threads_configured
         ensure_threads_configured()
-        measure_size(args.child, ns, windows, args.repeats)
+        measure_size(args.child, ns, windows, args.repeats, latent_grid=not args.exact)
         return
     rows = []
     for size in (int(v) for v in args.sizes.split(",")):
         proc = subprocess.run([sys.executable, __file__, "--child", str(size), "--n", args.n, "--windows",
-                               args.windows, "--repeats", str(args.repeats)], capture_output=True, text=True)
+                               args.windows, "--repeats", str(args.repeats)] + (["--exact"] if args.exact else []),
+                              capture_output=True, text=True)
         if proc.returncode:
             print(proc.stderr[-2000:], file=sys.stderr)
         rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -129,10 +140,11 @@ def main() -> None:
         json.dump({"meta": meta, "rows": rows}, file, indent=1)
     print(f"# latency benchmark {meta['date']} on {meta['machine']}, {meta['cores']} cores, "
           f"torch threads {meta['torch_threads']}")
-    print("| survey | window | n | decision ms | training ms | full step ms | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| survey | window | n | posterior | decision ms | training ms | full step ms | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['size']}² | {row['window']} | {row['n']} | {row['decision_ms']:.1f} | {row['training_ms']:.0f} "
+        print(f"| {row['size']}² | {row['window']} | {row['n']} | {row.get('posterior', 'exact')} "
+              f"| {row['decision_ms']:.1f} | {row['training_ms']:.0f} "
               f"| {row['step_ms']:.0f} | {row['peak_rss_mb']:.0f} |")
 
 

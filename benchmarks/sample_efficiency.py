@@ -153,21 +153,34 @@ def main() -> None:
 
 
 def merge(paths: list[str], out: str) -> None:
-    """One table from several runs on the same data, budget and seeds (refuses to mix different settings)."""
+    """One table from several runs on the same data and budget (refuses to mix different settings).
+
+    Runs of one method on different seeds (e.g. seeds 0-4 and 5-9 in two processes) are joined in seed order; every
+    method must end up with the same seeds.
+    """
     runs = []
     for path in paths:
         with open(path) as file:
             runs.append(json.load(file))
-    keys = ("data", "scalarizer", "candidates", "seed_points", "steps", "seeds")
+    keys = ("data", "scalarizer", "candidates", "seed_points", "steps")
     reference = {k: runs[0]["meta"].get(k) for k in keys}
     for path, run in zip(paths, runs):
         differing = [k for k in keys if run["meta"].get(k) != reference[k]]
         if differing:
             raise SystemExit(f"sample_efficiency: {path} differs from {paths[0]} in {', '.join(differing)}")
-    results: dict[str, list[dict[str, object]]] = {}
-    for run in runs:
-        results.update(run["results"])
-    meta = {**runs[0]["meta"], "merged_from": [os.path.basename(p) for p in paths],
+    by_seed: dict[str, dict[int, dict[str, object]]] = {}
+    for path, run in zip(paths, runs):
+        for method, method_runs in run["results"].items():
+            for seed, result in zip(run["meta"]["seeds"], method_runs):
+                if seed in by_seed.setdefault(method, {}):
+                    raise SystemExit(f"sample_efficiency: {method} seed {seed} is in more than one file ({path})")
+                by_seed[method][seed] = result
+    seeds = sorted(next(iter(by_seed.values())))
+    for method, results_by_seed in by_seed.items():
+        if sorted(results_by_seed) != seeds:
+            raise SystemExit(f"sample_efficiency: {method} has seeds {sorted(results_by_seed)}, another method {seeds}")
+    results = {method: [r[seed] for seed in seeds] for method, r in by_seed.items()}
+    meta = {**runs[0]["meta"], "seeds": seeds, "merged_from": [os.path.basename(p) for p in paths],
             "dates": [run["meta"]["date"] for run in runs]}
     target = numpy.load(os.path.splitext(paths[0])[0] + "_target.npy")
     with open(out, "w") as file:

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--minimize", action="store_true", default=None, help="look for the smallest value")
     run.add_argument("--resume", metavar="DIR", default=None, help="continue the run whose session.h5 is in DIR")
     run.add_argument("--overwrite", action="store_true", help="replace an existing session.h5 in --out")
+    run.add_argument("--exact-posterior", action="store_true", default=None, help="the GP posterior at every "
+                     "candidate even for large surveys (default: on a latent-space grid where that is 8x smaller)")
     run.add_argument("--no-truth", action="store_true", help="skip the ground-truth map from all patterns")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
@@ -116,6 +118,8 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
         values["scalarizer_params"] = _params(args.param)
     if args.minimize:
         values["maximize"] = False
+    if args.exact_posterior:
+        values["latent_grid"] = False
     return ExperimentConfig(**values)
 
 
@@ -191,7 +195,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not fractions:
         raise InputError("--fractions is empty")
     config = _config(argparse.Namespace(**{**vars(args), "seeds": None, "steps": None, "acquisition": None,
-                                           "xi": None, "beta": None, "minimize": None}), None)
+                                           "xi": None, "beta": None, "minimize": None,
+                                           "exact_posterior": None}), None)
     instrument = open_replay(args.data, args.data_key)
     try:
         survey = instrument.survey()

@@ -34,6 +34,7 @@ class ExperimentConfig:
     refit_every: int = 25           # every this many points a fuller refit ...
     refit_iterations: int = 150     # ... of this many steps
     wait_for_training: bool = True  # replay: reproducible; live microscope: False
+    latent_grid: bool = True        # large surveys: posterior on a latent-space grid, interpolated (latentgrid.py)
     max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded
     max_consecutive_failures: int = 5
     device: str | None = None

@@ -44,10 +44,10 @@ def _ground_truth_dask(data: typing.Any, scalarizer: Scalarizer, calibration: De
                        chunk_rows: int, dask: str | bool) -> numpy.ndarray:
     """Row chunks as dask tasks: local threads for `--dask`, a distributed cluster for `--dask ADDRESS`."""
     try:
-        import dask.array
+        import dask.array as dask_array  # not `import dask.array`: that would rebind the `dask` argument
     except ImportError:
         raise InputError("--dask needs the 'dask' extra: pip install 'dkl4dstem[dask]'") from None
-    array = dask.array.from_array(data, chunks=(chunk_rows, -1, -1, -1))
+    array = dask_array.from_array(data, chunks=(chunk_rows, -1, -1, -1))
     mapped = array.map_blocks(_scalarize_block, scalarizer, calibration, drop_axis=(2, 3), dtype=numpy.float64)
     if not isinstance(dask, str):
         return typing.cast(numpy.ndarray, mapped.compute(scheduler="threads"))

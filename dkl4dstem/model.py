@@ -25,16 +25,28 @@ from dkl4dstem.runtime import ensure_threads_configured, pick_device
 
 
 class FeatureExtractor(torch.nn.Sequential):
-    """MLP patch -> latent. Small on purpose: a few hundred training points cannot support a deep net."""
+    """MLP patch -> latent. Small on purpose: a few hundred training points cannot support a deep net.
+
+    Every layer is spectrally normalized, so the map is 1-Lipschitz: patches unlike any measured one cannot be
+    thrown next to a measured extreme in latent space, where the GP would extrapolate it (feature collapse, van
+    Amersfoort et al. 2021, "On feature collapse and deep kernel learning for single forward pass uncertainty").
+    Measured on the abTEM graphene, 20 seeds x 50 measurements: predicted |CoM| maps no longer overshoot (NRMSE
+    after 2.5% of the positions 1.40 -> 1.21) and the first top-1% position is found sooner (mean 27.1 -> 20.4
+    measurements, misses 5 -> 0); benchmarks/RESULTS.md.
+    """
 
     def __init__(self, input_dim: int, latent_dim: int = 2, hidden: typing.Sequence[int] = (64, 32)) -> None:
         layers: list[torch.nn.Module] = []
         width = input_dim
         for size in hidden:
-            layers += [torch.nn.Linear(width, size), torch.nn.Tanh()]
+            layers += [spectral_normalized(torch.nn.Linear(width, size)), torch.nn.Tanh()]
             width = size
-        layers.append(torch.nn.Linear(width, latent_dim))
+        layers.append(spectral_normalized(torch.nn.Linear(width, latent_dim)))
         super().__init__(*layers)
+
+
+def spectral_normalized(layer: torch.nn.Linear) -> torch.nn.Module:
+    return torch.nn.utils.parametrizations.spectral_norm(layer)
 
 
 class LatentGP(gpytorch.models.ExactGP):
@@ -77,6 +89,20 @@ class GaussianNegLogLikelihood(torch.autograd.Function):
         return grad_covariance, grad * alpha
 
 
+def snapshot(tree: typing.Any) -> typing.Any:
+    """Copy of nested state dicts with every tensor cloned: what deepcopy does, ~15x faster (4.2 -> 0.3 ms a round)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):  # an nn.Module state dict is an OrderedDict with version `_metadata`: keep both
+        copied = type(tree)((key, snapshot(value)) for key, value in tree.items())
+        if hasattr(tree, "_metadata"):
+            copied._metadata = copy.copy(tree._metadata)  # type: ignore[attr-defined]
+        return copied
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(snapshot(value) for value in tree)
+    return tree
+
+
 @dataclasses.dataclass
 class FitReport:
     iterations: int
@@ -104,10 +130,12 @@ class DKLModel:
         self.optimizer = self._new_optimizer()
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
+        # fused: torch's default Adam on CPU updates parameter by parameter in Python; the fused kernel took an
+        # iteration at n = 100 from 5.9 to 4.2 ms on the 2-core box
         return torch.optim.Adam([
             {"params": self.net.parameters(), "weight_decay": 1e-4},
             {"params": self.gp.parameters()},
-        ], lr=self.learning_rate)
+        ], lr=self.learning_rate, fused=True)
 
     def clone(self) -> DKLModel:
         """Independent copy (weights, hyperparameters, optimizer state) for training off the decision thread."""
@@ -129,7 +157,7 @@ class DKLModel:
         start = time.perf_counter()
         x = torch.as_tensor(patches, dtype=torch.float32, device=self.device)
         y = torch.as_tensor(targets, dtype=torch.float64, device=self.device)
-        backup = copy.deepcopy((self.net.state_dict(), self.gp.state_dict(), self.optimizer.state_dict()))
+        backup = snapshot((self.net.state_dict(), self.gp.state_dict(), self.optimizer.state_dict()))
         self.net.train()
         self.gp.train()
         self.likelihood.train()
@@ -175,6 +203,10 @@ class DKLModel:
     @property
     def mean_constant(self) -> float:
         return float(self.gp.mean_module.constant.detach().reshape(-1)[0])
+
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        return self.gp.covar_module.base_kernel.lengthscale.detach().reshape(-1)
 
     def kernel(self) -> gpytorch.kernels.Kernel:
         """A frozen copy of the trained kernel for the decision path (training may go on in parallel)."""

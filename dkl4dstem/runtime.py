@@ -27,7 +27,12 @@ def default_threads(cores: int | None = None) -> int:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's thread count (DKL4DSTEM_THREADS overrides the default policy)."""
+    """Set torch's thread count for the calling thread (DKL4DSTEM_THREADS overrides the default policy).
+
+    With torch's OpenMP/MKL CPU backends the setting is per OS thread: a new thread does not inherit the main
+    thread's (measured: after the main thread set 1, a fresh thread ran MKL matrix products on both cores), so the
+    background trainer calls this on its own thread too.
+    """
     global _configured
     if threads is None:
         env = os.environ.get("DKL4DSTEM_THREADS")

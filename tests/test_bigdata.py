@@ -44,6 +44,12 @@ def test_ground_truth_chunked_and_on_dask_agree(graphene_path: str, tmp_path) ->
     numpy.testing.assert_allclose(ground_truth_map(instrument.data, scalarizer, calibration), direct, rtol=1e-9)
     numpy.testing.assert_allclose(ground_truth_map(instrument.data, scalarizer, calibration, dask=True), direct,
                                   rtol=1e-9)
+    import distributed  # a scheduler address (`--dask ADDRESS`): the chunks run on that cluster's workers
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client, distributed.get_task_stream(client) as task_stream:
+            on_cluster = ground_truth_map(instrument.data, scalarizer, calibration, dask=cluster.scheduler_address)
+    numpy.testing.assert_allclose(on_cluster, direct, rtol=1e-9)
+    assert any("scalarize_block" in str(task["key"]) for task in task_stream.data)  # it ran there, not locally
     instrument.close()
 
 

@@ -19,7 +19,8 @@ RUN_KEYS = {"scalarizer", "window", "n_candidates", "visited", "values", "best_v
 def test_run_writes_summary_session_and_figures(graphene_path: str, tmp_path) -> None:
     out = tmp_path / "run"
     code = main(["run", graphene_path, "--out", str(out), "--seeds", "5", "--steps", "8", "--scalarizer",
-                 "com_magnitude", "--window", "10", "--acquisition", "ei", "--xi", "0.02", "--seed", "3"])
+                 "com_magnitude", "--window", "10", "--acquisition", "ei", "--xi", "0.02", "--seed", "3",
+                 "--exact-posterior"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert RUN_KEYS <= set(summary)
@@ -34,6 +35,8 @@ def test_run_writes_summary_session_and_figures(graphene_path: str, tmp_path) ->
         assert session["points/pattern"].shape == (13, 41, 41)
         numpy.testing.assert_array_equal(session["points/position"][()], summary["visited"])
         numpy.testing.assert_allclose(session["points/value"][()], summary["values"])
+        settings = json.loads(session.attrs["settings"])  # what a --resume continues with
+        assert settings["latent_grid"] is False and settings["xi"] == 0.02
     truth = numpy.hypot(*numpy.moveaxis(numpy.load(graphene_path)["abtem_com_mrad"], -1, 0))
     assert 0 <= summary["nrmse"] < 5 and summary["truth_best_value"] == pytest.approx(truth.max(), rel=0.05)
     for name in ("overview.png", "steps.png"):

@@ -12,6 +12,7 @@ from scipy.stats import norm
 from dkl4dstem.acquisition import acquisition_values, choose_next
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig
+from dkl4dstem.latentgrid import LatentGrid
 from dkl4dstem.model import DKLModel
 from dkl4dstem.patches import extract_patches
 from dkl4dstem.posterior import PosteriorCache
@@ -75,6 +76,34 @@ def test_incremental_posterior_equals_direct_solve(storage: torch.dtype, toleran
     assert float(variance[indices].max()) < noise  # measured points are well determined
 
 
+def test_latent_grid_posterior_matches_the_exact_one() -> None:
+    """Large surveys: the posterior computed on a latent grid and interpolated stays close to the exact one."""
+    torch.manual_seed(0)
+    latent = 3.0 * torch.rand(40000, 2, dtype=torch.float64)
+    kernel, noise, constant = _kernel(), 0.02, 0.3
+    grid = LatentGrid.build(latent, kernel.base_kernel.lengthscale)
+    assert grid is not None and grid.size <= len(latent) / 8
+    affine = torch.tensor([0.4, -1.1], dtype=torch.float64)  # multilinear interpolation is exact for affine maps
+    torch.testing.assert_close(grid.interpolate(grid.nodes @ affine + 2.0), latent @ affine + 2.0)
+    indices = [int(i) for i in numpy.random.default_rng(1).choice(len(latent), 80, replace=False)]
+    raw = 5.0 + 2.0 * numpy.random.default_rng(2).normal(size=80)
+    caches = [PosteriorCache(kernel, noise, constant, latent, capacity=16, grid=g) for g in (None, grid)]
+    for cache in caches:
+        cache.add_many(indices[:50], raw[:50])
+        cache.add_many(indices[50:70], raw[50:70])
+        for index, value in zip(indices[70:], raw[70:]):
+            cache.add(index, value)
+    (exact_mean, exact_var), (grid_mean, grid_var) = (c.predict(raw.mean(), raw.std()) for c in caches)
+    assert float((grid_mean - exact_mean).abs().max()) < 0.015 * float(exact_mean.std())
+    assert float((grid_var - exact_var).abs().max()) < 0.001 * 1.7  # 1.7 = the prior variance
+    torch.testing.assert_close(caches[1].L[:80, :80], caches[0].L[:80, :80])  # the same GP on the points
+    # no grid where the exact path is cheap, where the grid would not be much smaller than the candidate set, or in a
+    # high-dimensional latent space
+    assert LatentGrid.build(latent[:20000], 100 * kernel.base_kernel.lengthscale) is None
+    assert LatentGrid.build(latent, kernel.base_kernel.lengthscale / 4) is None
+    assert LatentGrid.build(torch.rand(40000, 4, dtype=torch.float64), torch.ones(4)) is None
+
+
 def test_dense_mll_equals_gpytorch_exact_mll_value_and_gradient() -> None:
     """The training loss must be gpytorch's ExactMarginalLogLikelihood (priors included), only computed faster."""
     rng = numpy.random.default_rng(1)
@@ -91,6 +120,7 @@ def test_dense_mll_equals_gpytorch_exact_mll_value_and_gradient() -> None:
 
     model.gp.train()
     model.likelihood.train()
+    model.net.eval()  # the same network twice: in training mode spectral norm's power iteration moves on per call
     z = model.net(x).double()
     model.gp.set_train_data(z, y, strict=False)
     reference, reference_gradients = loss_and_gradients(-model.mll(model.gp(z), y))
@@ -190,6 +220,25 @@ def test_failed_training_rolls_back() -> None:
     assert report.failed
     for old, new in zip(before, model.net.parameters()):
         torch.testing.assert_close(old, new.detach())
+
+
+def test_trainer_thread_sets_its_own_torch_threads(monkeypatch) -> None:
+    """A new thread does not inherit the main thread's setting: the trainer's thread must apply the policy itself."""
+    monkeypatch.setenv("DKL4DSTEM_THREADS", "1")
+    survey = numpy.random.default_rng(0).random((16, 16))
+    trainer = BackgroundTrainer(extract_patches(survey, 4), ExperimentConfig(window=4, seeds=20, steps=5))
+    seen: list[int] = []
+    fit = trainer.model.fit
+    monkeypatch.setattr(trainer.model, "fit", lambda *args, **kwargs: seen.append(torch.get_num_threads())
+                        or fit(*args, **kwargs))
+    main_threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the loop's thread with another setting than the policy's
+    try:
+        trainer.start(list(range(20)), list(survey.reshape(-1)[:20]))
+        assert trainer.take_result(wait=True) is not None
+    finally:
+        torch.set_num_threads(main_threads)
+    assert seen == [1]
 
 
 def test_model_runs_on_cuda_when_present() -> None:
