@@ -117,3 +117,27 @@ def test_same_seed_same_run(graphene_path: str) -> None:
     assert first.visited == second.visited
     third = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=5, steps=6, seed=1, **FAST)).run()
     assert third.visited[:5] != first.visited[:5]
+
+
+def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
+    """>= 32,768 positions: the loop's posterior is computed on a latent grid and interpolated to every position."""
+    from dkl4dstem import trainer
+    from dkl4dstem.replay import ReplayInstrument
+
+    size = 192  # 36,864 positions
+    yy, xx = numpy.mgrid[0:size, 0:size]
+    survey = numpy.cos(2 * numpy.pi * xx / 6.0) * numpy.cos(2 * numpy.pi * yy / 6.0)
+    data = numpy.ones((size, size, 5, 5), numpy.float32)
+    data[:, :, 2, 4] += (survey + 1.0).astype(numpy.float32)  # the centre of mass moves with the local structure
+    grids: list[object] = []
+    build = trainer.LatentGrid.build
+    monkeypatch.setattr(trainer.LatentGrid, "build", lambda *args, **kwargs: grids.append(build(*args, **kwargs))
+                        or grids[-1])
+    events: list[StepEvent] = []
+    config = ExperimentConfig(scalarizer="com_x", window=6, seeds=10, steps=4, **FAST)
+    result = Experiment(ReplayInstrument(data, survey=survey), config, on_event=events.append).run()
+    assert grids and all(grid is not None and grid.size <= size * size / 8 for grid in grids)
+    assert len(set(result.visited)) == 14
+    final = [e for e in events if e.prediction is not None][-1]
+    assert final.prediction.shape == (size, size) and numpy.isfinite(final.prediction).all()
+    assert numpy.isfinite(final.uncertainty).all() and (final.uncertainty >= 0).all()
