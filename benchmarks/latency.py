@@ -3,8 +3,8 @@
 For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
 runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
 one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
-candidates, factorize). Each survey size runs in
-its own subprocess so peak RSS is per size. Prints a table, writes JSON.
+candidates, factorize). Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes
+JSON.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 

@@ -69,7 +69,7 @@ def main() -> None:
     from dkl4dstem.runtime import configure_threads
 
     threads = configure_threads(args.threads or None)
-    os.environ["DKL4DSTEM_THREADS"] = str(threads)  # our background trainer too (it may take every core in replay)
+    os.environ["DKL4DSTEM_THREADS"] = str(threads)  # our background trainer's thread sets its own: the same count
     ns = [int(v) for v in args.n.split(",")]
     survey = synthetic_survey(args.size)
     target = (survey ** 2).reshape(-1)
