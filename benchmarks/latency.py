@@ -40,7 +40,7 @@ def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
 
 
 def measure_size(size: int, ns: list[int], windows: list[int], repeats: int, latent_grid: bool = True
-                 ) -> list[dict[str, float]]:
+                 ) -> list[dict[str, typing.Any]]:
     from dkl4dstem.patches import extract_patches
 
     rows = []

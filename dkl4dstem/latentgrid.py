@@ -31,12 +31,10 @@ MAX_NODE_FRACTION = 1 / 8
 
 
 class LatentGrid:
-    def __init__(self, nodes: torch.Tensor, corner_index: torch.Tensor, corner_weight: torch.Tensor,
-                 shape: tuple[int, ...]) -> None:
+    def __init__(self, nodes: torch.Tensor, corner_index: torch.Tensor, corner_weight: torch.Tensor) -> None:
         self.nodes = nodes                  # (G, d) latent coordinates of the grid nodes
         self.corner_index = corner_index    # (2^d, N) node of each candidate's cell corners
         self.corner_weight = corner_weight  # (2^d, N) multilinear weights, summing to 1 per candidate
-        self.shape = shape
 
     @property
     def size(self) -> int:
@@ -76,7 +74,7 @@ class LatentGrid:
                 weight *= fraction[:, j] if offset else 1.0 - fraction[:, j]
             indices.append(index)
             weights.append(weight)
-        return cls(nodes, torch.stack(indices), torch.stack(weights), tuple(counts))
+        return cls(nodes, torch.stack(indices), torch.stack(weights))
 
     def interpolate(self, node_values: torch.Tensor) -> torch.Tensor:
         """Values at the candidates from values at the nodes."""

@@ -42,23 +42,23 @@ class PosteriorCache:
         self.grid = grid
         self.columns = grid.nodes if grid is not None else latent  # where the posterior is computed
         self.batch_size = batch_size
-        n_candidates = self.columns.shape[0]
+        n_columns = self.columns.shape[0]
         device = latent.device
         self.capacity = max(1, int(capacity))
         if storage_dtype is None:
-            fits = self.capacity * n_candidates * 8 <= FLOAT64_BUDGET_BYTES
+            fits = self.capacity * n_columns * 8 <= FLOAT64_BUDGET_BYTES
             storage_dtype = torch.float64 if fits else torch.float32
         self.L = torch.zeros((self.capacity, self.capacity), dtype=torch.float64, device=device)
-        self.V = torch.empty((self.capacity, n_candidates), dtype=storage_dtype, device=device)
+        self.V = torch.empty((self.capacity, n_columns), dtype=storage_dtype, device=device)
         with torch.no_grad():
             self.prior_variance = self._kernel_rows(None, diag=True)
-        self.sum_squares = torch.zeros(n_candidates, dtype=torch.float64, device=device)
+        self.sum_squares = torch.zeros(n_columns, dtype=torch.float64, device=device)
         # running mean terms: u = L^-1 (y - offset), w = L^-1 1, and sum_i u_i V_i, sum_i w_i V_i
         self.offset: float | None = None  # first value: keeps u small whatever the units of y
         self.u = torch.zeros(self.capacity, dtype=torch.float64, device=device)
         self.w = torch.zeros(self.capacity, dtype=torch.float64, device=device)
-        self.sum_u = torch.zeros(n_candidates, dtype=torch.float64, device=device)
-        self.sum_w = torch.zeros(n_candidates, dtype=torch.float64, device=device)
+        self.sum_u = torch.zeros(n_columns, dtype=torch.float64, device=device)
+        self.sum_w = torch.zeros(n_columns, dtype=torch.float64, device=device)
         self.indices: list[int] = []
 
     @property
