@@ -62,7 +62,7 @@ def run_bare(tc: typing.Any, survey_display_item: typing.Any, settings: typing.A
     instrument = swift_instrument.SwiftInstrument(tc.instrument, tc.scan_hardware_source, tc.camera_hardware_source,
                                                   survey=swift_instrument.survey_from_xdata(xdata),
                                                   camera_settings=settings.camera)
-    experiment = Experiment(instrument, settings.experiment_config())
+    experiment = Experiment(instrument, settings.config)
     box: dict[str, typing.Any] = dict()
     start = time.perf_counter()
     cpu_start = time.process_time()

@@ -32,7 +32,8 @@ class ExperimentConfig:
     initial_iterations: int = 200   # full fit after the seed points
     update_iterations: int = 10     # warm-start Adam steps per new point (30 found no better: RESULTS.md)
     refit_every: int = 25           # every this many points a fuller refit ...
-    refit_iterations: int = 150     # ... of this many steps
+    refit_iterations: int = 200     # ... of this many steps ...
+    refit_from_initial: bool = True  # ... from the initial weights: no overfitting accumulated over rounds (RESULTS.md)
     wait_for_training: bool = True  # replay: reproducible; live microscope: False
     latent_grid: bool = True        # large surveys: posterior on a latent-space grid, interpolated (latentgrid.py)
     max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded

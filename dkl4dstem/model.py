@@ -112,7 +112,7 @@ class FitReport:
 
 
 class DKLModel:
-    """Feature extractor + latent GP, trained jointly; warm-started between experiment steps."""
+    """Feature extractor + latent GP, trained jointly; warm-started between experiment steps, restarted at refits."""
 
     def __init__(self, input_dim: int, *, latent_dim: int = 2, hidden: typing.Sequence[int] = (64, 32),
                  learning_rate: float = 0.01, seed: int = 0, device: str | torch.device | None = None) -> None:
@@ -128,6 +128,7 @@ class DKLModel:
         self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
         self.learning_rate = learning_rate
         self.optimizer = self._new_optimizer()
+        self._initial_state = snapshot(self.state())
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         # fused: torch's default Adam on CPU updates parameter by parameter in Python; the fused kernel took an
@@ -152,12 +153,19 @@ class DKLModel:
         return torch.cat(chunks) if chunks else torch.empty((0, 0), dtype=torch.float64, device=self.device)
 
     def fit(self, patches: numpy.ndarray, targets: numpy.ndarray, iterations: int,
-            should_stop: typing.Callable[[], bool] | None = None) -> FitReport:
-        """Adam on the exact marginal log-likelihood; on NaN loss or a non-PSD kernel roll back and report."""
+            should_stop: typing.Callable[[], bool] | None = None, from_initial: bool = False) -> FitReport:
+        """Adam on the exact marginal log-likelihood; on NaN loss or a non-PSD kernel roll back and report.
+
+        `from_initial` restarts from the weights the model was built with and a fresh optimizer (a failure restores
+        the trained state it replaced, not the initial one).
+        """
         start = time.perf_counter()
         x = torch.as_tensor(patches, dtype=torch.float32, device=self.device)
         y = torch.as_tensor(targets, dtype=torch.float64, device=self.device)
         backup = snapshot((self.net.state_dict(), self.gp.state_dict(), self.optimizer.state_dict()))
+        if from_initial:
+            self.load_state(snapshot(self._initial_state))
+            self.optimizer = self._new_optimizer()
         self.net.train()
         self.gp.train()
         self.likelihood.train()

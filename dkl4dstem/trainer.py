@@ -1,9 +1,9 @@
 """Network training off the decision path.
 
 The trainer owns the DKL model. After each decision the loop hands it a snapshot of the measured data; a
-background thread runs a few warm-start Adam steps (a fuller refit every `refit_every` points), re-embeds all
-candidates once, factorizes the GP and publishes a `TrainedPosterior`. The loop swaps that in before its next
-decision and conditions it on the points measured meanwhile.
+background thread runs a few warm-start Adam steps (every `refit_every` points a fuller refit, by default from the
+initial weights), re-embeds all candidates once, factorizes the GP and publishes a `TrainedPosterior`. The loop
+swaps that in before its next decision and conditions it on the points measured meanwhile.
 """
 from __future__ import annotations
 
@@ -84,14 +84,16 @@ class BackgroundTrainer:
         self._live: tuple[list[int], list[float]] | None = None
         self.failures: list[str] = []
 
-    def _iterations_for(self, n: int) -> int:
+    def _round_for(self, n: int) -> tuple[int, bool]:
+        """(Adam iterations, restart from the initial weights) for a round on n points."""
         block = n // self.config.refit_every
         if block > self._last_refit_block:
             self._last_refit_block = block
-            return self.config.refit_iterations
-        return self.config.update_iterations
+            return self.config.refit_iterations, self.config.refit_from_initial
+        return self.config.update_iterations, False
 
-    def _train_in_background(self, indices: list[int], values: list[float], iterations: int) -> None:
+    def _train_in_background(self, indices: list[int], values: list[float], iterations: int,
+                             from_initial: bool) -> None:
         """The round on its own thread, which must set its torch thread count itself (see `configure_threads`).
 
         The same policy as the loop's, also in replay where the loop waits: giving the trainer every core there
@@ -99,25 +101,25 @@ class BackgroundTrainer:
         soon as anything else ran (graphene replay beside two other processes: 0.16 -> 0.54 s per step).
         """
         configure_threads()
-        self._train(indices, values, iterations)
+        self._train(indices, values, iterations, from_initial)
 
-    def _train(self, indices: list[int], values: list[float], iterations: int) -> None:
+    def _train(self, indices: list[int], values: list[float], iterations: int, from_initial: bool = False) -> None:
         """Never raises: a failed training keeps the previous posterior and is logged (the loop goes on)."""
         try:
-            self._train_unguarded(indices, values, iterations)
+            self._train_unguarded(indices, values, iterations, from_initial)
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
             logger.warning("background DKL training failed; the previous model stays in use: %s", exc,
                            exc_info=True)
 
-    def _train_unguarded(self, indices: list[int], values: list[float], iterations: int) -> None:
+    def _train_unguarded(self, indices: list[int], values: list[float], iterations: int, from_initial: bool) -> None:
         start = time.perf_counter()
         train_indices, train_values = new_points(indices, values, known=())
         targets = numpy.array(train_values, dtype=numpy.float64)
         target_mean, target_std = standardization(targets)
         if iterations > 0:
             report = self.model.fit(self.patches[train_indices], (targets - target_mean) / target_std, iterations,
-                                    should_stop=self._cancel.is_set)
+                                    should_stop=self._cancel.is_set, from_initial=from_initial)
             if report.failed:
                 self.failures.append(report.failed)
         if self._cancel.is_set():
@@ -178,9 +180,9 @@ class BackgroundTrainer:
         if (self._thread is not None and self._thread.is_alive()) or len(indices) == self._trained_count:
             return
         self._trained_count = len(indices)
-        iterations = self._iterations_for(len(indices))
+        iterations, from_initial = self._round_for(len(indices))
         self._thread = threading.Thread(target=self._train_in_background,
-                                        args=(list(indices), list(values), iterations),
+                                        args=(list(indices), list(values), iterations, from_initial),
                                         name="dkl4dstem-training", daemon=True)
         self._thread.start()
 

@@ -222,6 +222,43 @@ def test_failed_training_rolls_back() -> None:
         torch.testing.assert_close(old, new.detach())
 
 
+def test_refit_round_restarts_from_the_initial_weights() -> None:
+    """Every refit_every points the trainer trains from the initial weights: the same model a fresh start would give."""
+    rng = numpy.random.default_rng(5)
+    survey = rng.random((16, 16))
+    patches = extract_patches(survey, 4)
+    target = survey.reshape(-1) ** 2
+    config = ExperimentConfig(window=4, seeds=6, steps=10, refit_every=10, refit_iterations=30, update_iterations=5)
+    trainer = BackgroundTrainer(patches, config)
+    indices = [int(i) for i in rng.permutation(256)[:12]]
+    values = [float(target[i]) for i in indices]
+    trainer.fit_now(indices[:6], values[:6], iterations=40)
+    trainer.start(indices[:8], values[:8])  # an update round: warm start
+    assert trainer.take_result(wait=True) is not None
+    trained = [p.detach().clone() for p in trainer.model.net.parameters()]
+    trainer.start(indices[:10], values[:10])  # 10 points: a refit, from the initial weights
+    assert trainer.take_result(wait=True) is not None
+    fresh = DKLModel(patches.shape[1], seed=config.seed)
+    y = numpy.array(values[:10])
+    fresh.fit(patches[indices[:10]], (y - y.mean()) / y.std(), 30)
+    for expected, got, warm in zip(fresh.net.parameters(), trainer.model.net.parameters(), trained):
+        torch.testing.assert_close(got.detach(), expected.detach())
+        assert not torch.allclose(got.detach(), warm)
+    trainer.close()
+
+
+def test_failed_restart_keeps_the_trained_model() -> None:
+    model = DKLModel(16, seed=0)
+    x = numpy.random.default_rng(1).normal(size=(8, 16)).astype(numpy.float32)
+    model.fit(x, numpy.linspace(-1, 1, 8), 20)
+    trained = [p.detach().clone() for p in model.net.parameters()]
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        report = model.fit(x, numpy.array([0, 1, math.nan, 2, 3, 4, 5, 6.0]), 5, from_initial=True)
+    assert report.failed
+    for old, new in zip(trained, model.net.parameters()):
+        torch.testing.assert_close(old, new.detach())
+
+
 def test_trainer_thread_sets_its_own_torch_threads(monkeypatch) -> None:
     """A new thread does not inherit the main thread's setting: the trainer's thread must apply the policy itself."""
     monkeypatch.setenv("DKL4DSTEM_THREADS", "1")

@@ -189,6 +189,8 @@ class TestFullRun(SwiftTestCase):
                 settings = data_item.metadata[live_items.METADATA_KEY]["settings"]
                 self.assertEqual("vbf", settings["scalarizer"])
                 self.assertEqual(20, settings["steps"])
+                self.assertEqual(FAST_CONFIG["update_iterations"], settings["update_iterations"])  # the engine's config
+                self.assertFalse(settings["wait_for_training"])  # live: the loop never waits for the network
             self.assertEqual("a.u.", item(tc, live_items.PREDICTION_TITLE).xdata.intensity_calibration.units)
             for title in (live_items.PREDICTION_TITLE, live_items.UNCERTAINTY_TITLE, live_items.ACQUISITION_TITLE):
                 self.assertTrue(numpy.all(numpy.isfinite(item(tc, title).data)), title)

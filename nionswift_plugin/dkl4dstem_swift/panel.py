@@ -15,6 +15,7 @@ from nion.ui import Declarative
 from nion.utils import Geometry
 from nion.utils import Model
 
+from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 
 from . import run_controller
@@ -271,8 +272,7 @@ class PanelHandler(Declarative.Handler):
             exposure_ms=p.parse_float(self.exposure_ms.value or "", "Exposure", 0.0, exclusive_minimum=True),
             binning=p.parse_int(self.binning.value or "", "Binning", 1, 64))
         acquisition_index = min(max(self.acquisition_index.value or 0, 0), len(p.ACQUISITION_FUNCTIONS) - 1)
-        return p.RunSettings(
-            scan_id=self.scan_id, camera_id=self.camera_id, survey=survey, camera=camera,
+        engine_settings: dict[str, typing.Any] = dict(
             scalarizer=name, scalarizer_params=params,
             window=p.parse_int(self.window.value or "", "Window", 1),
             seeds=p.parse_int(self.seeds.value or "", "Seed points", 1),
@@ -280,9 +280,12 @@ class PanelHandler(Declarative.Handler):
             acquisition=p.ACQUISITION_FUNCTIONS[acquisition_index],
             xi=p.parse_float(self.xi.value or "", "xi", 0.0), beta=p.parse_float(self.beta.value or "", "beta", 0.0),
             maximize=(self.goal_index.value or 0) == 0,
+            wait_for_training=False)  # live: the microscope never waits for the network
+        config = ExperimentConfig(**(engine_settings | self.extra_config))
+        return p.RunSettings(
+            scan_id=self.scan_id, camera_id=self.camera_id, survey=survey, camera=camera, config=config,
             after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],
-            session_path=p.parse_session_path(self.session_path.value or ""),
-            extra_config=dict(self.extra_config))
+            session_path=p.parse_session_path(self.session_path.value or ""))
 
     def __try(self, fn: typing.Callable[[], None]) -> bool:
         try:

@@ -209,7 +209,7 @@ class RunController:
             raise InputError("choose a camera (none is available)")
         stem_controller = scan.stem_controller
         survey = swift_instrument.survey_from_xdata(survey_xdata, {"data_item_uuid": str(data_item.uuid)})
-        config = settings.experiment_config()
+        config = settings.config
         config.validate(survey.shape)
         if settings.after_run == "park" and park_position is None:
             raise InputError("after-run 'park' needs a 'park' mark on the survey (click 'Mark park')")
@@ -220,7 +220,7 @@ class RunController:
         instrument = swift_instrument.SwiftInstrument(stem_controller, scan, camera, survey=survey,
                                                       camera_settings=settings.camera, reference=self.reference,
                                                       park_position=park_position if settings.after_run == "park" else None)
-        units = get_scalarizer(settings.scalarizer, **settings.scalarizer_params).units_for(instrument.calibration())
+        units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(instrument.calibration())
         self.__claim_instrument(stem_controller)
         try:
             run_metadata = {"settings": settings.as_metadata(), "survey_uuid": str(data_item.uuid),

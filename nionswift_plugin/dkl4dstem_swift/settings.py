@@ -6,6 +6,7 @@ import math
 import pathlib
 import typing
 
+from dkl4dstem.config import ExperimentConfig  # torch-free: instant validation in the panel
 from dkl4dstem.errors import InputError
 
 from . import swift_instrument
@@ -73,45 +74,24 @@ def parse_params(text: str, defaults: typing.Mapping[str, typing.Any], scalarize
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
+    """What the panel collected: the devices and acquisition settings (plug-in side) and the engine's config."""
     scan_id: str | None
     camera_id: str | None
     survey: swift_instrument.SurveySettings
     camera: swift_instrument.CameraSettings
-    scalarizer: str = "vbf"
-    scalarizer_params: dict[str, float] = dataclasses.field(default_factory=dict)
-    window: int = 12
-    seeds: int = 10
-    steps: int = 50
-    acquisition: str = "ei"
-    xi: float = 0.01
-    beta: float = 4.0
-    maximize: bool = True
-    seed: int = 0
+    config: ExperimentConfig
     after_run: str = "release"
     session_path: str = ""          # optional HDF5 session file written by the engine (every pattern, flushed)
-    extra_config: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
 
     @property
     def n_total(self) -> int:
-        return self.seeds + self.steps
-
-    def experiment_config(self) -> typing.Any:
-        try:
-            from dkl4dstem.config import ExperimentConfig  # torch-free: instant validation in the panel
-        except ImportError:
-            from dkl4dstem.experiment import ExperimentConfig
-        fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-        kwargs: dict[str, typing.Any] = dict(scalarizer=self.scalarizer, scalarizer_params=dict(self.scalarizer_params),
-                                             window=self.window, seeds=self.seeds, steps=self.steps,
-                                             acquisition=self.acquisition, xi=self.xi, beta=self.beta,
-                                             maximize=self.maximize, seed=self.seed, wait_for_training=False)
-        kwargs.update(self.extra_config)
-        return ExperimentConfig(**{k: v for k, v in kwargs.items() if k in fields})
+        return self.config.seeds + self.config.steps
 
     def as_metadata(self) -> dict[str, typing.Any]:
-        d = dataclasses.asdict(self)
-        d["n_total"] = self.n_total
-        return d
+        """Flat, JSON-friendly: the engine's settings under their own names beside the plug-in's."""
+        return {"scan_id": self.scan_id, "camera_id": self.camera_id, "survey": dataclasses.asdict(self.survey),
+                "camera": dataclasses.asdict(self.camera), **self.config.to_dict(), "after_run": self.after_run,
+                "session_path": self.session_path, "n_total": self.n_total}
 
 
 def parse_session_path(text: str) -> str:
