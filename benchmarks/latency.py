@@ -4,8 +4,8 @@ For each survey size and number of measured points n, the engine's own pieces ar
 runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
 one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
 candidates, factorize). A refit round (every `refit_every` points: `refit_iterations` Adam steps from the initial
-weights) is timed once per row and shown amortized in "mean step". Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes
-JSON.
+weights) is timed once per row and shown amortized in "mean step". Each survey size runs in its own subprocess so
+peak RSS is per size. Prints a table, writes JSON.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 
@@ -155,7 +155,8 @@ def main() -> None:
     for row in rows:
         print(f"| {row['size']}² | {row['window']} | {row['n']} | {row.get('posterior', 'exact')} "
               f"| {row['decision_ms']:.1f} | {row['training_ms']:.0f} "
-              f"| {row['step_ms']:.0f} | {row['refit_ms']:.0f} | {row['mean_step_ms']:.0f} | {row['peak_rss_mb']:.0f} |")
+              f"| {row['step_ms']:.0f} | {row['refit_ms']:.0f} | {row['mean_step_ms']:.0f} "
+              f"| {row['peak_rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

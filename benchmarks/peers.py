@@ -17,7 +17,7 @@ Inputs (identical for every method so all see the same candidates and targets):
              when the file has that key.
 
 Protocol (active learning, the same as dkl4dstem's Experiment):
-  seeds:    numpy.random.default_rng(seed).choice(N, K, replace=False)  (K = --seeds), measured in that order
+  seeds:    numpy.random.default_rng(seed).permutation(N)[:K]  (K = --seeds), measured in that order
   step:     fit a FRESH peer model on all measured (patch, target) pairs, targets standardized with the
             measured mean/std; predict mean/variance on ALL N candidates; EI (xi=0.01, maximize, on the
             standardized scale, best_f = max of the standardized measured targets); argmax over the
@@ -105,8 +105,13 @@ def load_inputs(args) -> tuple[numpy.ndarray, numpy.ndarray]:
 
 
 def seed_indices(n_candidates: int, n_seeds: int, seed: int) -> numpy.ndarray:
-    """THE seed rule shared with dkl4dstem: default_rng(seed).choice(N, K, replace=False), in that order."""
-    return numpy.random.default_rng(seed).choice(n_candidates, n_seeds, replace=False)
+    """THE seed rule of dkl4dstem's loop (`_Run._run_seeds`): default_rng(seed).permutation(N)[:K], in that order.
+
+    Until 2026-11-29 this was default_rng(seed).choice(N, K, replace=False), another random subset than the loop's
+    (the loop had moved to a permutation so a resumed run continues the same sequence): the peers' runs before then
+    started from other seed points than ours. tests/test_loop_replay.py checks the two rules agree.
+    """
+    return numpy.random.default_rng(seed).permutation(n_candidates)[:n_seeds]
 
 
 def standardize(y: numpy.ndarray) -> tuple[numpy.ndarray, float, float]:

@@ -13,6 +13,10 @@ The peers are slow (minutes per seed), so they can run as separate processes, on
     python benchmarks/sample_efficiency.py DATA.npz --peers gpax --only-peers --out out/se_gpax.json &
     python benchmarks/sample_efficiency.py DATA.npz --peers "" --out out/se_ours.json
     python benchmarks/sample_efficiency.py --merge out/se_ours.json out/se_atomai.json out/se_gpax.json
+
+Every run rewrites its JSON after each seed, so a stopped peer run keeps the seeds it finished; `--merge ...
+--common-seeds` then compares the methods on the seeds they all have. Below the table: ours minus each other
+method with 95% bootstrap intervals.
 """
 from __future__ import annotations
 
@@ -109,10 +113,12 @@ def main() -> None:
     parser.add_argument("--peer-threads", type=int, default=1, help="intra-op threads per peer process (two peer "
                         "runs side by side on a 2-core machine: 1 each)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="print one table from earlier runs' JSON files")
+    parser.add_argument("--common-seeds", action="store_true", help="with --merge: keep only the seeds every method "
+                        "has (e.g. ours on 10 seeds, a slow peer on 5) instead of refusing")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "sample_efficiency.json"))
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.out)
+        merge(args.merge, args.out, common_seeds=args.common_seeds)
         return
     if not args.data:
         parser.error("DATA is required unless --merge is given")
@@ -134,6 +140,12 @@ def main() -> None:
     peers = [p for p in args.peers.split(",") if p]
     methods = ([] if args.only_peers else ["ours", "random"]) + peers
     results: dict[str, list[dict[str, object]]] = {m: [] for m in methods}
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
+            "cores": os.cpu_count(), "data": os.path.basename(args.data), "scalarizer": args.scalarizer,
+            "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": [],
+            "window": args.window}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    numpy.save(os.path.splitext(args.out)[0] + "_target.npy", target)
     for seed in seeds:
         if not args.only_peers:
             results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer))
@@ -142,22 +154,17 @@ def main() -> None:
             results[peer].append(run_peer(peer, patches_path, target_path, args.seed_points, args.steps, seed, work,
                                           args.peer_threads))
         print(json.dumps({"seed": seed, **{k: v[-1] for k, v in results.items()}}), flush=True)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
-            "cores": os.cpu_count(), "data": os.path.basename(args.data), "scalarizer": args.scalarizer,
-            "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": seeds,
-            "window": args.window}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    numpy.save(os.path.splitext(args.out)[0] + "_target.npy", target)
-    with open(args.out, "w") as file:
-        json.dump({"meta": meta, "results": results}, file, indent=1)
+        meta["seeds"].append(seed)  # written after every seed: a peer run stopped after hours keeps what it finished
+        with open(args.out, "w") as file:
+            json.dump({"meta": meta, "results": results}, file, indent=1)
     print_table(meta, results, target)
 
 
-def merge(paths: list[str], out: str) -> None:
+def merge(paths: list[str], out: str, common_seeds: bool = False) -> None:
     """One table from several runs on the same data and budget (refuses to mix different settings).
 
     Runs of one method on different seeds (e.g. seeds 0-4 and 5-9 in two processes) are joined in seed order; every
-    method must end up with the same seeds.
+    method must end up with the same seeds, or with `common_seeds` only the seeds they all have are kept.
     """
     runs = []
     for path in paths:
@@ -176,10 +183,14 @@ def merge(paths: list[str], out: str) -> None:
                 if seed in by_seed.setdefault(method, {}):
                     raise SystemExit(f"sample_efficiency: {method} seed {seed} is in more than one file ({path})")
                 by_seed[method][seed] = result
-    seeds = sorted(next(iter(by_seed.values())))
-    for method, results_by_seed in by_seed.items():
-        if sorted(results_by_seed) != seeds:
-            raise SystemExit(f"sample_efficiency: {method} has seeds {sorted(results_by_seed)}, another method {seeds}")
+    seeds = sorted(set.intersection(*(set(r) for r in by_seed.values())))
+    if not common_seeds:
+        for method, results_by_seed in by_seed.items():
+            if sorted(results_by_seed) != seeds:
+                raise SystemExit(f"sample_efficiency: {method} has seeds {sorted(results_by_seed)}, the others share "
+                                 f"{seeds} (--common-seeds keeps only the shared ones)")
+    if not seeds:
+        raise SystemExit("sample_efficiency: the methods have no seed in common")
     results = {method: [r[seed] for seed in seeds] for method, r in by_seed.items()}
     meta = {**runs[0]["meta"], "seeds": seeds, "merged_from": [os.path.basename(p) for p in paths],
             "dates": [run["meta"]["date"] for run in runs]}
@@ -206,40 +217,45 @@ def print_table(meta: dict[str, object], results: dict[str, list[dict[str, objec
         print(f"| {method} | {hits} | {numpy.mean(counted):.1f} | {numpy.median(counted):.0f} | {cells[0]:.3f} "
               f"| {cells[1]:.3f} |")
     if "ours" in results:
-        print_paired(results, budget)
+        print_differences(results, budget)
     n_top = int((target >= numpy.quantile(target, 0.99)).sum())
     print(f"random sampling needs (N + 1) / (K + 1) = {(target.size + 1) / (n_top + 1):.1f} measurements on average "
           f"to first hit one of the K = {n_top} top-1% positions of N = {target.size}")
 
 
-def print_paired(results: dict[str, list[dict[str, object]]], budget: int) -> None:
-    """Ours minus each other method, seed by seed (same seed points): mean and a 95% bootstrap interval.
+def print_differences(results: dict[str, list[dict[str, object]]], budget: int) -> None:
+    """Ours minus each other method: difference of the means over seeds and a 95% bootstrap interval.
 
     The seed-to-seed spread of every metric is larger than the differences between methods, so whether ours is
-    "at least as good" is read from the paired differences, not from two means side by side.
+    "at least as good" is read from an interval, not from two means side by side. Each method's seeds are resampled
+    independently (unpaired): the peers' runs before 2026-11-29 started from other seed points than ours (see
+    peers.seed_indices), so seed-by-seed pairs are not matched for them; unpaired is valid either way, only wider.
     """
     def metrics(run: dict[str, object]) -> list[float]:
         hit = run.get("first_top1")
         errors = typing.cast(dict, run.get("nrmse_at", {}))
-        return [float(hit if hit is not None else budget + 1)] + [float(errors.get(str(f), numpy.nan)) for f in FRACTIONS]
+        errors_at = [float(errors.get(str(f), numpy.nan)) for f in FRACTIONS]
+        return [float(hit if hit is not None else budget + 1)] + errors_at
 
     rng = numpy.random.default_rng(0)
-    print("| ours minus | first top-1% hit | NRMSE @1% | NRMSE @2.5% |  (negative: ours better; mean [95% bootstrap])")
+    print("| ours minus | first top-1% hit | NRMSE @1% | NRMSE @2.5% |  (negative: ours better; difference of means "
+          "[95% bootstrap, unpaired])")
     print("|---|---|---|---|")
-    ours = results["ours"]
+    ours = numpy.array([metrics(r) for r in results["ours"]])
     for method, runs in results.items():
-        if method == "ours" or len(runs) != len(ours) or any("error" in r for r in runs):
+        if method == "ours" or any("error" in r for r in runs):
             continue
-        differences = numpy.array([numpy.subtract(metrics(a), metrics(b)) for a, b in zip(ours, runs)])
+        other = numpy.array([metrics(r) for r in runs])
         cells = []
-        for column in differences.T:
-            column = column[numpy.isfinite(column)]
-            if not column.size:
+        for a, b in zip(ours.T, other.T):
+            a, b = a[numpy.isfinite(a)], b[numpy.isfinite(b)]
+            if not a.size or not b.size:
                 cells.append("")
                 continue
-            means = rng.choice(column, size=(10000, column.size)).mean(axis=1)
-            low, high = numpy.quantile(means, [0.025, 0.975])
-            cells.append(f"{column.mean():+.3g} [{low:+.3g}, {high:+.3g}]")
+            resampled = (rng.choice(a, size=(10000, a.size)).mean(axis=1)
+                         - rng.choice(b, size=(10000, b.size)).mean(axis=1))
+            low, high = numpy.quantile(resampled, [0.025, 0.975])
+            cells.append(f"{a.mean() - b.mean():+.3g} [{low:+.3g}, {high:+.3g}]")
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 

@@ -1,6 +1,8 @@
 """The experiment loop on replayed abTEM data: events, session file, stop, masks, reproducibility."""
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import threading
 
 import h5py
@@ -117,6 +119,19 @@ def test_same_seed_same_run(graphene_path: str) -> None:
     assert first.visited == second.visited
     third = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=5, steps=6, seed=1, **FAST)).run()
     assert third.visited[:5] != first.visited[:5]
+
+
+def test_peer_benchmark_starts_from_the_loops_seed_points(graphene_path: str) -> None:
+    """benchmarks/peers.py (its own venv, cannot import dkl4dstem) must seed exactly as the loop, or the
+    sample-efficiency comparison starts the peers from other points than ours (it did until 2026-11-29)."""
+    spec = importlib.util.spec_from_file_location("peers", pathlib.Path(__file__).parents[1] / "benchmarks" / "peers.py")
+    assert spec is not None and spec.loader is not None
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    for seed in (0, 3):
+        result = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=10, steps=0, seed=seed)).run()
+        expected = [y * 32 + x for y, x in result.visited]
+        assert [int(i) for i in peers.seed_indices(32 * 32, 10, seed)] == expected
 
 
 def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
