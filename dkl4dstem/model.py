@@ -164,7 +164,7 @@ class DKLModel:
         y = torch.as_tensor(targets, dtype=torch.float64, device=self.device)
         backup = snapshot((self.net.state_dict(), self.gp.state_dict(), self.optimizer.state_dict()))
         if from_initial:
-            self.load_state(snapshot(self._initial_state))
+            self.load_state(self._initial_state)  # load_state_dict copies into the parameters: no clone needed
             self.optimizer = self._new_optimizer()
         self.net.train()
         self.gp.train()
