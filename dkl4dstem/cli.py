@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing session.h5 in --out")
     run.add_argument("--exact-posterior", action="store_true", default=None, help="the GP posterior at every "
                      "candidate even for large surveys (default: on a latent-space grid where that is 8x smaller)")
+    run.add_argument("--noiseless-acquisition", action="store_true", default=None,
+                     help="EI / UCB on the noiseless latent function (the paper's) instead of the next measurement")
     run.add_argument("--no-truth", action="store_true", help="skip the ground-truth map from all patterns")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
@@ -120,6 +122,8 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
         values["maximize"] = False
     if args.exact_posterior:
         values["latent_grid"] = False
+    if args.noiseless_acquisition:
+        values["observation_noise"] = False
     return ExperimentConfig(**values)
 
 
@@ -196,7 +200,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise InputError("--fractions is empty")
     config = _config(argparse.Namespace(**{**vars(args), "seeds": None, "steps": None, "acquisition": None,
                                            "xi": None, "beta": None, "minimize": None,
-                                           "exact_posterior": None}), None)
+                                           "exact_posterior": None, "noiseless_acquisition": None}), None)
     instrument = open_replay(args.data, args.data_key)
     try:
         survey = instrument.survey()

@@ -24,10 +24,11 @@ class ExperimentConfig:
     acquisition: str = "ei"
     xi: float = 0.01
     beta: float = 4.0
+    observation_noise: bool = True  # acquisition on the next measurement (latent + noise variance): RESULTS.md
     maximize: bool = True
     seed: int = 0
     latent_dim: int = 2
-    hidden: tuple[int, ...] = (64, 32)
+    hidden: tuple[int, ...] = (64, 64)
     learning_rate: float = 0.01
     initial_iterations: int = 200   # full fit after the seed points
     update_iterations: int = 10     # warm-start Adam steps per new point (30 found no better: RESULTS.md)

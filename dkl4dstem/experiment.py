@@ -370,8 +370,12 @@ class _Run:
         mean, variance, target_mean, target_std = self.posterior.predict(valid)
         best_raw = float(valid.max() if self.config.maximize else valid.min())
         best_std = (best_raw - target_mean) / target_std
+        # EI and UCB on the predictive distribution of the next *measurement* (as gpax does), not of the noiseless
+        # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
+        # the top-1% positions as soon or sooner (RESULTS.md). The uncertainty map stays the latent one.
+        acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
         values = acquisition_module.acquisition_values(
-            mean, variance, best_std, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
+            mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
             maximize=self.config.maximize)
         next_index = None if final else acquisition_module.choose_next(values, self.blocked)
         decision_seconds = time.perf_counter() - start

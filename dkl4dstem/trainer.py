@@ -59,6 +59,11 @@ class TrainedPosterior:
                 self.cache.add(index, value)
         self._in_cache.update(missing)
 
+    @property
+    def noise(self) -> float:
+        """The trained observation-noise variance, in the same standardized units as `predict`'s variance."""
+        return self.cache.noise
+
     def predict(self, finite_values: numpy.ndarray) -> tuple[torch.Tensor, torch.Tensor, float, float]:
         """Mean and latent variance in standardized units, plus the standardization (mean, std) of the values."""
         target_mean, target_std = standardization(finite_values)

@@ -20,7 +20,7 @@ def test_run_writes_summary_session_and_figures(graphene_path: str, tmp_path) ->
     out = tmp_path / "run"
     code = main(["run", graphene_path, "--out", str(out), "--seeds", "5", "--steps", "8", "--scalarizer",
                  "com_magnitude", "--window", "10", "--acquisition", "ei", "--xi", "0.02", "--seed", "3",
-                 "--exact-posterior"])
+                 "--exact-posterior", "--noiseless-acquisition"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert RUN_KEYS <= set(summary)
@@ -36,7 +36,7 @@ def test_run_writes_summary_session_and_figures(graphene_path: str, tmp_path) ->
         numpy.testing.assert_array_equal(session["points/position"][()], summary["visited"])
         numpy.testing.assert_allclose(session["points/value"][()], summary["values"])
         settings = json.loads(session.attrs["settings"])  # what a --resume continues with
-        assert settings["latent_grid"] is False and settings["xi"] == 0.02
+        assert settings["latent_grid"] is False and settings["xi"] == 0.02 and settings["observation_noise"] is False
     truth = numpy.hypot(*numpy.moveaxis(numpy.load(graphene_path)["abtem_com_mrad"], -1, 0))
     assert 0 <= summary["nrmse"] < 5 and summary["truth_best_value"] == pytest.approx(truth.max(), rel=0.05)
     for name in ("overview.png", "steps.png"):

@@ -8,6 +8,8 @@ import threading
 import h5py
 import numpy
 import pytest
+import scipy.optimize
+import scipy.stats
 
 from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
 from dkl4dstem.replay import open_replay
@@ -67,6 +69,39 @@ def test_loop_measures_unique_points_records_everything_and_reports_maps(graphen
         numpy.testing.assert_array_equal(file["points/position"][()], measured)
         numpy.testing.assert_allclose(file["points/value"][()], result.values)
         numpy.testing.assert_array_equal(file["points/pattern"][3], data["data"][tuple(measured[3])])
+
+
+@pytest.mark.parametrize("observation_noise", [True, False])
+def test_expected_improvement_is_taken_on_the_next_measurement(graphene_path: str, observation_noise: bool) -> None:
+    """EI map == closed-form EI with the latent variance plus one constant (the noise); none without the option."""
+    events: list[StepEvent] = []
+    config = ExperimentConfig(scalarizer="com_magnitude", seeds=8, steps=3, observation_noise=observation_noise,
+                              **FAST)
+    result = Experiment(open_replay(graphene_path), config, on_event=events.append).run()
+    assert result.error is None
+    event = events[-2]  # a step whose maps chose a next position
+    values = numpy.asarray(result.values[:event.n_measured])
+    target_mean, target_std = values.mean(), values.std()
+    mean = (event.prediction.ravel() - target_mean) / target_std
+    latent_variance = (event.uncertainty.ravel() / target_std) ** 2
+    best = (values.max() - target_mean) / target_std + config.xi
+
+    def log_ei(extra_variance: float) -> numpy.ndarray:
+        sigma = numpy.sqrt(latent_variance + extra_variance)
+        z = (mean - best) / sigma
+        return numpy.log(sigma * (z * scipy.stats.norm.cdf(z) + scipy.stats.norm.pdf(z)))
+
+    acquisition = event.acquisition.ravel()
+    usable = acquisition > numpy.quantile(acquisition, 0.5)  # away from log-space underflow in the closed form
+    # the one constant that explains the best candidate's value, then every other candidate must agree with it
+    top = int(numpy.argmax(acquisition))
+    noise = scipy.optimize.brentq(lambda c: log_ei(c)[top] - acquisition[top], 0.0, 10.0) \
+        if log_ei(0.0)[top] < acquisition[top] else 0.0
+    numpy.testing.assert_allclose(log_ei(noise)[usable], acquisition[usable], atol=2e-3)
+    if observation_noise:
+        assert noise > 1e-4  # the trained noise (>= the likelihood's 1e-4 floor) is in the variance
+    else:
+        assert noise == 0.0
 
 
 def test_stop_takes_effect_within_one_step_and_closes_the_instrument(graphene_path: str) -> None:
