@@ -3,8 +3,8 @@
 For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
 runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
 one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
-candidates, factorize). A refit round (every `refit_every` points: `refit_iterations` Adam steps from the initial
-weights) is timed once per row and shown amortized in "mean step". Each survey size runs in its own subprocess so
+candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every `refit_interval(n)`
+points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean step". Each survey size runs in its own subprocess so
 peak RSS is per size. Prints a table, writes JSON.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
@@ -60,7 +60,7 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
 
     from dkl4dstem import acquisition
     from dkl4dstem.experiment import ExperimentConfig
-    from dkl4dstem.trainer import BackgroundTrainer
+    from dkl4dstem.trainer import BackgroundTrainer, refit_interval
 
     rows = []
     n_candidates = len(target)
@@ -86,7 +86,8 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
             start = time.perf_counter()
             posterior.catch_up(indices, values)
             mean, variance, mu, sd = posterior.predict(numpy.asarray(values))
-            scores = acquisition.acquisition_values(mean, variance, (max(values) - mu) / sd, kind="ei")
+            scores = acquisition.acquisition_values(mean, variance + posterior.noise, (max(values) - mu) / sd,
+                                                    kind="ei")
             acquisition.choose_next(scores, blocked)
             decisions.append(time.perf_counter() - start)
             start = time.perf_counter()
@@ -103,9 +104,10 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
                "n": n, "decision_ms": 1e3 * float(numpy.median(decisions)),
                "training_ms": 1e3 * float(numpy.median(trainings)),
                "step_ms": 1e3 * step_seconds, "refit_ms": 1e3 * refit_seconds,
-               # the mean step over a refit period: refit_every - 1 update rounds and one refit round
+               # the mean step over the refit period at n: (period - 1) update rounds and one refit round
                "mean_step_ms": 1e3 * (step_seconds + (refit_seconds - float(numpy.median(trainings)))
-                                      / config.refit_every),
+                                      / refit_interval(n, config)),
+               "refit_period": refit_interval(n, config),
                "update_iterations": config.update_iterations, "refit_iterations": config.refit_iterations,
                "posterior": f"grid {grid.size}" if grid is not None else "exact",
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -115,10 +115,12 @@ def main() -> None:
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="print one table from earlier runs' JSON files")
     parser.add_argument("--common-seeds", action="store_true", help="with --merge: keep only the seeds every method "
                         "has (e.g. ours on 10 seeds, a slow peer on 5) instead of refusing")
+    parser.add_argument("--paired", action="store_true", help="with --merge: intervals from per-seed differences; only "
+                        "for runs that started from the same seed points (peer runs since 2026-11-29 14:00)")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "sample_efficiency.json"))
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.out, common_seeds=args.common_seeds)
+        merge(args.merge, args.out, common_seeds=args.common_seeds, paired=args.paired)
         return
     if not args.data:
         parser.error("DATA is required unless --merge is given")
@@ -157,10 +159,10 @@ def main() -> None:
         meta["seeds"].append(seed)  # written after every seed: a peer run stopped after hours keeps what it finished
         with open(args.out, "w") as file:
             json.dump({"meta": meta, "results": results}, file, indent=1)
-    print_table(meta, results, target)
+    print_table(meta, results, target, paired=True)  # one run: every method starts from the same seed points
 
 
-def merge(paths: list[str], out: str, common_seeds: bool = False) -> None:
+def merge(paths: list[str], out: str, common_seeds: bool = False, paired: bool = False) -> None:
     """One table from several runs on the same data and budget (refuses to mix different settings).
 
     Runs of one method on different seeds (e.g. seeds 0-4 and 5-9 in two processes) are joined in seed order; every
@@ -197,10 +199,11 @@ def merge(paths: list[str], out: str, common_seeds: bool = False) -> None:
     target = numpy.load(os.path.splitext(paths[0])[0] + "_target.npy")
     with open(out, "w") as file:
         json.dump({"meta": meta, "results": results}, file, indent=1)
-    print_table(meta, results, target)
+    print_table(meta, results, target, paired)
 
 
-def print_table(meta: dict[str, object], results: dict[str, list[dict[str, object]]], target: numpy.ndarray) -> None:
+def print_table(meta: dict[str, object], results: dict[str, list[dict[str, object]]], target: numpy.ndarray,
+                paired: bool = False) -> None:
     budget = int(meta["seed_points"]) + int(meta["steps"])
     print(f"# sample efficiency, {meta['data']} ({meta['candidates']} positions), {meta['scalarizer']}, "
           f"{meta['date']}")
@@ -217,19 +220,21 @@ def print_table(meta: dict[str, object], results: dict[str, list[dict[str, objec
         print(f"| {method} | {hits} | {numpy.mean(counted):.1f} | {numpy.median(counted):.0f} | {cells[0]:.3f} "
               f"| {cells[1]:.3f} |")
     if "ours" in results:
-        print_differences(results, budget)
+        print_differences(results, budget, paired)
     n_top = int((target >= numpy.quantile(target, 0.99)).sum())
     print(f"random sampling needs (N + 1) / (K + 1) = {(target.size + 1) / (n_top + 1):.1f} measurements on average "
           f"to first hit one of the K = {n_top} top-1% positions of N = {target.size}")
 
 
-def print_differences(results: dict[str, list[dict[str, object]]], budget: int) -> None:
+def print_differences(results: dict[str, list[dict[str, object]]], budget: int, paired: bool = False) -> None:
     """Ours minus each other method: difference of the means over seeds and a 95% bootstrap interval.
 
     The seed-to-seed spread of every metric is larger than the differences between methods, so whether ours is
-    "at least as good" is read from an interval, not from two means side by side. Each method's seeds are resampled
-    independently (unpaired): the peers' runs before 2026-11-29 started from other seed points than ours (see
-    peers.seed_indices), so seed-by-seed pairs are not matched for them; unpaired is valid either way, only wider.
+    "at least as good" is read from an interval, not from two means side by side. By default each method's seeds
+    are resampled independently (unpaired): the peers' runs before 2026-11-29 14:00 started from other seed points
+    than ours (see peers.seed_indices), so seed-by-seed pairs are not matched for them; unpaired is valid either
+    way, only wider. `paired` (runs that started from the same seed points, seed for seed) resamples the per-seed
+    differences instead, which removes the spread between seed sets (random sampling is never paired).
     """
     def metrics(run: dict[str, object]) -> list[float]:
         hit = run.get("first_top1")
@@ -239,7 +244,7 @@ def print_differences(results: dict[str, list[dict[str, object]]], budget: int) 
 
     rng = numpy.random.default_rng(0)
     print("| ours minus | first top-1% hit | NRMSE @1% | NRMSE @2.5% |  (negative: ours better; difference of means "
-          "[95% bootstrap, unpaired])")
+          f"[95% bootstrap, {'paired by seed' if paired else 'unpaired'}; random sampling unpaired])")
     print("|---|---|---|---|")
     ours = numpy.array([metrics(r) for r in results["ours"]])
     for method, runs in results.items():
@@ -248,12 +253,20 @@ def print_differences(results: dict[str, list[dict[str, object]]], budget: int) 
         other = numpy.array([metrics(r) for r in runs])
         cells = []
         for a, b in zip(ours.T, other.T):
-            a, b = a[numpy.isfinite(a)], b[numpy.isfinite(b)]
+            if paired and method != "random":
+                both = numpy.isfinite(a) & numpy.isfinite(b)
+                a, b = a[both], b[both]
+            else:
+                a, b = a[numpy.isfinite(a)], b[numpy.isfinite(b)]
             if not a.size or not b.size:
                 cells.append("")
                 continue
-            resampled = (rng.choice(a, size=(10000, a.size)).mean(axis=1)
-                         - rng.choice(b, size=(10000, b.size)).mean(axis=1))
+            if paired and method != "random":
+                differences = a - b
+                resampled = rng.choice(differences, size=(10000, differences.size)).mean(axis=1)
+            else:
+                resampled = (rng.choice(a, size=(10000, a.size)).mean(axis=1)
+                             - rng.choice(b, size=(10000, b.size)).mean(axis=1))
             low, high = numpy.quantile(resampled, [0.025, 0.975])
             cells.append(f"{a.mean() - b.mean():+.3g} [{low:+.3g}, {high:+.3g}]")
         print(f"| {method} | " + " | ".join(cells) + " |")

@@ -35,6 +35,7 @@ class ExperimentConfig:
     refit_every: int = 25           # every this many points a fuller refit ...
     refit_iterations: int = 200     # ... of this many steps ...
     refit_from_initial: bool = True  # ... from the initial weights: no overfitting accumulated over rounds (RESULTS.md)
+    refit_growth: float = 0.2       # past refit_every / refit_growth points, refit when the data grew by this fraction
     wait_for_training: bool = True  # replay: reproducible; live microscope: False
     latent_grid: bool = True        # large surveys: posterior on a latent-space grid, interpolated (latentgrid.py)
     max_retries: int = 2            # re-tries of a failed camera frame before the point is excluded
@@ -50,7 +51,7 @@ class ExperimentConfig:
         for name in ("steps", "update_iterations", "max_retries", "refit_iterations"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be zero or a positive integer, got {getattr(self, name)}")
-        for name in ("xi", "beta", "learning_rate"):
+        for name in ("xi", "beta", "learning_rate", "refit_growth"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
                 raise InputError(f"{name} must be a positive number, got {value}")

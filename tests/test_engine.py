@@ -16,7 +16,7 @@ from dkl4dstem.latentgrid import LatentGrid
 from dkl4dstem.model import DKLModel
 from dkl4dstem.patches import extract_patches
 from dkl4dstem.posterior import PosteriorCache
-from dkl4dstem.trainer import BackgroundTrainer
+from dkl4dstem.trainer import BackgroundTrainer, next_refit
 
 
 def test_patches_are_centred_reflected_and_standardized() -> None:
@@ -97,6 +97,14 @@ def test_latent_grid_posterior_matches_the_exact_one() -> None:
     assert float((grid_mean - exact_mean).abs().max()) < 0.015 * float(exact_mean.std())
     assert float((grid_var - exact_var).abs().max()) < 0.001 * 1.7  # 1.7 = the prior variance
     torch.testing.assert_close(caches[1].L[:80, :80], caches[0].L[:80, :80])  # the same GP on the points
+    # a thin embedding with one patch thrown far away: its bounding box would need ~600,000 nodes, the occupied cells
+    # a few thousand, and the interpolation stays exact for affine maps
+    t = torch.rand(40000, dtype=torch.float64)
+    curve = torch.stack([10.0 * t, torch.sin(10.0 * t)], dim=1)
+    curve[0] = torch.tensor([60.0, 40.0], dtype=torch.float64)
+    sparse = LatentGrid.build(curve, torch.ones(2))
+    assert sparse is not None and sparse.size <= len(curve) / 8
+    torch.testing.assert_close(sparse.interpolate(sparse.nodes @ affine + 2.0), curve @ affine + 2.0)
     # no grid where the exact path is cheap, where the grid would not be much smaller than the candidate set, or in a
     # high-dimensional latent space
     assert LatentGrid.build(latent[:20000], 100 * kernel.base_kernel.lengthscale) is None
@@ -244,6 +252,20 @@ def test_refit_round_restarts_from_the_initial_weights() -> None:
         torch.testing.assert_close(got.detach(), expected.detach())
         assert not torch.allclose(got.detach(), warm)
     trainer.close()
+
+
+def test_refits_every_25_points_then_as_the_data_grows_by_a_fifth() -> None:
+    def boundaries(config: ExperimentConfig, until: int) -> list[int]:
+        found, n = [], 10
+        while n < until:
+            n = next_refit(n, config)
+            found.append(n)
+        return found
+
+    assert boundaries(ExperimentConfig(), 520) == [25, 50, 75, 100, 125, 150, 180, 216, 260, 312, 375, 450, 540]
+    assert boundaries(ExperimentConfig(refit_growth=0.0), 200) == list(range(25, 201, 25))
+    # live mode: a round may start past a boundary; the next refit follows from where it happened
+    assert next_refit(60, ExperimentConfig()) == 75 and next_refit(300, ExperimentConfig()) == 360
 
 
 def test_failed_restart_keeps_the_trained_model() -> None:
