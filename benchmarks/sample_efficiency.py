@@ -244,7 +244,7 @@ def print_differences(results: dict[str, list[dict[str, object]]], budget: int, 
 
     rng = numpy.random.default_rng(0)
     print("| ours minus | first top-1% hit | NRMSE @1% | NRMSE @2.5% |  (negative: ours better; difference of means "
-          f"[95% bootstrap, {'paired by seed' if paired else 'unpaired'}; random sampling unpaired])")
+          f"[95% bootstrap, {'paired by seed; random sampling unpaired' if paired else 'unpaired'}])")
     print("|---|---|---|---|")
     ours = numpy.array([metrics(r) for r in results["ours"]])
     for method, runs in results.items():

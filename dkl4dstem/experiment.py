@@ -375,8 +375,8 @@ class _Run:
         # the top-1% positions as soon or sooner (RESULTS.md). The uncertainty map stays the latent one.
         acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
         values = acquisition_module.acquisition_values(
-            mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
-            maximize=self.config.maximize)
+            mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,
+            beta=self.config.beta, maximize=self.config.maximize)
         next_index = None if final else acquisition_module.choose_next(values, self.blocked)
         decision_seconds = time.perf_counter() - start
         self.maps = (

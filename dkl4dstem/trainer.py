@@ -45,9 +45,9 @@ def next_refit(n: int, config: ExperimentConfig) -> int:
     """The data-set size of the first refit after one at n points.
 
     Every `refit_every` points while n is small; once that is less than `refit_growth` of the data, when the data
-    grew by that fraction: a refit from the initial weights costs O(n^3) per iteration (7-8 s at n = 500 on the
-    2-core box) while 25 new points then change the data by only 5%, so a fixed interval made replay's mean step at
-    n = 500 exceed a second (RESULTS.md, latency). Both regimes give 25, 50, ..., 125, then 150, 180, 216, ...
+    grew by that fraction: a refit from the initial weights is 200 Adam iterations of O(n^3) (6-9 s at n = 500 on
+    the 2-core box) while 25 new points then change the data by only 5%, and a fixed interval made replay's mean
+    step at 512², n = 500 exceed a second (RESULTS.md, latency). By default: 25, 50, ..., 125, then 150, 180, 216...
     """
     every = config.refit_every
     step = refit_interval(n, config)
