@@ -3,9 +3,9 @@
 For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
 runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
 one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
-candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every `refit_interval(n)`
-points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean step". Each survey size runs in its own subprocess so
-peak RSS is per size. Prints a table, writes JSON.
+candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every
+`refit_interval(n)` points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean
+step". Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes JSON.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 

@@ -252,8 +252,9 @@ def print_differences(results: dict[str, list[dict[str, object]]], budget: int, 
             continue
         other = numpy.array([metrics(r) for r in runs])
         cells = []
+        by_seed = paired and method != "random"
         for a, b in zip(ours.T, other.T):
-            if paired and method != "random":
+            if by_seed:
                 both = numpy.isfinite(a) & numpy.isfinite(b)
                 a, b = a[both], b[both]
             else:
@@ -261,9 +262,8 @@ def print_differences(results: dict[str, list[dict[str, object]]], budget: int, 
             if not a.size or not b.size:
                 cells.append("")
                 continue
-            if paired and method != "random":
-                differences = a - b
-                resampled = rng.choice(differences, size=(10000, differences.size)).mean(axis=1)
+            if by_seed:
+                resampled = rng.choice(a - b, size=(10000, a.size)).mean(axis=1)
             else:
                 resampled = (rng.choice(a, size=(10000, a.size)).mean(axis=1)
                              - rng.choice(b, size=(10000, b.size)).mean(axis=1))

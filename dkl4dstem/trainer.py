@@ -102,7 +102,7 @@ class BackgroundTrainer:
         self._cancel = threading.Event()
         self._version = 0
         self._trained_count = -1
-        self._next_refit = config.refit_every
+        self._next_refit = next_refit(0, config)
         self._state = snapshot(self.model.state())
         self._live: tuple[list[int], list[float]] | None = None
         self.failures: list[str] = []
