@@ -94,6 +94,9 @@ class Experiment:
         self._running = threading.Event()
         self._running.set()
         self._current: _Run | None = None
+        self._forced: list[tuple[int, int]] = []  # force_next() queue, taken in order before the model's choice
+        self._forced_lock = threading.Lock()
+        self.forced_measured: list[tuple[int, int]] = []  # the forced positions measured, in order
 
     # --- control, thread safe --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -102,6 +105,24 @@ class Experiment:
         run = self._current
         if run is not None:  # a stop must not wait for a long (re)fit: cancel it (checked every Adam iteration)
             run.trainer.cancel()
+
+    def force_next(self, y: int, x: int) -> None:
+        """Measure survey pixel (y, x) next, before the model's choice (a user's click); thread safe.
+
+        Honoured at the next measurement (seed or step); a point measured or excluded meanwhile is skipped."""
+        y, x = int(y), int(x)
+        run = self._current
+        shape = (run.height, run.width) if run is not None else None
+        if y < 0 or x < 0 or (shape is not None and (y >= shape[0] or x >= shape[1])):
+            raise InputError(f"forced point ({y}, {x}) is outside the survey{f' {shape[0]}x{shape[1]}' if shape else ''}")
+        if run is not None and run.blocked[y * run.width + x]:
+            raise InputError(f"({y}, {x}) is already measured or excluded")
+        with self._forced_lock:
+            self._forced.append((y, x))
+
+    def _pop_forced(self) -> tuple[int, int] | None:
+        with self._forced_lock:
+            return self._forced.pop(0) if self._forced else None
 
     def pause(self) -> None:
         self._running.clear()
@@ -255,6 +276,7 @@ class _Run:
             if self.blocked[index]:
                 continue
             self._wait_if_paused()
+            index = self._forced_or(index)
             step_start = time.perf_counter()
             value, instrument_seconds = self._measure(index, "seed")
             self._emit(index, value, "seed", None, 0.0, 0.0, instrument_seconds, time.perf_counter() - step_start)
@@ -276,6 +298,7 @@ class _Run:
             self._wait_if_paused()
             if self.experiment.stopped:
                 break
+            next_index = self._forced_or(next_index)
             step_start = time.perf_counter()
             value, instrument_seconds = self._measure(next_index, "step")
             measured = next_index
@@ -290,6 +313,16 @@ class _Run:
         while not self.experiment._running.wait(timeout=0.1):
             if self.experiment.stopped:
                 return
+
+    def _forced_or(self, index: int) -> int:
+        """The user's forced position (Experiment.force_next) when one is waiting and still free, else index."""
+        while (position := self.experiment._pop_forced()) is not None:
+            y, x = position
+            if y < self.height and x < self.width and not self.blocked[y * self.width + x]:
+                self.experiment.forced_measured.append(position)
+                return y * self.width + x
+            logger.warning("forced point (%d, %d) skipped: outside the survey, measured or excluded", y, x)
+        return index
 
     def _measure(self, index: int, phase: str) -> tuple[float, float]:
         """Measure one point with retries; a point whose frames keep failing is excluded, not retried forever."""

@@ -191,3 +191,43 @@ def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
     final = [e for e in events if e.prediction is not None][-1]
     assert final.prediction.shape == (size, size) and numpy.isfinite(final.prediction).all()
     assert numpy.isfinite(final.uncertainty).all() and (final.uncertainty >= 0).all()
+
+
+def test_force_next_is_measured_next_in_seeding_and_in_steps(graphene_path: str) -> None:
+    """A user's forced point (Experiment.force_next from another thread) is the very next measurement."""
+    forced_seed, forced_step = (3, 29), (30, 2)
+    print("forced points", forced_seed, forced_step)
+    experiment: Experiment
+
+    def on_event(event: StepEvent) -> None:
+        if event.step == 1:
+            experiment.force_next(*forced_seed)  # during seeding
+        if event.step == 7:
+            experiment.force_next(*forced_step)  # during the DKL steps
+
+    config = ExperimentConfig(scalarizer="vbf", seeds=5, steps=6, **FAST)
+    experiment = Experiment(open_replay(graphene_path), config, on_event=on_event)
+    result = experiment.run()
+    assert result.visited[2] == forced_seed and result.phases[2] == "seed"
+    assert result.visited[8] == forced_step and result.phases[8] == "step"
+    assert len(result.visited) == 11 and len(set(result.visited)) == 11
+    assert experiment.forced_measured == [forced_seed, forced_step]
+
+
+def test_force_next_refuses_points_outside_or_already_measured(graphene_path: str) -> None:
+    from dkl4dstem.errors import InputError
+    experiment: Experiment
+    problems: list[str] = []
+
+    def on_event(event: StepEvent) -> None:
+        if event.step == 0:
+            for y, x in ((32, 0), (-1, 3), event.position):
+                try:
+                    experiment.force_next(y, x)
+                except InputError as exc:
+                    problems.append(str(exc))
+
+    experiment = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=3, steps=0, **FAST), on_event=on_event)
+    result = experiment.run()
+    assert len(problems) == 3 and "outside" in problems[0] and "already measured" in problems[2]
+    assert experiment.forced_measured == [] and len(result.visited) == 3
