@@ -84,8 +84,8 @@ def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maxi
     return next((k + 1 for k, hit in enumerate(hits) if hit), None)
 
 
-def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
-                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
+def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: str) -> dict[str, typing.Any]:
+    """The fields of summary.json for one run (the CLI and the Swift panel write the same)."""
     n_measured = len(result.visited)
     summary: dict[str, typing.Any] = {
         "scalarizer": config.scalarizer, "scalarizer_params": config.scalarizer_params, "units": result.units,
@@ -102,13 +102,23 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         "median_step_seconds": _median(result.step_seconds),
         "excluded": [list(p) for p in result.excluded], "stopped": result.stopped, "error": result.error,
     }
+    return summary
+
+
+def write_summary(path: str, summary: dict[str, typing.Any]) -> None:
+    with open(path, "w") as file:
+        json.dump(_clean(summary), file, indent=1)
+
+
+def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
+                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
+    summary = run_summary(config, result, data_path)
     if truth is not None:
         summary["truth_best_value"] = float(numpy.nanmax(truth) if config.maximize else numpy.nanmin(truth))
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
-    with open(os.path.join(out, "summary.json"), "w") as file:
-        json.dump(_clean(summary), file, indent=1)
+    write_summary(os.path.join(out, "summary.json"), summary)
     if result.prediction is not None:
         final = {"prediction": result.prediction, "uncertainty": result.uncertainty,
                  "acquisition": result.acquisition}

@@ -18,6 +18,8 @@ from nion.utils import Model
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 
+from . import controls
+from . import region as region_module
 from . import run_controller
 from . import settings as settings_module
 from . import swift_instrument
@@ -42,8 +44,9 @@ def _fmt(value: float, units: str = "") -> str:
     return f"{value:.4g} {units}".strip()
 
 
-class PanelHandler(Declarative.Handler):
-    """Declarative handler: property models for every field, callbacks for every button."""
+class PanelHandler(controls.ControlsMixin, Declarative.Handler):
+    """Declarative handler: property models for every field, callbacks for every button (the region, preview,
+    force-next, continue and estimate features are in controls.ControlsMixin)."""
 
     def __init__(self, document_controller: DocumentController.DocumentController) -> None:
         super().__init__()
@@ -92,12 +95,16 @@ class PanelHandler(Declarative.Handler):
         self.__hs_added_listener = manager.hardware_source_added_event.listen(self.__hardware_sources_changed)
         self.__hs_removed_listener = manager.hardware_source_removed_event.listen(self.__hardware_sources_changed)
         self.__closed = False
+        self.preferred_device_ids: tuple[str | None, str | None] = (None, None)
+        self.init_controls()
+        self.load_preferences()  # the fields as the user left them (Swift's preferences)
         self.refresh_devices()
         self.__update_hint()
         self.ui_view = self.__build_ui()
 
     def close(self) -> None:
         self.__closed = True
+        self.close_controls()
         self.controller.close()
         self.__hs_added_listener.close()
         self.__hs_added_listener = typing.cast(typing.Any, None)
@@ -159,8 +166,21 @@ class PanelHandler(Declarative.Handler):
                          u.create_line_edit(text="@binding(session_path.value)",
                                             placeholder_text=_("optional .h5 (every pattern, flushed)")),
                          spacing=4),
+            u.create_row(u.create_label(text="", width=LABEL_WIDTH),
+                         button(_("Continue run"), "continue_clicked"),
+                         u.create_label(text=_("from that session file")), u.create_stretch(), spacing=4),
+            spacing=4)
+        control = u.create_column(
+            u.create_row(button(_("Add region"), "add_region_clicked"), button(_("Exclude area"), "exclude_area_clicked"),
+                         button(_("Clear"), "clear_region_clicked"), u.create_stretch(), spacing=4),
+            u.create_label(text="@binding(region_text.value)", word_wrap=True),
+            u.create_row(button(_("Pick point"), "pick_clicked"), button(_("Preview"), "preview_clicked"),
+                         u.create_push_button(text=_("Force next"), on_clicked="force_next_clicked"),
+                         u.create_stretch(), spacing=4),
+            u.create_label(text="@binding(preview_text.value)", word_wrap=True),
             spacing=4)
         run = u.create_column(
+            u.create_label(text="@binding(estimate_text.value)", word_wrap=True),
             u.create_row(button(_("Start"), "start_clicked"),
                          button("@binding(pause_text.value)", "pause_clicked", "running"),
                          button(_("Stop"), "stop_clicked", "running"),
@@ -177,6 +197,7 @@ class PanelHandler(Declarative.Handler):
             u.create_section(instrument, title=_("Instrument")),
             u.create_section(scalarizer, title=_("Scalarizer")),
             u.create_section(experiment, title=_("Experiment")),
+            u.create_section(control, title=_("Region and points")),
             u.create_section(run, title=_("Run")),
             u.create_stretch(), spacing=4, margin=6)
 
@@ -185,8 +206,10 @@ class PanelHandler(Declarative.Handler):
     def refresh_devices(self) -> None:
         scans = swift_instrument.scan_devices()
         cams = swift_instrument.cameras()
-        old_scan = self.scan_id
-        old_camera = self.camera_id
+        old_scan = self.scan_id if self.__scan_ids else self.preferred_device_ids[0]  # else the remembered one
+        old_camera = self.camera_id if self.__camera_ids else self.preferred_device_ids[1]
+        scan_id: str | None
+        camera_id: str | None
         self.__scan_ids = [hs.hardware_source_id for hs in scans]
         self.__camera_ids = [hs.hardware_source_id for hs in cams]
         self.scan_names.value = [hs.display_name for hs in scans] or [_("(no scan device)")]
@@ -258,8 +281,10 @@ class PanelHandler(Declarative.Handler):
 
     # settings
 
-    def collect_settings(self) -> settings_module.RunSettings:
-        """All fields, parsed and checked; raises InputError with a message for the panel."""
+    def collect_settings(self, check_session: bool = True) -> settings_module.RunSettings:
+        """All fields, parsed and checked; raises InputError with a message for the panel.
+
+        check_session=False: the session file field is not checked (a preview or a continued run)."""
         p = settings_module
         name, params, _defaults = p.validate_scalarizer(self.scalarizer_name, self.scalarizer_params.value or "")
         channel_names = self.channel_names.value or ["HAADF"]
@@ -285,7 +310,7 @@ class PanelHandler(Declarative.Handler):
         return p.RunSettings(
             scan_id=self.scan_id, camera_id=self.camera_id, survey=survey, camera=camera, config=config,
             after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],
-            session_path=p.parse_session_path(self.session_path.value or ""))
+            session_path=p.parse_session_path(self.session_path.value or "") if check_session else "")
 
     def __try(self, fn: typing.Callable[[], None]) -> bool:
         try:
@@ -311,6 +336,7 @@ class PanelHandler(Declarative.Handler):
         self.controller.survey_display_item = display_item
         shape = display_item.data_item.data_shape if display_item.data_item else None
         self.survey_text.value = f"{display_item.displayed_title} {shape[0]}x{shape[1]}" if shape else _("Survey: none")
+        self.watch_survey(display_item)
 
     def acquire_survey(self, on_done: typing.Callable[[DisplayItem.DisplayItem], None] | None = None) -> bool:
         def done(display_item: DisplayItem.DisplayItem) -> None:
@@ -321,6 +347,9 @@ class PanelHandler(Declarative.Handler):
 
     def acquire_survey_clicked(self, widget: typing.Any = None) -> None:
         self.acquire_survey()
+
+    def mark(self, label: str, color: str) -> Graphics.PointGraphic | None:
+        return self.__mark(label, color)
 
     def __mark(self, label: str, color: str) -> Graphics.PointGraphic | None:
         display_item = self.survey_display_item
@@ -392,10 +421,17 @@ class PanelHandler(Declarative.Handler):
 
         def start() -> None:
             settings = self.collect_settings()
-            park = self.find_mark(PARK_LABEL) if settings.after_run == "park" else None
-            self.controller.start(display_item, settings, park_position=park.position if park else None)
+            self.start_with(display_item, settings, self.collect_options(display_item))
             self.set_survey(display_item)
         return self.__try(start)
+
+    def start_with(self, display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings,
+                   options: settings_module.RunOptions) -> None:
+        park = self.find_mark(PARK_LABEL) if settings.after_run == "park" else None
+        self.controller.start(display_item, settings, park_position=park.position if park else None, options=options)
+        self.run_options = options
+        self.pending_forced = list()
+        self.save_preferences()
 
     def start_clicked(self, widget: typing.Any = None) -> None:
         self.start()
@@ -442,10 +478,14 @@ class PanelHandler(Declarative.Handler):
             kind = _("seed point") if status.phase == "seed" else _("step")
             self.step_text.value = _("Step {k} of {n}").format(k=status.step, n=status.n_total) + f" ({kind})"
             self.value_text.value = _("Last value {v}").format(v=_fmt(status.last_value, status.units))
-            where = f" at (y={status.best_position[0]}, x={status.best_position[1]})" if status.best_position else ""
+            where = (f" at (y={status.best_position[0]}, x={status.best_position[1]})"
+                     + region_module.format_nm(self.pixel_nm(status.best_position))) if status.best_position else ""
             self.best_text.value = _("Best {v}").format(v=_fmt(status.best_value, status.units)) + where
             self.timing_text.value = (f"Decision {_fmt(status.decision_ms)} / training {_fmt(status.training_ms)} / "
                                       f"instrument {_fmt(status.instrument_ms)} ms per step")
+        if status.state == "idle":
+            self.run_ended()
+            self.request_estimate()
         reference = self.controller.reference
         if reference is not None:
             height, width = reference.shape[:2]

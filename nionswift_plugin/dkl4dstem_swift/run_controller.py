@@ -193,8 +193,12 @@ class RunController:
         return swift_instrument.scan_context_problem(display_item.data_item.xdata, stem_controller)
 
     def start(self, survey_display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings, *,
-              park_position: Geometry.FloatPoint | None = None) -> None:
-        """Validate everything, then run the experiment on a worker thread. Raises InputError with a message."""
+              park_position: Geometry.FloatPoint | None = None,
+              options: settings_module.RunOptions | None = None) -> None:
+        """Validate everything, then run the experiment on a worker thread. Raises InputError with a message.
+
+        options: region mask, forced points, a session to continue (settings.RunOptions)."""
+        options = options or settings_module.RunOptions()
         if self.is_busy:
             raise InputError("a run or acquisition is already in progress")
         problem = self.survey_problem(survey_display_item, settings)
@@ -210,22 +214,23 @@ class RunController:
         stem_controller = scan.stem_controller
         survey = swift_instrument.survey_from_xdata(survey_xdata, {"data_item_uuid": str(data_item.uuid)})
         config = settings.config
-        config.validate(survey.shape)
+        config.validate(survey.shape, options.n_excluded)
         if settings.after_run == "park" and park_position is None:
             raise InputError("after-run 'park' needs a 'park' mark on the survey (click 'Mark park')")
-        if self.reference is not None and not self.__reference_matches(settings):
+        if options.resume is None and self.reference is not None and not self.__reference_matches(settings):
             raise InputError("the vacuum reference was taken with another camera binning; acquire it again")
+        reference = options.reference if options.resume is not None else self.reference
         from dkl4dstem.experiment import Experiment
         from dkl4dstem.scalarizers import get_scalarizer
         instrument = swift_instrument.SwiftInstrument(stem_controller, scan, camera, survey=survey,
-                                                      camera_settings=settings.camera, reference=self.reference,
+                                                      camera_settings=settings.camera, reference=reference,
                                                       park_position=park_position if settings.after_run == "park" else None)
         units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(instrument.calibration())
         self.__claim_instrument(stem_controller)
         try:
             run_metadata = {"settings": settings.as_metadata(), "survey_uuid": str(data_item.uuid),
                             "survey_title": data_item.title, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "units": units}
+                            "units": units, **options.as_metadata()}
             self.live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
                                                           run_metadata, units, settings.n_total, instrument,
                                                           on_applied=self.__handle_event_applied)
@@ -236,7 +241,12 @@ class RunController:
             self.survey_display_item = survey_display_item
             self.result = None
             self.experiment = Experiment(instrument, config, session_path=settings.session_path or None,
-                                         on_event=self.__handle_event)
+                                         on_event=self.__handle_event, exclude_mask=options.exclude_mask,
+                                         resume=options.resume, session_settings=dict(
+                                             plugin=settings.as_metadata(), survey_uuid=str(data_item.uuid),
+                                             survey_title=data_item.title, **options.as_metadata()))
+            for y, x in options.forced:
+                self.experiment.force_next(y, x)
             self.__set_status(state="running", message="Running: seed points ...", step=0, n_total=settings.n_total,
                               units=units, phase="seed", last_value=math.nan, best_value=math.nan, best_position=None,
                               decision_ms=math.nan, training_ms=math.nan, instrument_ms=math.nan, step_ms=math.nan)

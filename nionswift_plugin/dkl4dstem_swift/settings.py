@@ -139,3 +139,45 @@ def params_hint(name: str) -> str:
     names = ", ".join(f"{k}={'default' if isinstance(v, float) and math.isnan(v) else format(v, 'g')}"
                       for k, v in scalarizer.params.items())
     return f"{name}: {names}" + ("  (needs a vacuum reference)" if scalarizer.requires_reference else "")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What the user drew or chose besides the fields: region mask, forced points, a session to continue."""
+    shapes: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)  # region.shapes_on(...)
+    exclude_mask: typing.Any = None            # (H, W) bool numpy array or None: True = never measured
+    forced: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # measured first, in order
+    resume: typing.Any = None                  # dkl4dstem.session.SessionData to continue
+    reference: typing.Any = None               # the resumed session's vacuum reference (replaces the panel's)
+
+    @property
+    def n_excluded(self) -> int:
+        return int(self.exclude_mask.sum()) if self.exclude_mask is not None else 0
+
+    def as_metadata(self) -> dict[str, typing.Any]:
+        """Stored in the run metadata and the session file's settings."""
+        return {"region": list(self.shapes), "forced_requested": [list(p) for p in self.forced],
+                "resumed": self.resume is not None}
+
+
+def config_from_session(stored: typing.Mapping[str, typing.Any], **overrides: typing.Any) -> ExperimentConfig:
+    """The engine settings a session file was recorded with (as `dkl4dstem run --resume`), some overridden."""
+    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    values: dict[str, typing.Any] = {k: v for k, v in stored.items() if k in fields}
+    if "hidden" in values:
+        values["hidden"] = tuple(values["hidden"])
+    values.update(overrides)
+    return ExperimentConfig(**values)
+
+
+def parse_resume_path(text: str) -> str:
+    """An existing session file to continue."""
+    text = str(text or "").strip()
+    if not text:
+        raise InputError("enter the session file (.h5) of the run to continue in 'Session file'")
+    path = pathlib.Path(text).expanduser()
+    if not path.is_absolute():
+        path = pathlib.Path.home() / path
+    if not path.is_file():
+        raise InputError(f"session file {path} does not exist")
+    return str(path)
