@@ -217,9 +217,16 @@ class TestContinue(SwiftTestCase):
             add_rectangle(survey, (0.0, 0.0, 0.5, 0.5))  # rows and columns 0..15
             session_path = os.path.join(os.getcwd(), "first.h5")
             handler.session_path.value = session_path
+            forced = (3, 12)
+            print("forced point", forced)
+            put_pick(handler, forced)
+            handler.force_next_clicked()
             self.assertTrue(handler.start(), handler.message.value)
             first = run_to_end(tc, handler)
             self.assertEqual(7, len(first.visited))
+            self.assertEqual(forced, first.visited[0])
+            pump(tc.document_controller, lambda: len(handler.saved_files) == 2, 30, "first summary")
+            handler.saved_files = []
             # nothing to continue with the same number of steps
             handler.continue_clicked()
             self.assertIn("set Steps above 3", handler.message.value)
@@ -235,6 +242,11 @@ class TestContinue(SwiftTestCase):
             self.assertEqual(10, len(session.positions))
             self.assertEqual([list(p) for p in second.visited], session.positions.tolist())
             self.assertEqual(6, session.settings["steps"])
+            pump(tc.document_controller, lambda: len(handler.saved_files) == 2, 30, "second summary")
+            self.assertEqual([list(forced)], read_session(session_path).settings["forced"])  # kept across the resume
+            summary = json.loads(open(os.path.join(os.getcwd(), "first.summary.json")).read())
+            self.assertEqual(10, summary["n_measured"])
+            self.assertEqual([list(forced)], summary["forced"])
 
     def test_continue_refuses_a_missing_file_and_another_survey(self) -> None:
         with self.swift() as (tc, panel):

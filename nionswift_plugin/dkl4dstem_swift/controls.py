@@ -178,7 +178,9 @@ class ControlsMixin:
         mask = region_module.exclude_mask(shapes, shape)
         n_survey = shape[0] * shape[1]
         n_open = n_survey - int(mask.sum()) if mask is not None else n_survey
-        per_point_ms = self.controller.status.step_ms if self.controller.status.step_ms > 0 else None
+        result = self.controller.result  # the last run's median step, when there was one
+        step_seconds = list(getattr(result, "step_seconds", None) or [])
+        per_point_ms = 1000.0 * float(numpy.median(step_seconds)) if step_seconds else None
         self.region_text.value = region_module.describe(shapes, mask)
         self.estimate_text.value = estimate_module.estimate_text(n_points, n_open, n_survey, exposure_ms, per_point_ms)
 
@@ -191,15 +193,22 @@ class ControlsMixin:
         self.__add_shape("exclude")
 
     def __add_shape(self, role: str) -> None:
+        """The selected rectangles / ellipses on the survey get this role; with none selected, a new rectangle."""
         display_item = self.survey_display_item
         if display_item is None:
             self.message.value = _("⚠ Acquire a survey first; the region is drawn on the survey image.")
             return
-        region_module.add_shape(display_item, role)
-        self.message.value = (_("Move and resize the green 'region' rectangle on the survey (or draw your own "
-                                "rectangles: each one is a region)") if role == "region" else
-                              _("Move and resize the red 'exclude' rectangle over the area never to measure "
-                                "(any rectangle labelled 'exclude' is one)"))
+        selected = [g for g in display_item.selected_graphics if g.type in ("rect-graphic", "ellipse-graphic")]
+        for graphic in selected:
+            region_module.set_role(graphic, role)
+        if not selected:
+            region_module.add_shape(display_item, role)
+        what = (_("{n} selected shape(s) marked as region").format(n=len(selected)) if selected else
+                _("Move and resize the green 'region' rectangle")) if role == "region" else \
+            (_("{n} selected shape(s) marked 'exclude'").format(n=len(selected)) if selected else
+             _("Move and resize the red 'exclude' rectangle over the area never to measure"))
+        self.message.value = what + _(" (rectangles drawn with Swift's tool are regions; select one and click "
+                                      "'Exclude area' to exclude it instead)")
         self.update_estimate()
 
     def clear_region_clicked(self, widget: typing.Any = None) -> None:
@@ -310,9 +319,10 @@ class ControlsMixin:
         settings = dataclasses.replace(panel_settings, config=config, camera=camera, session_path=path)
         shapes = list(stored.get("region") or [])
         survey_shape = tuple(session.survey.shape)
-        options = settings_module.RunOptions(shapes=shapes, exclude_mask=region_module.exclude_mask(shapes, survey_shape),
-                                             forced=list(self.pending_forced), resume=session,
-                                             reference=session.reference)
+        options = settings_module.RunOptions(
+            shapes=shapes, exclude_mask=region_module.exclude_mask(shapes, survey_shape),
+            forced=list(self.pending_forced), resume=session, reference=session.reference,
+            forced_earlier=[(int(y), int(x)) for y, x in stored.get("forced") or []])
         self.set_survey(display_item)
         self.start_with(display_item, settings, options)
         self.message.value = _("Continuing {path}: {done} measured, {n} to go.").format(
@@ -344,7 +354,7 @@ class ControlsMixin:
         self.__ended_result = result
         settings = self.controller.settings
         experiment = self.controller.experiment
-        forced = list(getattr(experiment, "forced_measured", []))
+        forced = list(self.run_options.forced_earlier) + list(getattr(experiment, "forced_measured", []))
         live = self.controller.live_items
         measured_item = live.items.get(live_items_module.MEASURED_TITLE) if live is not None else None
         if measured_item is not None and not measured_item._closed:

@@ -100,6 +100,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.load_preferences()  # the fields as the user left them (Swift's preferences)
         self.refresh_devices()
         self.__update_hint()
+        self.update_estimate()
         self.ui_view = self.__build_ui()
 
     def close(self) -> None:
@@ -180,12 +181,12 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             u.create_label(text="@binding(preview_text.value)", word_wrap=True),
             spacing=4)
         run = u.create_column(
-            u.create_label(text="@binding(estimate_text.value)", word_wrap=True),
             u.create_row(button(_("Start"), "start_clicked"),
                          button("@binding(pause_text.value)", "pause_clicked", "running"),
                          button(_("Stop"), "stop_clicked", "running"),
                          u.create_push_button(text=_("Show maps"), on_clicked="show_maps_clicked"),
                          u.create_stretch(), spacing=4),
+            u.create_label(text="@binding(estimate_text.value)", word_wrap=True),
             u.create_progress_bar(value="@binding(progress.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(step_text.value)"),
             u.create_label(text="@binding(value_text.value)"),
@@ -337,6 +338,17 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         shape = display_item.data_item.data_shape if display_item.data_item else None
         self.survey_text.value = f"{display_item.displayed_title} {shape[0]}x{shape[1]}" if shape else _("Survey: none")
         self.watch_survey(display_item)
+        self.__show_survey(display_item)
+
+    def __show_survey(self, display_item: DisplayItem.DisplayItem) -> None:
+        """The survey the panel uses is on screen (regions and points are drawn on it), in the selected display
+        panel when no panel shows it (Swift shows new items only in a 'result' panel)."""
+        workspace_controller = self.document_controller.workspace_controller
+        display_panels = list(workspace_controller.display_panels) if workspace_controller else []
+        if not display_panels or any(p.display_item is display_item for p in display_panels):
+            return
+        display_panel = self.document_controller.selected_display_panel or display_panels[0]
+        display_panel.set_display_panel_display_item(display_item)
 
     def acquire_survey(self, on_done: typing.Callable[[DisplayItem.DisplayItem], None] | None = None) -> bool:
         def done(display_item: DisplayItem.DisplayItem) -> None:

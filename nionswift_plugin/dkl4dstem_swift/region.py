@@ -52,6 +52,8 @@ def shape_mask(shape: typing.Mapping[str, typing.Any], image_shape: tuple[int, i
     bounds = Geometry.FloatRect.from_tlhw(float(shape["top"]), float(shape["left"]), float(shape["height"]),
                                           float(shape["width"]))
     rotation = float(shape.get("rotation", 0.0))
+    if bounds.height <= 0 or bounds.width <= 0:  # a shape being drawn (or collapsed): covers nothing
+        return numpy.zeros(image_shape, dtype=bool)
     item: Graphics.MaskItem
     if shape.get("kind") == "ellipse":
         item = Graphics.EllipseMaskItem(bounds, rotation)
@@ -95,13 +97,18 @@ def describe(shapes: typing.Sequence[typing.Mapping[str, typing.Any]], mask: num
     return f"Region: {', '.join(parts)}; {open_count} of {mask.size} positions open"
 
 
+def set_role(graphic: Graphics.Graphic, role: str) -> None:
+    """Label and colour a shape as a region (green) or an exclusion (red)."""
+    graphic.label = EXCLUDE_LABEL if role == "exclude" else REGION_LABEL
+    graphic.stroke_color = EXCLUDE_COLOR if role == "exclude" else REGION_COLOR
+
+
 def add_shape(display_item: DisplayItem.DisplayItem, role: str) -> Graphics.RectangleGraphic:
     """A rectangle for the user to move and resize: a region (green) or an exclusion (red), centred."""
     graphic = Graphics.RectangleGraphic()
     graphic.bounds = Geometry.FloatRect.from_tlhw(0.3, 0.3, 0.4, 0.4) if role == "region" else \
         Geometry.FloatRect.from_tlhw(0.4, 0.4, 0.2, 0.2)
-    graphic.label = EXCLUDE_LABEL if role == "exclude" else REGION_LABEL
-    graphic.stroke_color = EXCLUDE_COLOR if role == "exclude" else REGION_COLOR
+    set_role(graphic, role)
     display_item.add_graphic(graphic)
     return graphic
 

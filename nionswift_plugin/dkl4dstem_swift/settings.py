@@ -149,6 +149,7 @@ class RunOptions:
     forced: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # measured first, in order
     resume: typing.Any = None                  # dkl4dstem.session.SessionData to continue
     reference: typing.Any = None               # the resumed session's vacuum reference (replaces the panel's)
+    forced_earlier: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # resumed: forced before
 
     @property
     def n_excluded(self) -> int:
