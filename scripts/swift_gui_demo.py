@@ -38,7 +38,7 @@ START = (1545, 858)
 SHOW_MAPS = (1798, 858)
 # Swift's own: menu, toolbar, dock panel close buttons; the survey image fills x 330..1470, y 176..1316
 DKL_MENU, SHOW_PANEL_ITEM = (381, 8), (470, 75)
-POINTER_TOOL, RECTANGLE_TOOL = (33, 51), (96, 74)
+POINTER_TOOL, POINT_TOOL, RECTANGLE_TOOL = (33, 51), (128, 51), (96, 74)
 CLOSE_DOCKS = [(1889, 354), (1889, 272), (1889, 104)]  # Inspector, Info, Histogram (bottom first)
 IMAGE_ORIGIN, IMAGE_SIZE_PX = (330.0, 176.0), 1140.0
 
@@ -139,7 +139,10 @@ def demo(gui: Gui, work: pathlib.Path, steps: int, continue_steps: int | None) -
     gui.click(FORCE_NEXT)
     session = work / "run1.h5"
     gui.type_into(SESSION_FIELD, str(session))
-    gui.click(START, 2.0)
+    gui.click(START, 8.0)
+    gui.click(POINT_TOOL)  # during the run: a point drawn with Swift's point tool, then 'Force next'
+    gui.click(survey_xy(50, 10))
+    gui.click(FORCE_NEXT, 2.0)
     gui.shot("running")
     summary = work / "run1.summary.json"
     wait_for(summary.exists, 600, "the end of the run (run1.summary.json)")

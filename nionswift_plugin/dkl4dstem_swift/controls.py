@@ -50,6 +50,7 @@ class ControlsMixin:
     document_controller: DocumentController.DocumentController
     controller: run_controller.RunController
     message: Model.PropertyModel[str]
+    idle: Model.PropertyModel[bool]
     session_path: Model.PropertyModel[str]
     survey_size: Model.PropertyModel[str]
     seeds: Model.PropertyModel[str]
@@ -281,9 +282,11 @@ class ControlsMixin:
         assert display_item is not None
         self.preview.start(self.controller, display_item, pixel, self.collect_settings(check_session=False),
                            self.__preview_done)
+        self.idle.value = False  # no Start, survey or reference while the probe is out for the preview
         self.preview_text.value = _("Preview: measuring one pattern at ({y}, {x}) ...").format(y=pixel[0], x=pixel[1])
 
     def __preview_done(self, result: preview_module.PreviewResult) -> None:
+        self.idle.value = not self.controller.is_busy
         self.preview_text.value = result.text
         self.message.value = result.text + (_(" Camera stopped, probe released.") if not result.error else "")
 

@@ -334,6 +334,8 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         return display_item
 
     def set_survey(self, display_item: DisplayItem.DisplayItem) -> None:
+        if display_item is not self.controller.survey_display_item:
+            self.pending_forced = list()  # points forced on another survey
         self.controller.survey_display_item = display_item
         shape = display_item.data_item.data_shape if display_item.data_item else None
         self.survey_text.value = f"{display_item.displayed_title} {shape[0]}x{shape[1]}" if shape else _("Survey: none")
