@@ -50,6 +50,7 @@ def run_to_end(tc: typing.Any, handler: panel_module.PanelHandler, timeout_s: fl
 
 class TestRegion(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_run_restricted_to_a_rectangle_measures_only_inside_and_never_in_the_exclusion(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -113,6 +114,7 @@ class TestRegion(SwiftTestCase):
 
 class TestForcedPoint(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_forced_points_are_measured_first_and_next(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -207,6 +209,7 @@ class TestPreview(SwiftTestCase):
 
 class TestContinue(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_continue_an_interrupted_run_from_its_session_file(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
