@@ -3,7 +3,7 @@ open the DKL panel, acquire a usim survey, draw a region and an exclusion on it,
 point, force that point, start a run with a session file, wait for its end, show the maps 2x2.
 Writes OUT/NN-*.png (OUT/screenshot.png is the last one: the docs image) and OUT/swift.log.
 
-    python scripts/swift_gui_demo.py --out /tmp/dkl-gui [--steps 40] [--continue-steps 60] [--keep]
+    python scripts/swift_gui_demo.py --out /tmp/dkl-gui [--steps 40] [--continue-steps 60] [--keep] [--installed]
 
 Needs Xvfb, xdotool, imagemagick (import) and PySide6-Essentials==6.11.3 (see docs/SWIFT.md). The clicks are at
 fixed screen positions of a fresh profile's layout with the window at 1900 x 1380: after a change to the panel's
@@ -165,6 +165,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--continue-steps", type=int, default=None, help="then continue the run to this many steps")
     parser.add_argument("--keep", action="store_true", help="leave Swift and Xvfb running (prints the display)")
+    parser.add_argument("--installed", action="store_true",
+                        help="use the dkl4dstem installed in this Python (default: this checkout, on PYTHONPATH)")
     args = parser.parse_args()
     out = pathlib.Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -179,8 +181,9 @@ def main() -> int:
         subprocess.run([sys.executable, str(ROOT / "tests" / "swift_app" / "make_profile.py"),
                         str(home / ".local" / "share" / "Nion" / "Nion Swift"), str(work / "project")],
                        check=True, capture_output=True, timeout=120)
-        env = dict(os.environ, HOME=str(home), DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb",
-                   PYTHONPATH=os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+        env = dict(os.environ, HOME=str(home), DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb")
+        if not args.installed:
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
         env.pop("XDG_DATA_HOME", None)
         env.pop("XDG_CONFIG_HOME", None)
         log = open(out / "swift.log", "w")

@@ -302,3 +302,34 @@ class TestPreferences(SwiftTestCase):
                 self.assertEqual("50", panel3.handler.steps.value)  # a broken entry: the defaults
             finally:
                 panel3.close()
+
+
+def test_region_mask_rules_rectangles_ellipses_rotation_and_exclusions() -> None:
+    """Pixel centres inside a region are open, inside an exclusion closed; no shapes: no mask."""
+    from nionswift_plugin.dkl4dstem_swift import region
+    assert region.exclude_mask([], (8, 8)) is None
+    rect = {"role": "region", "kind": "rectangle", "top": 0.25, "left": 0.25, "height": 0.5, "width": 0.5}
+    mask = region.exclude_mask([rect], (8, 8))
+    assert (~mask).sum() == 16 and not mask[2:6, 2:6].any() and mask[:2].all()
+    # on 16 x 16 the square (half side 4 px) turned by 45 degrees opens the diamond |dy| + |dx| <= 4 sqrt(2)
+    square = region.exclude_mask([rect], (16, 16))
+    turned = region.exclude_mask([dict(rect, rotation=0.7853981633974483)], (16, 16))
+    assert square[7, 3] and not turned[7, 3]  # beside the square's edge, inside the diamond
+    assert not square[4, 4] and turned[4, 4]  # the square's corner pixel, outside the diamond
+    ellipse = region.exclude_mask([dict(rect, kind="ellipse")], (8, 8))
+    assert ellipse[2, 2] and not ellipse[3, 3]  # the corner pixel of the bounds is outside the ellipse
+    excluded = region.exclude_mask([rect, {"role": "exclude", "kind": "rectangle", "top": 0.25, "left": 0.25,
+                                           "height": 0.25, "width": 0.25}], (8, 8))
+    assert (~excluded).sum() == 12 and excluded[2:4, 2:4].all()
+    drawing = {"role": "exclude", "kind": "rectangle", "top": 0.5, "left": 0.5, "height": 0.0, "width": 0.0}
+    assert (~region.exclude_mask([rect, drawing], (8, 8))).sum() == 16  # a shape being drawn covers nothing
+    assert region.is_exclude("Exclude: hole") and not region.is_exclude("region")
+
+
+def test_estimate_text_counts_points_fraction_beam_and_run_time() -> None:
+    from nionswift_plugin.dkl4dstem_swift import estimate
+    text = estimate.estimate_text(60, 1024, 4096, 5.0)
+    assert "60 patterns of 1,024 open positions" in text and "1.5 % of the 4,096-pixel survey" in text
+    assert "beam on 0.3 s (60 x 5 ms)" in text and "~25 ms per point" in text
+    assert "~40 ms per point" in estimate.estimate_text(60, 4096, 4096, 5.0, per_point_ms=40.0)
+    assert "more points than the 50 open positions" in estimate.estimate_text(60, 50, 4096, 5.0)
