@@ -330,6 +330,6 @@ def test_estimate_text_counts_points_fraction_beam_and_run_time() -> None:
     from nionswift_plugin.dkl4dstem_swift import estimate
     text = estimate.estimate_text(60, 1024, 4096, 5.0)
     assert "60 patterns of 1,024 open positions" in text and "1.5 % of the 4,096-pixel survey" in text
-    assert "beam on 0.3 s (60 x 5 ms)" in text and "~25 ms per point" in text
+    assert "dose: beam on 0.3 s (60 x 5 ms)" in text and "~25 ms per point" in text
     assert "~40 ms per point" in estimate.estimate_text(60, 4096, 4096, 5.0, per_point_ms=40.0)
     assert "more points than the 50 open positions" in estimate.estimate_text(60, 50, 4096, 5.0)

@@ -224,7 +224,8 @@ class ControlsMixin:
 
     def collect_options(self, display_item: DisplayItem.DisplayItem) -> settings_module.RunOptions:
         """The region and exclusions drawn on the survey and the points forced before Start, checked."""
-        shape = self.survey_shape()
+        data_shape = display_item.data_item.data_shape if display_item.data_item else None
+        shape = (int(data_shape[0]), int(data_shape[1])) if data_shape and len(data_shape) == 2 else self.survey_shape()
         shapes = region_module.shapes_on(display_item)
         mask = region_module.exclude_mask(shapes, shape)
         if mask is not None and bool(mask.all()):

@@ -17,7 +17,7 @@ def estimate_text(n_points: int, n_open: int, n_survey: int, exposure_ms: float,
     run_s = n_points * per_point / 1000.0
     where = f"of {n_open:,} open positions, " if n_open < n_survey else ""
     text = (f"Estimate: {n_points:,} patterns {where}{100.0 * n_points / n_survey:.2g} % of the {n_survey:,}-pixel "
-            f"survey; beam on {_duration(beam_s)} ({n_points} x {exposure_ms:g} ms); run about {_duration(run_s)} "
+            f"survey; dose: beam on {_duration(beam_s)} ({n_points} x {exposure_ms:g} ms); run about {_duration(run_s)} "
             f"(~{per_point:.0f} ms per point)")
     if n_points > n_open:
         text += f"; ⚠ more points than the {n_open} open positions"
