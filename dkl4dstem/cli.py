@@ -155,8 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
                                 session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key})
-        result = _run_interruptible(experiment, recorder)
-        truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
+        with instrument.held_open():  # the experiment closes its instrument; the truth still reads the file
+            result = _run_interruptible(experiment, recorder)
+            truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
         summary = outputs.write_run_outputs(args.out, survey.image, config, result, recorder, truth,
                                             data_path=args.data)
     finally:
