@@ -46,6 +46,16 @@ def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str
 positive_int = _number(int, 0, inclusive=False)
 count = _number(int, 0, inclusive=True)
 nonnegative_float = _number(float, 0.0, inclusive=True)
+positive_float = _number(float, 0.0, inclusive=False)
+READER_OPTIONS = ("scan_shape", "nm_per_px", "mrad_per_px", "semiangle_mrad", "reference")
+
+
+def _reader_options(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """open_replay keywords from the calibration flags."""
+    from dkl4dstem.readers.base import parse_scan_shape
+    options = {name: getattr(args, name, None) for name in READER_OPTIONS}
+    options["scan_shape"] = parse_scan_shape(options["scan_shape"])
+    return options
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +65,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="scalarizer parameter, e.g. --param outer_mrad=20 (repeatable)")
     parser.add_argument("--window", type=positive_int, default=None, help="HAADF patch width in px (default 12)")
     parser.add_argument("--seed", type=count, default=None, help="random seed (default 0)")
-    parser.add_argument("--data-key", default=None, help="dataset path inside an HDF5 file / array name in .npz")
+    parser.add_argument("--data-key", default=None, help="dataset path inside an HDF5 file / array name in .npz "
+                        "(default: the file's only 4D dataset)")
+    files = parser.add_argument_group("calibration (overrides or completes the file's metadata)")
+    files.add_argument("--scan-shape", default=None, metavar="Y,X", help="scan of a flat frame stack "
+                       "(n, det_y, det_x): DECTRIS/ARINA master, Merlin .mib, EMPAD .raw, 3D .npy / HDF5")
+    files.add_argument("--nm-per-px", type=positive_float, default=None, metavar="NM",
+                       help="scan step in nm (survey scale bar)")
+    files.add_argument("--mrad-per-px", type=positive_float, default=None, metavar="MRAD",
+                       help="detector pixel in mrad (angular scalarizers: com_*, bragg_distance, v*f radii)")
+    files.add_argument("--semiangle-mrad", type=positive_float, default=None, metavar="MRAD",
+                       help="probe convergence semi-angle in mrad (default radii of vbf / vabf / vadf)")
+    files.add_argument("--reference", default=None, metavar="FILE[:KEY]", help="vacuum pattern: a 2D array "
+                       "(.npy, .npz key, HDF5 dataset, Swift .ndata) or a vacuum scan in any readable format (mean)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: by core count)")
 
 
@@ -133,13 +155,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         session = read_session(os.path.join(args.resume, "session.h5"))
         args.data = args.data or session.settings.get("data")
         args.data_key = args.data_key or session.settings.get("data_key")
+        for name in READER_OPTIONS:  # the run continues on the same data with the same calibrations
+            if getattr(args, name, None) is None:
+                setattr(args, name, session.settings.get(name))
         args.out = args.out or args.resume
     if not args.data:
         raise InputError("run needs a DATA file (or --resume DIR)")
     if not args.out:
         raise InputError("run needs --out DIR")
     config = _config(args, session.settings if session else None)
-    instrument = open_replay(args.data, args.data_key)
+    instrument = open_replay(args.data, args.data_key, **_reader_options(args))
     try:
         if instrument.data.nbytes <= CHECK_FINITE_BYTES:
             check_finite(instrument.data)
@@ -154,12 +179,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
-                                session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key})
+                                session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key,
+                                                  **{name: getattr(args, name, None) for name in READER_OPTIONS}})
         with instrument.held_open():  # the experiment closes its instrument; the truth still reads the file
             result = _run_interruptible(experiment, recorder)
             truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
         summary = outputs.write_run_outputs(args.out, survey.image, config, result, recorder, truth,
-                                            data_path=args.data)
+                                            data_path=args.data, instrument=instrument)
     finally:
         instrument.close()
     outputs.print_summary(summary, sys.stdout)
@@ -202,7 +228,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     config = _config(argparse.Namespace(**{**vars(args), "seeds": None, "steps": None, "acquisition": None,
                                            "xi": None, "beta": None, "minimize": None,
                                            "exact_posterior": None, "noiseless_acquisition": None}), None)
-    instrument = open_replay(args.data, args.data_key)
+    instrument = open_replay(args.data, args.data_key, **_reader_options(args))
     try:
         survey = instrument.survey()
         if config.window >= min(survey.shape):

@@ -85,7 +85,8 @@ def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maxi
 
 
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
-                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
+                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str,
+                      instrument: ReplayInstrument | None = None) -> dict[str, typing.Any]:
     n_measured = len(result.visited)
     summary: dict[str, typing.Any] = {
         "scalarizer": config.scalarizer, "scalarizer_params": config.scalarizer_params, "units": result.units,
@@ -102,6 +103,8 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         "median_step_seconds": _median(result.step_seconds),
         "excluded": [list(p) for p in result.excluded], "stopped": result.stopped, "error": result.error,
     }
+    if instrument is not None:
+        summary.update(instrument_summary(instrument))
     if truth is not None:
         summary["truth_best_value"] = float(numpy.nanmax(truth) if config.maximize else numpy.nanmin(truth))
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
@@ -115,6 +118,17 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         summary["figures"] = figures.run_figure(out, survey, result.visited, config.seeds, final, recorder.snapshots,
                                                 result.units, config.scalarizer, truth)
     return summary
+
+
+def instrument_summary(instrument: ReplayInstrument) -> dict[str, typing.Any]:
+    """The data's format, calibrations and where each came from (file metadata, a flag, or unknown)."""
+    calibration = instrument.calibration()
+    return {"file_format": instrument.file_format, "survey_name": instrument.survey_name,
+            "scan_shape": list(instrument.scan_shape), "detector_shape": list(instrument.detector_shape),
+            "calibration": {"nm_per_px": instrument.nm_per_px, "mrad_per_px": calibration.mrad_per_px,
+                            "semiangle_mrad": calibration.semiangle_mrad,
+                            "has_reference": calibration.reference is not None},
+            "calibration_sources": instrument.calibration_sources}
 
 
 def _median(values: list[float]) -> float | None:

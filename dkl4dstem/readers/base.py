@@ -166,16 +166,19 @@ class RawFrames:
     """Fixed-stride frames in a binary file (Merlin .mib, EMPAD .raw) read with pread: nothing stays resident.
 
     Frame k's pixels start at `offset + k * stride + header`; `raw_shape` rows x cols of `dtype`, of which the
-    first `shape[1]` rows are kept (EMPAD appends two rows of per-frame metadata)."""
+    first `shape[1]` rows are kept (EMPAD appends two rows of per-frame metadata); `flip_rows` for cameras that
+    store rows bottom-up (Merlin)."""
 
     def __init__(self, path: str, n_frames: int, raw_shape: tuple[int, int], dtype: typing.Any, *,
-                 offset: int = 0, header: int = 0, stride: int | None = None, keep_rows: int | None = None) -> None:
+                 offset: int = 0, header: int = 0, stride: int | None = None, keep_rows: int | None = None,
+                 flip_rows: bool = False) -> None:
         self.path = path
         self.dtype = numpy.dtype(dtype)
         self.raw_shape = raw_shape
         self.frame_bytes = raw_shape[0] * raw_shape[1] * self.dtype.itemsize
         self.stride = stride or header + self.frame_bytes
         self.offset, self.header = offset, header
+        self.flip_rows = flip_rows
         self.shape = (n_frames, keep_rows or raw_shape[0], raw_shape[1])
         self.nbytes = int(numpy.prod(self.shape)) * self.dtype.itemsize
         self._fd: int | None = os.open(path, os.O_RDONLY)
@@ -195,7 +198,8 @@ class RawFrames:
             done += got
         frames = numpy.ndarray((count, *self.raw_shape), dtype=self.dtype, buffer=buffer, offset=self.header,
                                strides=(self.stride, self.raw_shape[1] * self.dtype.itemsize, self.dtype.itemsize))
-        return frames[:, :self.shape[1]]
+        frames = frames[:, :self.shape[1]]
+        return frames[:, ::-1] if self.flip_rows else frames
 
     def __getitem__(self, key: typing.Any) -> numpy.ndarray:
         if isinstance(key, (int, numpy.integer)):

@@ -33,7 +33,8 @@ def open_mib(path: str, scan_shape: tuple[int, int] | None) -> Opened:
     n_frames = os.path.getsize(path) // frame_bytes
     if n_frames < 1:
         raise InputError(f"{path}: no complete frame")
-    frames = RawFrames(path, n_frames, (height, width), dtype, header=header)
+    # Merlin stores rows bottom-up: flipped as rosettasciio / py4DSTEM show them
+    frames = RawFrames(path, n_frames, (height, width), dtype, header=header, flip_rows=True)
     try:
         data = ScanView(frames, scan_shape_for(n_frames, scan_shape, path))
     except BaseException:
