@@ -3,24 +3,41 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import re
 import signal
 import sys
+import textwrap
 import threading
 import typing
 
 import numpy
 
 from dkl4dstem import __version__
-from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
-from dkl4dstem.groundtruth import check_finite
-from dkl4dstem.replay import open_replay
-from dkl4dstem.session import SessionData, read_session
 
-if typing.TYPE_CHECKING:  # torch, gpytorch and matplotlib load only once the input has been checked
+if typing.TYPE_CHECKING:  # torch, gpytorch, scipy and matplotlib load only once a run starts: --help is instant
     from dkl4dstem import outputs
+    from dkl4dstem.config import ExperimentConfig
     from dkl4dstem.experiment import Experiment, ExperimentResult
+    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.session import SessionData
+
+
+def open_replay(*args: typing.Any, **kwargs: typing.Any) -> ReplayInstrument:
+    from dkl4dstem import replay
+    return replay.open_replay(*args, **kwargs)
+
+
+def read_session(path: str) -> SessionData:
+    from dkl4dstem import session
+    return session.read_session(path)
+
+
+def check_finite(data: typing.Any) -> None:
+    from dkl4dstem import groundtruth
+    groundtruth.check_finite(data)
 
 DEMO_DATA = "graphene_si.npz"
 CHECK_FINITE_BYTES = 4 << 30  # larger files are checked pattern by pattern as they are measured
@@ -86,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dkl4dstem {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data")
-    run.add_argument("data", nargs="?", help=".npy / .npz / .h5 4D-STEM data (optional with --resume)")
+    run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=scalarizer_help())
+    run.add_argument("data", nargs="?", help="4D-STEM file (optional with --resume): .npy .npz, HDF5 (.h5 .hdf5, "
+                     "py4DSTEM/emdfile .emd, Nion Swift .h5, DECTRIS master), Swift .ndata, HyperSpy .hspy .zspy, "
+                     "Merlin .mib, EMPAD .raw/.xml, Gatan .dm3/.dm4 and Velox .emd (extra io)")
     run.add_argument("--out", default=None, help="output folder (summary.json, session.h5, figures)")
     _add_model_options(run)
     run.add_argument("--seeds", type=positive_int, default=None, help="random seed points (default 10)")
@@ -103,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noiseless-acquisition", action="store_true", default=None,
                      help="EI / UCB on the noiseless latent function (the paper's) instead of the next measurement")
     run.add_argument("--no-truth", action="store_true", help="skip the ground-truth map from all patterns")
+    run.add_argument("--survey-dose-ratio", type=nonnegative_float, default=0.01, metavar="R",
+                     help="dose of one survey pixel relative to one diffraction pattern, for the printed dose "
+                     "(default 0.01: a 10 us HAADF dwell vs a 1 ms camera frame at the same current)")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
     rec = sub.add_parser("reconstruct", help="paper Fig. 3: DKL maps from random subsets vs the full-data truth")
@@ -120,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def scalarizer_help() -> str:
+    """The scalarizers with their units and parameters, for `run --help`."""
+    from dkl4dstem import scalarizers
+    lines = ["scalarizers (--scalarizer NAME, parameters with --param NAME=VALUE):"]
+    for name in scalarizers.available_scalarizers():
+        try:
+            item = scalarizers.get_scalarizer(name)
+        except Exception as exc:  # a broken third-party entry point must not break --help
+            lines.append(f"  {name}: cannot be loaded ({type(exc).__name__})")
+            continue
+        units = item.units + (" (px without --mrad-per-px)" if item.units == "mrad" else "")
+        params = ", ".join(f"{key}={'auto' if math.isnan(value) else f'{value:g}'}"
+                           for key, value in item.params.items())
+        lines.append(f"  {name} [{units}]" + (f"  params: {params}" if params else "")
+                     + ("  (needs --reference)" if item.requires_reference else ""))
+        first = re.split(r"\.\s+(?=[A-Z])", (item.description or "").strip())[0].rstrip(".")
+        lines += textwrap.wrap(first, width=100, initial_indent="      ", subsequent_indent="      ")
+    lines.append("  package.module:function  your own f(pattern, calibration, **params) -> float")
+    lines.append("  *_mrad radii: mrad (px without --mrad-per-px); auto = from --semiangle-mrad or the reference disc")
+    return "\n".join(lines)
+
+
 def _params(items: list[str]) -> dict[str, float]:
     params = {}
     for item in items:
@@ -131,6 +176,7 @@ def _params(items: list[str]) -> dict[str, float]:
 
 
 def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> ExperimentConfig:
+    from dkl4dstem.config import ExperimentConfig
     fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
     values: dict[str, typing.Any] = {k: v for k, v in (stored or {}).items() if k in fields}
     if "hidden" in values:
@@ -185,7 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = _run_interruptible(experiment, recorder)
             truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
         summary = outputs.write_run_outputs(args.out, survey.image, config, result, recorder, truth,
-                                            data_path=args.data, instrument=instrument)
+                                            data_path=args.data, instrument=instrument,
+                                            survey_dose_ratio=args.survey_dose_ratio)
     finally:
         instrument.close()
     outputs.print_summary(summary, sys.stdout)
@@ -238,7 +285,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         instrument.close()
     results = reconstruct(survey.image, truth, fractions, window=config.window, seed=config.seed,
                           iterations=args.iterations, config=config, progress=lambda m: print(m, file=sys.stderr))
-    outputs.write_reconstruct_outputs(args.out, survey.image, truth, config, results, instrument.calibration())
+    outputs.write_reconstruct_outputs(args.out, survey.image, truth, config, results, instrument.calibration(),
+                                      instrument)
     for item in results:
         print(f"fraction {item.fraction:g}: {item.n_points} points, NRMSE {item.nrmse:.4f}")
     return 0

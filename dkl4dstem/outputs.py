@@ -6,10 +6,11 @@ import math
 import os
 import typing
 
+import h5py
 import numpy
 from tqdm import tqdm
 
-from dkl4dstem import figures
+from dkl4dstem import export, figures
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig, ExperimentResult, StepEvent
@@ -74,19 +75,40 @@ def _clean(value: typing.Any) -> typing.Any:
 def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maximize: bool,
                       percent: float = 1.0) -> int | None:
     """Number of measurements (seeds included) until a position in the truth's top percent is measured."""
+    hits = _top_hits(visited, truth, maximize, percent)
+    return next((k + 1 for k, hit in enumerate(hits) if hit), None)
+
+
+def first_top_percent_dkl(visited: list[tuple[int, int]], phases: list[str], truth: numpy.ndarray,
+                          maximize: bool, percent: float = 1.0) -> int | None:
+    """The same counted among the DKL-chosen steps only (1 = the first step): a random seed can hit by luck."""
+    hits = _top_hits(visited, truth, maximize, percent)
+    steps = [hit for hit, phase in zip(hits, phases) if phase != "seed"]
+    return next((k + 1 for k, hit in enumerate(steps) if hit), None)
+
+
+def _top_hits(visited: list[tuple[int, int]], truth: numpy.ndarray, maximize: bool, percent: float) -> list[bool]:
     finite = truth[numpy.isfinite(truth)]
     if maximize:
         threshold = numpy.quantile(finite, 1 - percent / 100)
-        hits = [truth[y, x] >= threshold for y, x in visited]
-    else:
-        threshold = numpy.quantile(finite, percent / 100)
-        hits = [truth[y, x] <= threshold for y, x in visited]
-    return next((k + 1 for k, hit in enumerate(hits) if hit), None)
+        return [bool(truth[y, x] >= threshold) for y, x in visited]
+    threshold = numpy.quantile(finite, percent / 100)
+    return [bool(truth[y, x] <= threshold) for y, x in visited]
+
+
+def dose_summary(n_measured: int, n_candidates: int, survey_dose_ratio: float) -> dict[str, typing.Any]:
+    """Dose relative to a full 4D scan: patterns at the measured positions plus the survey at every position
+    (each survey pixel costs `survey_dose_ratio` of a pattern's dose: dwell x beam current ratio)."""
+    fraction = (n_measured + survey_dose_ratio * n_candidates) / n_candidates
+    return {"survey_dose_ratio": survey_dose_ratio, "dose_fraction": fraction,
+            "dose_reduction_with_survey": 1 / fraction if fraction > 0 else None}
 
 
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
                       recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str,
-                      instrument: ReplayInstrument | None = None) -> dict[str, typing.Any]:
+                      instrument: ReplayInstrument | None = None,
+                      survey_dose_ratio: float = 0.0) -> dict[str, typing.Any]:
+    """summary.json, maps.npz, results.emd and the figures (see docs for every key and file)."""
     n_measured = len(result.visited)
     summary: dict[str, typing.Any] = {
         "scalarizer": config.scalarizer, "scalarizer_params": config.scalarizer_params, "units": result.units,
@@ -96,7 +118,8 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         "visited": [list(p) for p in result.visited], "values": result.values, "phases": result.phases,
         "best_value": result.best_value, "best_position": list(result.best_position) if result.best_position else None,
         "n_measured": n_measured, "fraction_measured": n_measured / result.n_candidates,
-        "dose_reduction": result.n_candidates / n_measured if n_measured else None,
+        "dose_reduction": result.n_candidates / n_measured if n_measured else None,  # patterns only
+        **dose_summary(n_measured, result.n_candidates, survey_dose_ratio),
         "decision_seconds": result.decision_seconds, "step_seconds": result.step_seconds,
         "training_seconds": result.training_seconds, "instrument_seconds": result.instrument_seconds,
         "median_decision_seconds": _median(result.decision_seconds),
@@ -108,16 +131,52 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
     if truth is not None:
         summary["truth_best_value"] = float(numpy.nanmax(truth) if config.maximize else numpy.nanmin(truth))
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
+        summary["first_top1_dkl_step"] = first_top_percent_dkl(result.visited, result.phases, truth,
+                                                               config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
     with open(os.path.join(out, "summary.json"), "w") as file:
         json.dump(_clean(summary), file, indent=1)
+    final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
+    shape = tuple(int(n) for n in survey.shape)
+    summary["files"] = [export.write_maps_npz(os.path.join(out, "maps.npz"), shape, final, result.visited, truth)]
+    summary["files"].append(_write_emd(out, survey, final, truth, result, summary, instrument))
     if result.prediction is not None:
-        final = {"prediction": result.prediction, "uncertainty": result.uncertainty,
-                 "acquisition": result.acquisition}
-        summary["figures"] = figures.run_figure(out, survey, result.visited, config.seeds, final, recorder.snapshots,
-                                                result.units, config.scalarizer, truth)
+        summary["figures"] = _run_figures(out, survey, config, result, recorder, truth, summary)
     return summary
+
+
+def _write_emd(out: str, survey: numpy.ndarray, final: dict[str, typing.Any], truth: numpy.ndarray | None,
+               result: ExperimentResult, summary: dict[str, typing.Any], instrument: ReplayInstrument | None) -> str:
+    patterns = None
+    session_path = os.path.join(out, "session.h5")
+    if os.path.exists(session_path):
+        with h5py.File(session_path, "r") as session:
+            stored = session["points/pattern"]
+            patterns = stored[:min(len(result.visited), stored.shape[0])]
+    calibration = instrument.calibration() if instrument is not None else None
+    return export.write_emd(
+        os.path.join(out, "results.emd"), survey=survey, maps=final, truth=truth, visited=result.visited,
+        values=result.values, phases=result.phases, patterns=patterns, units=result.units,
+        nm_per_px=instrument.nm_per_px if instrument is not None else None,
+        mrad_per_px=calibration.mrad_per_px if calibration else None,
+        semiangle_mrad=calibration.semiangle_mrad if calibration else None,
+        info=_clean({k: v for k, v in summary.items() if k not in ("decision_seconds", "step_seconds",
+                                                                    "training_seconds", "instrument_seconds")}))
+
+
+def _run_figures(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
+                 recorder: RunRecorder, truth: numpy.ndarray | None, summary: dict[str, typing.Any]) -> list[str]:
+    style = {"survey_name": summary.get("survey_name", "survey"),
+             "nm_per_px": (summary.get("calibration") or {}).get("nm_per_px"), "acquisition": config.acquisition}
+    final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
+    written = [figures.save_png(figures.overview_figure(survey, result.visited, config.seeds, final, result.units,
+                                                        config.scalarizer, truth, nrmse=summary.get("nrmse"),
+                                                        **style), os.path.join(out, "overview.png"))]
+    if recorder.snapshots:
+        written.append(figures.save_png(figures.steps_figure(survey, config.seeds, recorder.snapshots, result.units,
+                                                             **style), os.path.join(out, "steps.png"), dpi=90))
+    return written
 
 
 def instrument_summary(instrument: ReplayInstrument) -> dict[str, typing.Any]:
@@ -142,26 +201,59 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
     where = summary["best_position"]
     print(f"best {summary['scalarizer']}: {best:.4g} {summary['units']} at (y, x) = {tuple(where) if where else None}"
           if best is not None and math.isfinite(best) else "best: no usable value", file=stream)
-    print(f"measured {summary['n_measured']} of {summary['n_candidates']} positions "
-          f"({100 * summary['fraction_measured']:.1f}%), dose reduction x{summary['dose_reduction'] or 0:.1f}",
+    n, total = summary["n_measured"], summary["n_candidates"]
+    print(f"measured {n} of {total} positions ({100 * summary['fraction_measured']:.1f}%): "
+          f"{summary['seeds']} random seeds + {max(0, n - summary['seeds'])} DKL steps", file=stream)
+    ratio = summary.get("survey_dose_ratio", 0.0)
+    print(f"dose vs a full 4D scan: {100 * summary['dose_fraction']:.1f}% including the survey at every position "
+          f"(survey pixel = {ratio:g} of a pattern's dose, --survey-dose-ratio), dose reduction "
+          f"x{summary['dose_reduction_with_survey'] or 0:.1f} (patterns alone x{summary['dose_reduction'] or 0:.1f})",
           file=stream)
-    if summary.get("first_top1_measurement"):
-        print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
+    if summary.get("survey_name"):
+        print(f"survey: {summary['survey_name']}", file=stream)
+    if "first_top1_measurement" in summary:
+        first, dkl = summary.get("first_top1_measurement"), summary.get("first_top1_dkl_step")
+        seeds = summary["seeds"]
+        where = "never" if first is None else f"measurement {first}" + (" (a random seed)" if first <= seeds else "")
+        chosen = "no DKL step" if dkl is None else f"DKL step {dkl} (measurement {seeds + dkl})"
+        print(f"first top-1% position of the ground truth: {where}; first chosen by the model: {chosen}", file=stream)
+    if summary.get("nrmse") is not None:
+        print(f"map NRMSE vs the ground truth: {summary['nrmse']:.3f} (1.0 = no better than its mean)", file=stream)
+    sources = summary.get("calibration_sources")
+    if sources:
+        print("calibration: " + "; ".join(f"{key} {_calibration_value(summary, key)} from {source}"
+                                          for key, source in sources.items() if key != "survey"), file=stream)
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
+    if summary.get("files"):
+        print("results: " + ", ".join(summary["files"]), file=stream)
     if summary.get("figures"):
         print("figures: " + ", ".join(summary["figures"]), file=stream)
 
 
+def _calibration_value(summary: dict[str, typing.Any], key: str) -> str:
+    value = (summary.get("calibration") or {}).get(key if key != "reference" else "has_reference")
+    if isinstance(value, bool):
+        return "(given)" if value else "(none)"
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def write_reconstruct_outputs(out: str, survey: numpy.ndarray, truth: numpy.ndarray, config: ExperimentConfig,
-                              results: list[Reconstruction], calibration: DetectorCalibration) -> None:
+                              results: list[Reconstruction], calibration: DetectorCalibration,
+                              instrument: ReplayInstrument | None = None) -> None:
     os.makedirs(out, exist_ok=True)
     units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(calibration)
-    figures.reconstruct_figure(out, survey, truth, [r.fraction for r in results], [r.prediction for r in results],
-                               [r.nrmse for r in results], units, config.scalarizer)
+    style: dict[str, typing.Any] = {}
+    if instrument is not None:
+        style = {"survey_name": instrument.survey_name, "nm_per_px": instrument.nm_per_px}
+    figures.save_png(figures.reconstruct_figure(survey, truth, [r.fraction for r in results],
+                                                [r.prediction for r in results], [r.nrmse for r in results], units,
+                                                config.scalarizer, **style), os.path.join(out, "reconstruct.png"))
     payload = {"scalarizer": config.scalarizer, "window": config.window, "seed": config.seed,
                "fractions": [r.fraction for r in results], "n_points": [r.n_points for r in results],
                "nrmse": [r.nrmse for r in results]}
+    if instrument is not None:
+        payload.update(instrument_summary(instrument))
     with open(os.path.join(out, "reconstruct.json"), "w") as file:
         json.dump(_clean(payload), file, indent=1)
 

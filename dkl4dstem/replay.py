@@ -23,6 +23,7 @@ from dkl4dstem.readers.base import ScanView, scan_shape_for
 from dkl4dstem.survey import Survey, validate_survey
 
 SUFFIXES = readers.SUFFIXES
+VIRTUAL_ADF = "virtual ADF computed from the 4D data"
 
 
 class ReplayInstrument:
@@ -59,7 +60,7 @@ class ReplayInstrument:
         self._calibration = DetectorCalibration(reference, mrad_per_px, semiangle_mrad)
         self.nm_per_px = nm_per_px
         self.calibration_sources = dict(calibration_sources or {})
-        self.survey_name = survey_name or "virtual ADF computed from the 4D data"
+        self.survey_name = survey_name or VIRTUAL_ADF
         self.file_format = file_format
         self.measure_count = 0
         self._held = 0
@@ -187,7 +188,7 @@ def _open(path: str, data_key: str | None, scan_shape: tuple[int, int] | None) -
                 raise InputError(f"{path}: no array {key!r} (has: {', '.join(npz.files)})")
             arrays = {name: npz[name] for name in npz.files}
         opened = readers.Opened(_stack(arrays[key], scan_shape, path), ".npz", survey=arrays.get("survey"),
-                                survey_name="survey (from the file)" if "survey" in arrays else None,
+                                survey_name="survey image from the file" if "survey" in arrays else None,
                                 reference=arrays.get("reference"))
         if opened.reference is not None:
             opened.sources["reference"] = "file (reference)"

@@ -105,7 +105,7 @@ def _plain(item: h5py.Dataset, path: str, scan_shape: tuple[int, int] | None) ->
     opened = Opened(_as_4d(item, path, scan_shape), "HDF5")
     group = item.parent
     if isinstance(group.get("survey"), h5py.Dataset) and group["survey"].ndim == 2:
-        opened.survey, opened.survey_name = group["survey"][()], f"survey ({group['survey'].name})"
+        opened.survey, opened.survey_name = group["survey"][()], f"survey image from the file ({group['survey'].name})"
     if isinstance(group.get("reference"), h5py.Dataset):
         opened.reference = group["reference"][()]
         opened.sources["reference"] = f"file ({group['reference'].name})"
