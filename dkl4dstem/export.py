@@ -41,7 +41,7 @@ def write_maps_npz(path: str, shape: tuple[int, int], maps: typing.Mapping[str, 
     arrays["measured"] = measured_mask(shape, visited)
     if truth is not None:
         arrays["truth"] = numpy.asarray(truth, dtype=numpy.float64)
-    numpy.savez_compressed(path, **arrays)
+    numpy.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as bool
     return path
 
 

@@ -42,7 +42,8 @@ def scale_bar(axis: Axes, width_px: int, nm_per_px: float | None, color: str = "
         return
     length_nm = _nice_length(width_px * nm_per_px)
     length_px = length_nm / nm_per_px
-    height, width = axis.images[0].get_array().shape if axis.images else (width_px, width_px)
+    shown = axis.images[0].get_array() if axis.images else None
+    height, width = shown.shape[:2] if shown is not None else (width_px, width_px)
     y = height - 1.5 - 0.04 * height
     x = 0.04 * width - 0.5
     axis.plot([x, x + length_px], [y, y], color=color, linewidth=3, solid_capstyle="butt")

@@ -138,7 +138,7 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
     with open(os.path.join(out, "summary.json"), "w") as file:
         json.dump(_clean(summary), file, indent=1)
     final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
-    shape = tuple(int(n) for n in survey.shape)
+    shape = (int(survey.shape[0]), int(survey.shape[1]))
     summary["files"] = [export.write_maps_npz(os.path.join(out, "maps.npz"), shape, final, result.visited, truth)]
     summary["files"].append(_write_emd(out, survey, final, truth, result, summary, instrument))
     if result.prediction is not None:

@@ -80,8 +80,8 @@ def calibrate_axes(opened: Opened, axes: typing.Sequence[tuple[float, str]], whe
     scale, units = axes[3]
     factor = mrad_per_unit(units, energy_ev)
     if factor is not None:
-        opened.set("mrad_per_px", abs(scale) * factor, f"{where} (detector axis {scale:g} {units}"
-                   + (f", {energy_ev / 1e3:g} kV" if _unit_key(units) in _INVERSE_NM else "") + ")")
+        energy = f", {energy_ev / 1e3:g} kV" if energy_ev and _unit_key(units) in _INVERSE_NM else ""
+        opened.set("mrad_per_px", abs(scale) * factor, f"{where} (detector axis {scale:g} {units}{energy})")
 
 
 def find_number(tree: typing.Any, names: typing.Iterable[str]) -> tuple[str, float] | None:
