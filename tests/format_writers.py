@@ -258,6 +258,35 @@ def dectris(arrays: dict[str, typing.Any], folder: str) -> Case:
                 scale=COUNTS, writer="h5py (DECTRIS NeXus master + external links)")
 
 
+def velox(arrays: dict[str, typing.Any], folder: str) -> Case:
+    """Thermo Fisher Velox EMD (no public writer): camera frames as Data/Image/<uuid>/Data (y, x, frame), one
+    chunk per frame, JSON metadata as a uint8 column per frame, camera calibrated in 1/nm; rosettasciio reads it."""
+    frames = arrays["data"].reshape(-1, *arrays["data"].shape[2:])
+    mrad = float(arrays["mrad_per_px"])
+    per_nm = mrad / (wavelength_nm(ENERGY_EV) * 1e3)
+    per_m = str(float(per_nm * 1e9))
+    metadata = {"BinaryResult": {"PixelSize": {"width": per_m, "height": per_m},
+                                 "PixelUnitX": "1/m", "PixelUnitY": "1/m", "Offset": {"x": "0", "y": "0"},
+                                 "DetectorIndex": "0"},
+                "Scan": {"FrameTime": "0.001"},
+                "Optics": {"AccelerationVoltage": str(ENERGY_EV), "BeamConvergence": str(SEMIANGLE_MRAD / 1e3)},
+                "Detectors": {"Detector-0": {"DetectorName": "Ceta", "ExposureTime": "0.001"}},
+                "Core": {"MetadataDefinitionVersion": "7.9", "MetadataSchemaVersion": "v1/2013/07"},
+                "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "1764500000"}},
+                "Instrument": {"InstrumentClass": "Talos", "InstrumentModel": "Talos F200X"}}
+    text = numpy.frombuffer(json.dumps(metadata).encode(), dtype="u1")
+    path = os.path.join(folder, "graphene_velox.emd")
+    with h5py.File(path, "w") as file:
+        file.create_dataset("Version", data=numpy.array([json.dumps({"format": "Velox", "version": 11}).encode()]))
+        group = file.create_group("Data/Image/6f3c1b2a9d8e4f7a")
+        group.create_dataset("Data", data=numpy.moveaxis(frames, 0, -1), chunks=(*frames.shape[1:], 1))
+        column = numpy.zeros((len(text) + 16, len(frames)), dtype="u1")
+        column[:len(text)] = text[:, None]
+        group.create_dataset("Metadata", data=column)
+    return Case(path, ["--scan-shape", "32,32", "--nm-per-px", str(NM_PER_PX)],
+                {"mrad_per_px": mrad, "semiangle_mrad": SEMIANGLE_MRAD}, writer="h5py (Velox EMD layout)")
+
+
 def flat_hdf5(arrays: dict[str, typing.Any], folder: str) -> Case:
     path = os.path.join(folder, "frames.h5")
     with h5py.File(path, "w") as file:
@@ -269,9 +298,9 @@ def flat_hdf5(arrays: dict[str, typing.Any], folder: str) -> Case:
 
 WRITERS: dict[str, typing.Callable[[dict[str, typing.Any], str], Case]] = {
     "emd": emd, "swift_h5": swift_h5, "swift_ndata": swift_ndata, "hspy": hspy, "zspy": zspy, "mib": mib,
-    "empad": empad, "dm4": dm4, "dectris": dectris, "flat_hdf5": flat_hdf5,
+    "empad": empad, "dm4": dm4, "dectris": dectris, "flat_hdf5": flat_hdf5, "velox": velox,
 }
-NEEDS = {"zspy": "zarr", "dm4": "rsciio"}  # optional libraries (extra `io`) a format's reader or writer needs
+NEEDS = {"zspy": "zarr", "dm4": "rsciio", "velox": "rsciio"}  # optional libraries (extra `io`) a format's reader or writer needs
 
 
 def to_json(case: Case) -> str:

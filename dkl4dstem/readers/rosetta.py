@@ -1,5 +1,6 @@
 """Formats read through rosettasciio (optional extra `pip install 'dkl4dstem[io]'`): Gatan `.dm3`/`.dm4` and
-Thermo Fisher Velox `.emd`, lazily (dask over a memory map / HDF5)."""
+Thermo Fisher Velox `.emd`, lazily (dask over a memory map / HDF5). Velox stores camera frames as an image stack
+(frames, y, x): the scan goes in `--scan-shape`."""
 from __future__ import annotations
 
 import importlib
@@ -31,11 +32,25 @@ def open_rosetta(path: str, suffix: str, scan_shape: tuple[int, int] | None) -> 
         data = ScanView(data, scan_shape_for(int(data.shape[0]), scan_shape, path))
         axes = [(1.0, ""), *axes]
     metadata: dict[str, typing.Any] = signal.get("metadata", {}) or {}
+    original: dict[str, typing.Any] = signal.get("original_metadata", {}) or {}
     opened = Opened(data, f"{suffix} via rosettasciio")
-    energy = find_number(metadata, ("beam_energy",))
+    energy_ev = _energy_ev(metadata, original)
     if len(axes) == 4:
-        calibrate_axes(opened, axes, "rosettasciio axes", energy[1] * 1e3 if energy else None)
+        calibrate_axes(opened, axes, "rosettasciio axes", energy_ev)
     angle = find_number(metadata, ("convergence_angle",))
     if angle:
         opened.set("semiangle_mrad", angle[1], f"file metadata ({angle[0]}, mrad)")
+    else:
+        angle = find_number(original, ("BeamConvergence",))  # Velox: Optics.BeamConvergence in rad
+        if angle:
+            opened.set("semiangle_mrad", angle[1] * 1e3, f"file metadata ({angle[0]}, rad)")
     return opened
+
+
+def _energy_ev(metadata: dict[str, typing.Any], original: dict[str, typing.Any]) -> float | None:
+    """Beam energy: HyperSpy's `beam_energy` (keV), else Velox's Optics.AccelerationVoltage (V)."""
+    found = find_number(metadata, ("beam_energy",))
+    if found:
+        return found[1] * 1e3
+    found = find_number(original, ("AccelerationVoltage",))
+    return found[1] if found else None
