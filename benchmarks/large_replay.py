@@ -112,7 +112,8 @@ def main() -> None:
         with open(os.path.join(args.dir, "run", "summary.json")) as file:
             summary = json.load(file)
     result = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
-              "cores": os.cpu_count(), "format": args.format, "file_gb": gigabytes, "scan": args.scan, "detector": args.det,
+              "cores": os.cpu_count(), "format": args.format, "file_gb": gigabytes, "scan": args.scan,
+              "detector": args.det,
               "write_seconds": write_seconds, "run_seconds": run_seconds, "peak_rss_mb": peak_rss_mb,
               "returncode": proc.returncode, "stderr_tail": proc.stderr[-500:],
               "median_step_seconds": summary.get("median_step_seconds"),

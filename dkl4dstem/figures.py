@@ -10,6 +10,7 @@ import math
 import typing
 
 import numpy
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,9 +47,11 @@ def scale_bar(axis: Axes, width_px: int, nm_per_px: float | None, color: str = "
     height, width = shown.shape[:2] if shown is not None else (width_px, width_px)
     y = height - 1.5 - 0.04 * height
     x = 0.04 * width - 0.5
-    axis.plot([x, x + length_px], [y, y], color=color, linewidth=3, solid_capstyle="butt")
+    outline = [patheffects.withStroke(linewidth=4.5 if color == "white" else 0, foreground="black")]
+    axis.plot([x, x + length_px], [y, y], color=color, linewidth=3, solid_capstyle="butt", path_effects=outline)
     axis.text(x + length_px / 2, y - 0.03 * height, f"{length_nm:g} nm", color=color, ha="center", va="bottom",
-              fontsize=7, fontweight="bold")
+              fontsize=7, fontweight="bold", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")]
+              if color == "white" else None)
 
 
 def _show(figure: Figure, axis: Axes, image: numpy.ndarray, title: str, cmap: str = "viridis", label: str = "",
@@ -84,7 +87,8 @@ def _show_acquisition(figure: Figure, axis: Axes, values: numpy.ndarray, kind: s
     low = float(finite.min()) if finite.size else 0.0
     if kind == "ei" and high - low > LOG_EI_SPAN:
         values = numpy.clip(values, high - LOG_EI_SPAN, high)
-        label = f"log EI (standardized); top {LOG_EI_SPAN:g} shown,\nlower clipped (EI < max / {math.exp(LOG_EI_SPAN):.1e})"
+        label = (f"log EI (standardized); top {LOG_EI_SPAN:g} shown,\n"
+                 f"lower clipped (EI < max / {math.exp(LOG_EI_SPAN):.1e})")
     _show(figure, axis, values, f"acquisition ({kind})", cmap="cividis", label=label, nm_per_px=nm_per_px)
 
 

@@ -127,8 +127,8 @@ def virtual_adf(data: typing.Any) -> numpy.ndarray:
         mask = radius > disc_radius * 0.5
     image = numpy.empty(data.shape[:2], dtype=numpy.float64)
     for start, block in iter_row_chunks(data):
-        image[start:start + len(block)] = numpy.tensordot(numpy.asarray(block, dtype=numpy.float32), mask.astype(numpy.float32),
-                                                                axes=([2, 3], [0, 1]))  # no integer overflow
+        block = numpy.asarray(block, dtype=numpy.float32)  # integer counts would overflow in the sum
+        image[start:start + len(block)] = numpy.tensordot(block, mask.astype(numpy.float32), axes=([2, 3], [0, 1]))
     return image.astype(numpy.float32)
 
 

@@ -300,7 +300,7 @@ WRITERS: dict[str, typing.Callable[[dict[str, typing.Any], str], Case]] = {
     "emd": emd, "swift_h5": swift_h5, "swift_ndata": swift_ndata, "hspy": hspy, "zspy": zspy, "mib": mib,
     "empad": empad, "dm4": dm4, "dectris": dectris, "flat_hdf5": flat_hdf5, "velox": velox,
 }
-NEEDS = {"zspy": "zarr", "dm4": "rsciio", "velox": "rsciio"}  # optional libraries (extra `io`) a format's reader or writer needs
+NEEDS = {"zspy": "zarr", "dm4": "rsciio", "velox": "rsciio"}  # optional libraries (extra `io`) a format needs
 
 
 def to_json(case: Case) -> str:

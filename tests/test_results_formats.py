@@ -106,7 +106,8 @@ def test_help_and_input_errors_load_neither_torch_nor_matplotlib(tmp_path) -> No
                   "for argv in (['--help'], ['run', '--help']):\n"
                   "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
                   f"print('EXIT', main(['run', {str(tmp_path / 'missing.h5')!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
-                  "print('LOADED', sorted(m for m in ('torch', 'gpytorch', 'matplotlib', 'scipy') if m in sys.modules))")
+                  "heavy = ('torch', 'gpytorch', 'matplotlib', 'scipy')\n"
+                  "print('LOADED', sorted(m for m in heavy if m in sys.modules))")
     assert "EXIT 2" in out and "LOADED []" in out
     for name in ("com_magnitude [mrad (px without --mrad-per-px)]", "vadf [a.u.]  params: inner_mrad=auto",
                  "bragg_distance", "--scan-shape", "--reference FILE[:KEY]"):

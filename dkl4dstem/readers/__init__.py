@@ -4,7 +4,7 @@ what an HDF5 file holds); `complete` applies the user's overrides and records wh
 | suffix | format | lazy |
 |---|---|---|
 | .npy / .npz | numpy (.npz: the replay layout) | .npy: pread |
-| .h5 .hdf5 .emd .hspy .nxs | HDF5: py4DSTEM/emdfile EMD 1.0, Nion Swift data item, DECTRIS master, HyperSpy, one 4D dataset | h5py |
+| .h5 .hdf5 .emd .hspy .nxs | HDF5: py4DSTEM/emdfile EMD 1.0, Swift item, DECTRIS master, HyperSpy, 4D dataset | h5py |
 | .emd (Velox) .dm3 .dm4 | rosettasciio (extra `io`) | dask |
 | .zspy | HyperSpy zarr | zarr |
 | .ndata | Nion Swift data item | whole |
