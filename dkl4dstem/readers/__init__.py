@@ -25,6 +25,8 @@ from dkl4dstem.readers.base import CALIBRATIONS, Opened, parse_scan_shape
 SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".emd", ".hspy", ".nxs", ".zspy", ".ndata", ".mib", ".raw", ".xml",
             ".dm3", ".dm4")
 
+HDF5_SUFFIXES = (".h5", ".hdf5", ".emd", ".hspy", ".nxs")
+
 __all__ = ["CALIBRATIONS", "Opened", "SUFFIXES", "complete", "load_reference", "open_file", "parse_scan_shape"]
 
 
@@ -49,6 +51,8 @@ def open_file(path: str, data_key: str | None = None, scan_shape: tuple[int, int
             if suffix == ".emd" and "Velox" in str(exc):
                 return rosetta.open_rosetta(path, suffix, scan_shape)
             raise
+    if suffix in HDF5_SUFFIXES:
+        raise InputError(f"{path}: cannot read file (not an HDF5 file)")
     raise InputError(f"{path}: unsupported file type {suffix!r} (readable: {', '.join(SUFFIXES)})")
 
 
