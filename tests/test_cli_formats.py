@@ -48,3 +48,21 @@ def test_hdf5_run_finds_the_single_4d_dataset_and_computes_the_truth(graphene_pa
     summary = _run(path, str(tmp_path / "out"))
     assert summary["truth_best_value"] == pytest.approx(_truth_com_px(arrays).max(), rel=0.1)
     assert summary["nrmse"] is not None
+
+
+def test_resume_reopens_the_flat_stack_with_the_same_scan_shape_and_calibrations(graphene_path: str,
+                                                                                 tmp_path) -> None:
+    arrays = _graphene(graphene_path)
+    path = str(tmp_path / "frames.h5")
+    with h5py.File(path, "w") as file:
+        file.create_dataset("frames", data=arrays["data"].reshape(-1, 41, 41))
+    out = str(tmp_path / "out")
+    flags = ["--scan-shape", "32,32", "--mrad-per-px", str(float(arrays["mrad_per_px"])), "--no-truth"]
+    first = _run(path, out, *flags)
+    assert first["units"] == "mrad" and first["n_measured"] == 6
+    assert main(["run", "--resume", out, "--steps", "4", "--no-truth"]) == 0  # no flags: the session has them
+    with open(os.path.join(out, "summary.json")) as file:
+        resumed = json.load(file)
+    assert resumed["n_measured"] == 8 and resumed["units"] == "mrad"
+    assert resumed["visited"][:6] == first["visited"]
+    assert resumed["calibration_sources"]["mrad_per_px"] == "--mrad-per-px"

@@ -75,6 +75,8 @@ def _dispatch(file: h5py.File, path: str, data_key: str | None, scan_shape: tupl
                          f"{', '.join(name for name, _ in datasets(file)[:20])})")
     if item.parent.attrs.get("emd_group_type") == "array":
         return _emd(file, path, item.parent.name, scan_shape)
+    if "axis-0" in item.parent and file.attrs.get("file_format") == "HyperSpy":
+        return hyperspy.from_experiment(item.parent, path, scan_shape, ".hspy")
     return _plain(item, path, scan_shape)
 
 
