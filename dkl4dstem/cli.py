@@ -75,6 +75,18 @@ def _reader_options(args: argparse.Namespace) -> dict[str, typing.Any]:
     return options
 
 
+def _reader_settings(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The calibration flags as the session keeps them for --resume (the reference file as an absolute path)."""
+    settings = {name: getattr(args, name, None) for name in READER_OPTIONS}
+    reference = settings["reference"]
+    if reference and os.path.exists(reference):
+        settings["reference"] = os.path.abspath(reference)
+    elif reference and ":" in reference:
+        path, key = reference.rsplit(":", 1)
+        settings["reference"] = f"{os.path.abspath(path)}:{key}"
+    return settings
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scalarizer", default=None, help="builtin name, package.module:function or entry point "
                         "(default com_magnitude)")
@@ -226,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
                                 session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key,
-                                                  **{name: getattr(args, name, None) for name in READER_OPTIONS}})
+                                                  **_reader_settings(args)})
         with instrument.held_open():  # the experiment closes its instrument; the truth still reads the file
             result = _run_interruptible(experiment, recorder)
             truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
