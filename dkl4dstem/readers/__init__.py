@@ -130,7 +130,7 @@ def complete(opened: Opened, overrides: typing.Mapping[str, float | None], refer
         value = overrides.get(name)
         if value is not None:
             flag = "--" + name.replace("_", "-")
-            if name in opened.sources:
+            if getattr(opened, name) is not None:
                 flag += f" (file said {getattr(opened, name):.6g}: {opened.sources[name]})"
             opened.sources[name] = flag
             setattr(opened, name, float(value))

@@ -79,6 +79,9 @@ def calibrate_axes(opened: Opened, axes: typing.Sequence[tuple[float, str]], whe
         opened.set("nm_per_px", abs(scale) * factor, f"{where} (scan axis {scale:g} {units})")
     scale, units = axes[3]
     factor = mrad_per_unit(units, energy_ev)
+    if factor is None and _unit_key(units) in _INVERSE_NM:
+        opened.sources.setdefault("mrad_per_px", f"unknown ({where}: {scale:g} {units} needs the beam energy; "
+                                  "give --mrad-per-px)")
     if factor is not None:
         energy = f", {energy_ev / 1e3:g} kV" if energy_ev and _unit_key(units) in _INVERSE_NM else ""
         opened.set("mrad_per_px", abs(scale) * factor, f"{where} (detector axis {scale:g} {units}{energy})")
