@@ -221,7 +221,7 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
         print(f"map NRMSE vs the ground truth: {summary['nrmse']:.3f} (1.0 = no better than its mean)", file=stream)
     sources = summary.get("calibration_sources")
     if sources:
-        print("calibration: " + "; ".join(f"{key} {_calibration_value(summary, key)} from {source}"
+        print("calibration: " + "; ".join(_calibration_words(summary, key, source)
                                           for key, source in sources.items() if key != "survey"), file=stream)
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
@@ -231,11 +231,13 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
         print("figures: " + ", ".join(summary["figures"]), file=stream)
 
 
-def _calibration_value(summary: dict[str, typing.Any], key: str) -> str:
-    value = (summary.get("calibration") or {}).get(key if key != "reference" else "has_reference")
-    if isinstance(value, bool):
-        return "(given)" if value else "(none)"
-    return "n/a" if value is None else f"{value:.4g}"
+def _calibration_words(summary: dict[str, typing.Any], key: str, source: str) -> str:
+    calibration = summary.get("calibration") or {}
+    if key == "reference":
+        return f"vacuum reference from {source}" if calibration.get("has_reference") else "no vacuum reference"
+    value = calibration.get(key)
+    return f"{key} unknown" + (f" {source[len('unknown'):].strip()}" if len(source) > len("unknown") else "") \
+        if value is None else f"{key} {value:.4g} from {source}"
 
 
 def write_reconstruct_outputs(out: str, survey: numpy.ndarray, truth: numpy.ndarray, config: ExperimentConfig,
