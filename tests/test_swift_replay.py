@@ -73,6 +73,22 @@ class TestReplayOnDataItem(SwiftTestCase):
             self.assertEqual(11, len([g for g in graphics if g.type == "point-graphic"]))
             run.close()
 
+    def test_closing_the_window_during_a_replay_stops_it(self) -> None:
+        with self.swift() as (tc, panel):
+            handler, dc = panel.handler, tc.document_controller
+            handler.seeds.value, handler.steps.value = "5", "500"
+            handler.extra_config = dict(FAST_CONFIG)
+            data_item, _, _ = add_4d_item(tc.document_model)
+            select(dc, tc.document_model.get_display_item_for_data_item(data_item))
+            dc.perform_action(replay_item.REPLAY_ACTION_ID)
+            run = replay_item._runs[id(dc)]
+            pump(dc, lambda: run.live_items.apply_count > 0, 120, "first live update")
+        # the context closed the window (and the extension: close_all) while the run was going
+        run.thread.join(30)
+        self.assertFalse(run.thread.is_alive())
+        self.assertLess(len(run.result.visited), 505)
+        self.assertNotIn(id(dc), replay_item._runs)
+
     def test_replay_refuses_an_image_with_a_message(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller

@@ -84,7 +84,7 @@ class ReplayRun:
             self.live_items = live_items_module.LiveItems(document_controller, self.survey_display_item, survey_xdata,
                                                           metadata, units, config.seeds + config.steps)
             self.experiment = Experiment(self.instrument, config, session_path=session_path,
-                                         on_event=self.live_items.post)
+                                         on_event=self.__on_event)
         except BaseException:
             self.instrument.close()
             raise
@@ -112,6 +112,16 @@ class ReplayRun:
     def stop(self) -> None:
         self.experiment.stop()
 
+    @property
+    def window_open(self) -> bool:
+        return getattr(self.__document_controller, "document_model", None) is not None
+
+    def __on_event(self, event: typing.Any) -> None:
+        if not self.window_open:  # the window closed under the run: stop within one step, nothing to show
+            self.experiment.stop()
+            return
+        self.live_items.post(event)
+
     def __run(self) -> None:
         try:
             self.result = self.experiment.run()
@@ -122,7 +132,7 @@ class ReplayRun:
         finally:
             self.instrument.close()
         with self.__lock:
-            if not self.__closed:
+            if not self.__closed and self.window_open:
                 self.__document_controller.queue_task(self.__finished)
 
     def __finished(self) -> None:
@@ -139,7 +149,8 @@ class ReplayRun:
         self.experiment.stop()
         self.thread.join(JOIN_TIMEOUT_S)
         self.instrument.close()
-        self.live_items.finish()
+        if self.window_open:  # a closed window has closed its document's items already
+            self.live_items.finish()
         _runs.pop(id(self.__document_controller), None)
 
 
