@@ -12,8 +12,6 @@ import textwrap
 import threading
 import typing
 
-import numpy
-
 from dkl4dstem import __version__
 from dkl4dstem.errors import InputError
 
@@ -44,8 +42,15 @@ CHECK_FINITE_BYTES = 4 << 30  # larger files are checked pattern by pattern as t
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors exit 2 with one line; an epilog given as a callable is built only when help is shown."""
+
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
 
 
 def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str], typing.Any]:
@@ -54,7 +59,7 @@ def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if not numpy.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if inclusive else '>'} {minimum}")
         return value
     return parse
@@ -116,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=scalarizer_help())
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=typing.cast(str, scalarizer_help))  # imports the scalarizers only for run --help
     run.add_argument("data", nargs="?", help="4D-STEM file (optional with --resume): .npy .npz, HDF5 (.h5 .hdf5, "
                      "py4DSTEM/emdfile .emd, Nion Swift .h5, DECTRIS master), Swift .ndata, HyperSpy .hspy .zspy, "
                      "Merlin .mib, EMPAD .raw/.xml, Gatan .dm3/.dm4 and Velox .emd (extra io)")
