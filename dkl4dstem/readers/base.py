@@ -195,8 +195,6 @@ class RawFrames:
         while done < size:
             got = os.preadv(self._fd, [view[done:]], self.offset + first * self.stride + done)
             if got <= 0:
-                if done >= size - self.stride + self.header + self.frame_bytes:
-                    break  # the last frame needs no trailing padding
                 raise OSError(f"{self.path}: file is truncated")
             done += got
         frames = numpy.ndarray((count, *self.raw_shape), dtype=self.dtype, buffer=buffer, offset=self.header,
