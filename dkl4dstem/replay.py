@@ -12,7 +12,6 @@ import time
 import typing
 import zipfile
 
-import h5py
 import numpy
 
 from dkl4dstem import readers
