@@ -19,13 +19,16 @@ setup(
         "h5py>=3.9",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "emdfile>=0.0.14",  # EMD 1.0 results py4DSTEM opens (pure Python)
     ],
     extras_require={
         "swift": ["nionswift>=16.10", "nionswift-instrumentation>=23.0", "nionui>=10.0", "nionutils>=4.10"],
         "test": ["pytest>=7", "nionswift>=16.10", "nionswift-instrumentation>=23.0", "nionswift-usim>=5.4",
-                 "nionui>=10.0", "nionutils>=4.10", "dask>=2024.1", "distributed>=2024.1"],
+                 "nionui>=10.0", "nionutils>=4.10", "dask>=2024.1", "distributed>=2024.1",
+                 "rosettasciio>=0.6", "zarr>=3"],  # zarr 3: the tests write the .zspy layout with its API
         "sim": ["abtem>=1.0", "ase>=3.22"],
         "dask": ["dask>=2024.1", "distributed>=2024.1"],
+        "io": ["rosettasciio>=0.6", "zarr>=2.16"],  # Gatan .dm3/.dm4, Velox .emd (rosettasciio); HyperSpy .zspy
     },
     entry_points={"console_scripts": ["dkl4dstem=dkl4dstem.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Framework :: Nion Swift"],

@@ -13,7 +13,6 @@ import warnings
 import weakref
 
 import numpy
-import scipy.ndimage
 
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
@@ -81,6 +80,7 @@ def normalized_cross_correlation(image: numpy.ndarray,
                                  template: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Zero-normalized cross-correlation and the window mean intensity, both image-shaped (template centred,
     odd template sizes). Windows without intensity variation score 0; outside the detector counts as 0."""
+    import scipy.ndimage  # lazy: keeps `dkl4dstem --help` fast
     t = template - template.mean()
     # Direct sums (small template): exact, no FFT round-off next to the 10^4 times brighter central disc.
     numerator = scipy.ndimage.correlate(image, t, mode="constant", cval=0.0)
@@ -115,6 +115,7 @@ def _candidates(image: numpy.ndarray, template: numpy.ndarray, radius: float,
                 min_score: float) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """Integer NCC maxima (n, 2) >= min_score whose centre is at least one radius inside the detector (discs
     cut by the edge give biased centres), their window mean intensities, and the NCC map."""
+    import scipy.ndimage  # lazy: keeps `dkl4dstem --help` fast
     score, window_mean = normalized_cross_correlation(image, template)
     local_max = scipy.ndimage.maximum_filter(score, size=max(3, int(round(radius))), mode="constant")
     peaks = numpy.argwhere((score == local_max) & (score >= min_score))

@@ -3,32 +3,54 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import re
 import signal
 import sys
+import textwrap
 import threading
 import typing
 
-import numpy
-
 from dkl4dstem import __version__
-from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
-from dkl4dstem.groundtruth import check_finite
-from dkl4dstem.replay import open_replay
-from dkl4dstem.session import SessionData, read_session
 
-if typing.TYPE_CHECKING:  # torch, gpytorch and matplotlib load only once the input has been checked
+if typing.TYPE_CHECKING:  # torch, gpytorch, scipy and matplotlib load only once a run starts: --help is instant
     from dkl4dstem import outputs
+    from dkl4dstem.config import ExperimentConfig
     from dkl4dstem.experiment import Experiment, ExperimentResult
+    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.session import SessionData
+
+
+def open_replay(*args: typing.Any, **kwargs: typing.Any) -> ReplayInstrument:
+    from dkl4dstem import replay
+    return replay.open_replay(*args, **kwargs)
+
+
+def read_session(path: str) -> SessionData:
+    from dkl4dstem import session
+    return session.read_session(path)
+
+
+def check_finite(data: typing.Any) -> None:
+    from dkl4dstem import groundtruth
+    groundtruth.check_finite(data)
 
 DEMO_DATA = "graphene_si.npz"
 CHECK_FINITE_BYTES = 4 << 30  # larger files are checked pattern by pattern as they are measured
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors exit 2 with one line; an epilog given as a callable is built only when help is shown."""
+
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
 
 
 def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str], typing.Any]:
@@ -37,7 +59,7 @@ def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if not numpy.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if inclusive else '>'} {minimum}")
         return value
     return parse
@@ -46,6 +68,28 @@ def _number(kind: type, minimum: float, inclusive: bool) -> typing.Callable[[str
 positive_int = _number(int, 0, inclusive=False)
 count = _number(int, 0, inclusive=True)
 nonnegative_float = _number(float, 0.0, inclusive=True)
+positive_float = _number(float, 0.0, inclusive=False)
+READER_OPTIONS = ("scan_shape", "nm_per_px", "mrad_per_px", "semiangle_mrad", "reference")
+
+
+def _reader_options(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """open_replay keywords from the calibration flags."""
+    from dkl4dstem.readers.base import parse_scan_shape
+    options = {name: getattr(args, name, None) for name in READER_OPTIONS}
+    options["scan_shape"] = parse_scan_shape(options["scan_shape"])
+    return options
+
+
+def _reader_settings(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The calibration flags as the session keeps them for --resume (the reference file as an absolute path)."""
+    settings = {name: getattr(args, name, None) for name in READER_OPTIONS}
+    reference = settings["reference"]
+    if reference and os.path.exists(reference):
+        settings["reference"] = os.path.abspath(reference)
+    elif reference and ":" in reference:
+        path, key = reference.rsplit(":", 1)
+        settings["reference"] = f"{os.path.abspath(path)}:{key}"
+    return settings
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +99,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="scalarizer parameter, e.g. --param outer_mrad=20 (repeatable)")
     parser.add_argument("--window", type=positive_int, default=None, help="HAADF patch width in px (default 12)")
     parser.add_argument("--seed", type=count, default=None, help="random seed (default 0)")
-    parser.add_argument("--data-key", default=None, help="dataset path inside an HDF5 file / array name in .npz")
+    parser.add_argument("--data-key", default=None, help="dataset path inside an HDF5 file / array name in .npz "
+                        "(default: the file's only 4D dataset)")
+    files = parser.add_argument_group("calibration (overrides or completes the file's metadata)")
+    files.add_argument("--scan-shape", default=None, metavar="Y,X", help="scan of a flat frame stack "
+                       "(n, det_y, det_x): DECTRIS/ARINA master, Merlin .mib, EMPAD .raw, 3D .npy / HDF5")
+    files.add_argument("--nm-per-px", type=positive_float, default=None, metavar="NM",
+                       help="scan step in nm (survey scale bar)")
+    files.add_argument("--mrad-per-px", type=positive_float, default=None, metavar="MRAD",
+                       help="detector pixel in mrad (angular scalarizers: com_*, bragg_distance, v*f radii)")
+    files.add_argument("--semiangle-mrad", type=positive_float, default=None, metavar="MRAD",
+                       help="probe convergence semi-angle in mrad (default radii of vbf / vabf / vadf)")
+    files.add_argument("--reference", default=None, metavar="FILE[:KEY]", help="vacuum pattern: a 2D array "
+                       "(.npy, .npz key, HDF5 dataset, Swift .ndata) or a vacuum scan in any readable format (mean)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: by core count)")
 
 
@@ -64,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dkl4dstem {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data")
-    run.add_argument("data", nargs="?", help=".npy / .npz / .h5 4D-STEM data (optional with --resume)")
+    run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=typing.cast(str, scalarizer_help))  # imports the scalarizers only for run --help
+    run.add_argument("data", nargs="?", help="4D-STEM file (optional with --resume): .npy .npz, HDF5 (.h5 .hdf5, "
+                     "py4DSTEM/emdfile .emd, Nion Swift .h5, DECTRIS master), Swift .ndata, HyperSpy .hspy .zspy, "
+                     "Merlin .mib, EMPAD .raw/.xml, Gatan .dm3/.dm4 and Velox .emd (extra io)")
     run.add_argument("--out", default=None, help="output folder (summary.json, session.h5, figures)")
     _add_model_options(run)
     run.add_argument("--seeds", type=positive_int, default=None, help="random seed points (default 10)")
@@ -81,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noiseless-acquisition", action="store_true", default=None,
                      help="EI / UCB on the noiseless latent function (the paper's) instead of the next measurement")
     run.add_argument("--no-truth", action="store_true", help="skip the ground-truth map from all patterns")
+    run.add_argument("--survey-dose-ratio", type=nonnegative_float, default=0.01, metavar="R",
+                     help="dose of one survey pixel relative to one diffraction pattern, for the printed dose "
+                     "(default 0.01: a 10 us HAADF dwell vs a 1 ms camera frame at the same current)")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
     rec = sub.add_parser("reconstruct", help="paper Fig. 3: DKL maps from random subsets vs the full-data truth")
@@ -98,6 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def scalarizer_help() -> str:
+    """The scalarizers with their units and parameters, for `run --help`."""
+    from dkl4dstem import scalarizers
+    lines = ["scalarizers (--scalarizer NAME, parameters with --param NAME=VALUE):"]
+    for name in scalarizers.available_scalarizers():
+        try:
+            item = scalarizers.get_scalarizer(name)
+        except Exception as exc:  # a broken third-party entry point must not break --help
+            lines.append(f"  {name}: cannot be loaded ({type(exc).__name__})")
+            continue
+        units = item.units + (" (px without --mrad-per-px)" if item.units == "mrad" else "")
+        params = ", ".join(f"{key}={'auto' if math.isnan(value) else f'{value:g}'}"
+                           for key, value in item.params.items())
+        lines.append(f"  {name} [{units}]" + (f"  params: {params}" if params else "")
+                     + ("  (needs --reference)" if item.requires_reference else ""))
+        first = re.split(r"\.\s+(?=[A-Z])", (item.description or "").strip())[0].rstrip(".")
+        lines += textwrap.wrap(first, width=100, initial_indent="      ", subsequent_indent="      ")
+    lines.append("  package.module:function  your own f(pattern, calibration, **params) -> float")
+    lines.append("  *_mrad radii: mrad (px without --mrad-per-px); auto = from --semiangle-mrad or the reference disc")
+    return "\n".join(lines)
+
+
 def _params(items: list[str]) -> dict[str, float]:
     params = {}
     for item in items:
@@ -109,6 +194,7 @@ def _params(items: list[str]) -> dict[str, float]:
 
 
 def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> ExperimentConfig:
+    from dkl4dstem.config import ExperimentConfig
     fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
     values: dict[str, typing.Any] = {k: v for k, v in (stored or {}).items() if k in fields}
     if "hidden" in values:
@@ -133,13 +219,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         session = read_session(os.path.join(args.resume, "session.h5"))
         args.data = args.data or session.settings.get("data")
         args.data_key = args.data_key or session.settings.get("data_key")
+        for name in READER_OPTIONS:  # the run continues on the same data with the same calibrations
+            if getattr(args, name, None) is None:
+                setattr(args, name, session.settings.get(name))
         args.out = args.out or args.resume
     if not args.data:
         raise InputError("run needs a DATA file (or --resume DIR)")
     if not args.out:
         raise InputError("run needs --out DIR")
     config = _config(args, session.settings if session else None)
-    instrument = open_replay(args.data, args.data_key)
+    instrument = open_replay(args.data, args.data_key, **_reader_options(args))
     try:
         if instrument.data.nbytes <= CHECK_FINITE_BYTES:
             check_finite(instrument.data)
@@ -154,11 +243,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
-                                session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key})
-        result = _run_interruptible(experiment, recorder)
-        truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
+                                session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key,
+                                                  **_reader_settings(args)})
+        with instrument.held_open():  # the experiment closes its instrument; the truth still reads the file
+            result = _run_interruptible(experiment, recorder)
+            truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
         summary = outputs.write_run_outputs(args.out, survey.image, config, result, recorder, truth,
-                                            data_path=args.data)
+                                            data_path=args.data, instrument=instrument,
+                                            survey_dose_ratio=args.survey_dose_ratio)
     finally:
         instrument.close()
     outputs.print_summary(summary, sys.stdout)
@@ -201,7 +293,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     config = _config(argparse.Namespace(**{**vars(args), "seeds": None, "steps": None, "acquisition": None,
                                            "xi": None, "beta": None, "minimize": None,
                                            "exact_posterior": None, "noiseless_acquisition": None}), None)
-    instrument = open_replay(args.data, args.data_key)
+    instrument = open_replay(args.data, args.data_key, **_reader_options(args))
     try:
         survey = instrument.survey()
         if config.window >= min(survey.shape):
@@ -211,7 +303,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         instrument.close()
     results = reconstruct(survey.image, truth, fractions, window=config.window, seed=config.seed,
                           iterations=args.iterations, config=config, progress=lambda m: print(m, file=sys.stderr))
-    outputs.write_reconstruct_outputs(args.out, survey.image, truth, config, results, instrument.calibration())
+    outputs.write_reconstruct_outputs(args.out, survey.image, truth, config, results, instrument.calibration(),
+                                      instrument)
     for item in results:
         print(f"fraction {item.fraction:g}: {item.n_points} points, NRMSE {item.nrmse:.4f}")
     return 0

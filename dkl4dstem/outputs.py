@@ -6,10 +6,11 @@ import math
 import os
 import typing
 
+import h5py
 import numpy
 from tqdm import tqdm
 
-from dkl4dstem import figures
+from dkl4dstem import export, figures
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig, ExperimentResult, StepEvent
@@ -74,17 +75,37 @@ def _clean(value: typing.Any) -> typing.Any:
 def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maximize: bool,
                       percent: float = 1.0) -> int | None:
     """Number of measurements (seeds included) until a position in the truth's top percent is measured."""
-    finite = truth[numpy.isfinite(truth)]
-    if maximize:
-        threshold = numpy.quantile(finite, 1 - percent / 100)
-        hits = [truth[y, x] >= threshold for y, x in visited]
-    else:
-        threshold = numpy.quantile(finite, percent / 100)
-        hits = [truth[y, x] <= threshold for y, x in visited]
+    hits = _top_hits(visited, truth, maximize, percent)
     return next((k + 1 for k, hit in enumerate(hits) if hit), None)
 
 
-def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: str) -> dict[str, typing.Any]:
+def first_top_percent_dkl(visited: list[tuple[int, int]], phases: list[str], truth: numpy.ndarray,
+                          maximize: bool, percent: float = 1.0) -> int | None:
+    """The same counted among the DKL-chosen steps only (1 = the first step): a random seed can hit by luck."""
+    hits = _top_hits(visited, truth, maximize, percent)
+    steps = [hit for hit, phase in zip(hits, phases) if phase != "seed"]
+    return next((k + 1 for k, hit in enumerate(steps) if hit), None)
+
+
+def _top_hits(visited: list[tuple[int, int]], truth: numpy.ndarray, maximize: bool, percent: float) -> list[bool]:
+    finite = truth[numpy.isfinite(truth)]
+    if maximize:
+        threshold = numpy.quantile(finite, 1 - percent / 100)
+        return [bool(truth[y, x] >= threshold) for y, x in visited]
+    threshold = numpy.quantile(finite, percent / 100)
+    return [bool(truth[y, x] <= threshold) for y, x in visited]
+
+
+def dose_summary(n_measured: int, n_candidates: int, survey_dose_ratio: float) -> dict[str, typing.Any]:
+    """Dose relative to a full 4D scan: patterns at the measured positions plus the survey at every position
+    (each survey pixel costs `survey_dose_ratio` of a pattern's dose: dwell x beam current ratio)."""
+    fraction = (n_measured + survey_dose_ratio * n_candidates) / n_candidates
+    return {"survey_dose_ratio": survey_dose_ratio, "dose_fraction": fraction,
+            "dose_reduction_with_survey": 1 / fraction if fraction > 0 else None}
+
+
+def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: str,
+                survey_dose_ratio: float = 0.0) -> dict[str, typing.Any]:
     """The fields of summary.json for one run (the CLI and the Swift panel write the same)."""
     n_measured = len(result.visited)
     summary: dict[str, typing.Any] = {
@@ -95,7 +116,8 @@ def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: s
         "visited": [list(p) for p in result.visited], "values": result.values, "phases": result.phases,
         "best_value": result.best_value, "best_position": list(result.best_position) if result.best_position else None,
         "n_measured": n_measured, "fraction_measured": n_measured / result.n_candidates,
-        "dose_reduction": result.n_candidates / n_measured if n_measured else None,
+        "dose_reduction": result.n_candidates / n_measured if n_measured else None,  # patterns only
+        **dose_summary(n_measured, result.n_candidates, survey_dose_ratio),
         "decision_seconds": result.decision_seconds, "step_seconds": result.step_seconds,
         "training_seconds": result.training_seconds, "instrument_seconds": result.instrument_seconds,
         "median_decision_seconds": _median(result.decision_seconds),
@@ -111,20 +133,72 @@ def write_summary(path: str, summary: dict[str, typing.Any]) -> None:
 
 
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
-                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
-    summary = run_summary(config, result, data_path)
+                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str,
+                      instrument: ReplayInstrument | None = None,
+                      survey_dose_ratio: float = 0.0) -> dict[str, typing.Any]:
+    """summary.json, maps.npz, results.emd and the figures (see docs for every key and file)."""
+    summary = run_summary(config, result, data_path, survey_dose_ratio)
+    if instrument is not None:
+        summary.update(instrument_summary(instrument))
     if truth is not None:
         summary["truth_best_value"] = float(numpy.nanmax(truth) if config.maximize else numpy.nanmin(truth))
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
+        summary["first_top1_dkl_step"] = first_top_percent_dkl(result.visited, result.phases, truth,
+                                                               config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
     write_summary(os.path.join(out, "summary.json"), summary)
+    final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
+    shape = (int(survey.shape[0]), int(survey.shape[1]))
+    summary["files"] = [export.write_maps_npz(os.path.join(out, "maps.npz"), shape, final, result.visited, truth)]
+    summary["files"].append(_write_emd(out, survey, final, truth, result, summary, instrument))
     if result.prediction is not None:
-        final = {"prediction": result.prediction, "uncertainty": result.uncertainty,
-                 "acquisition": result.acquisition}
-        summary["figures"] = figures.run_figure(out, survey, result.visited, config.seeds, final, recorder.snapshots,
-                                                result.units, config.scalarizer, truth)
+        summary["figures"] = _run_figures(out, survey, config, result, recorder, truth, summary)
     return summary
+
+
+def _write_emd(out: str, survey: numpy.ndarray, final: dict[str, typing.Any], truth: numpy.ndarray | None,
+               result: ExperimentResult, summary: dict[str, typing.Any], instrument: ReplayInstrument | None) -> str:
+    patterns = None
+    session_path = os.path.join(out, "session.h5")
+    if os.path.exists(session_path):
+        with h5py.File(session_path, "r") as session:
+            stored = session["points/pattern"]
+            patterns = stored[:min(len(result.visited), stored.shape[0])]
+    calibration = instrument.calibration() if instrument is not None else None
+    return export.write_emd(
+        os.path.join(out, "results.emd"), survey=survey, maps=final, truth=truth, visited=result.visited,
+        values=result.values, phases=result.phases, patterns=patterns, units=result.units,
+        nm_per_px=instrument.nm_per_px if instrument is not None else None,
+        mrad_per_px=calibration.mrad_per_px if calibration else None,
+        semiangle_mrad=calibration.semiangle_mrad if calibration else None,
+        info=_clean({k: v for k, v in summary.items() if k not in ("decision_seconds", "step_seconds",
+                                                                    "training_seconds", "instrument_seconds")}))
+
+
+def _run_figures(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
+                 recorder: RunRecorder, truth: numpy.ndarray | None, summary: dict[str, typing.Any]) -> list[str]:
+    style = {"survey_name": summary.get("survey_name", "survey"),
+             "nm_per_px": (summary.get("calibration") or {}).get("nm_per_px"), "acquisition": config.acquisition}
+    final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
+    written = [figures.save_png(figures.overview_figure(survey, result.visited, config.seeds, final, result.units,
+                                                        config.scalarizer, truth, nrmse=summary.get("nrmse"),
+                                                        **style), os.path.join(out, "overview.png"))]
+    if recorder.snapshots:
+        written.append(figures.save_png(figures.steps_figure(survey, config.seeds, recorder.snapshots, result.units,
+                                                             **style), os.path.join(out, "steps.png"), dpi=90))
+    return written
+
+
+def instrument_summary(instrument: ReplayInstrument) -> dict[str, typing.Any]:
+    """The data's format, calibrations and where each came from (file metadata, a flag, or unknown)."""
+    calibration = instrument.calibration()
+    return {"file_format": instrument.file_format, "survey_name": instrument.survey_name,
+            "scan_shape": list(instrument.scan_shape), "detector_shape": list(instrument.detector_shape),
+            "calibration": {"nm_per_px": instrument.nm_per_px, "mrad_per_px": calibration.mrad_per_px,
+                            "semiangle_mrad": calibration.semiangle_mrad,
+                            "has_reference": calibration.reference is not None},
+            "calibration_sources": instrument.calibration_sources}
 
 
 def _median(values: list[float]) -> float | None:
@@ -138,26 +212,61 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
     where = summary["best_position"]
     print(f"best {summary['scalarizer']}: {best:.4g} {summary['units']} at (y, x) = {tuple(where) if where else None}"
           if best is not None and math.isfinite(best) else "best: no usable value", file=stream)
-    print(f"measured {summary['n_measured']} of {summary['n_candidates']} positions "
-          f"({100 * summary['fraction_measured']:.1f}%), dose reduction x{summary['dose_reduction'] or 0:.1f}",
+    n, total = summary["n_measured"], summary["n_candidates"]
+    print(f"measured {n} of {total} positions ({100 * summary['fraction_measured']:.1f}%): "
+          f"{summary['seeds']} random seeds + {max(0, n - summary['seeds'])} DKL steps", file=stream)
+    ratio = summary.get("survey_dose_ratio", 0.0)
+    print(f"dose vs a full 4D scan: {100 * summary['dose_fraction']:.1f}% including the survey at every position "
+          f"(survey pixel = {ratio:g} of a pattern's dose, --survey-dose-ratio), dose reduction "
+          f"x{summary['dose_reduction_with_survey'] or 0:.1f} (patterns alone x{summary['dose_reduction'] or 0:.1f})",
           file=stream)
-    if summary.get("first_top1_measurement"):
-        print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
+    if summary.get("survey_name"):
+        print(f"survey: {summary['survey_name']}", file=stream)
+    if "first_top1_measurement" in summary:
+        first, dkl = summary.get("first_top1_measurement"), summary.get("first_top1_dkl_step")
+        seeds = summary["seeds"]
+        where = "never" if first is None else f"measurement {first}" + (" (a random seed)" if first <= seeds else "")
+        chosen = "no DKL step" if dkl is None else f"DKL step {dkl} (measurement {seeds + dkl})"
+        print(f"first top-1% position of the ground truth: {where}; first chosen by the model: {chosen}", file=stream)
+    if summary.get("nrmse") is not None:
+        print(f"map NRMSE vs the ground truth: {summary['nrmse']:.3f} (1.0 = no better than its mean)", file=stream)
+    sources = summary.get("calibration_sources")
+    if sources:
+        print("calibration: " + "; ".join(_calibration_words(summary, key, source)
+                                          for key, source in sources.items() if key != "survey"), file=stream)
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
+    if summary.get("files"):
+        print("results: " + ", ".join(summary["files"]), file=stream)
     if summary.get("figures"):
         print("figures: " + ", ".join(summary["figures"]), file=stream)
 
 
+def _calibration_words(summary: dict[str, typing.Any], key: str, source: str) -> str:
+    calibration = summary.get("calibration") or {}
+    if key == "reference":
+        return f"vacuum reference from {source}" if calibration.get("has_reference") else "no vacuum reference"
+    value = calibration.get(key)
+    return f"{key} unknown" + (f" {source[len('unknown'):].strip()}" if len(source) > len("unknown") else "") \
+        if value is None else f"{key} {value:.4g} from {source}"
+
+
 def write_reconstruct_outputs(out: str, survey: numpy.ndarray, truth: numpy.ndarray, config: ExperimentConfig,
-                              results: list[Reconstruction], calibration: DetectorCalibration) -> None:
+                              results: list[Reconstruction], calibration: DetectorCalibration,
+                              instrument: ReplayInstrument | None = None) -> None:
     os.makedirs(out, exist_ok=True)
     units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(calibration)
-    figures.reconstruct_figure(out, survey, truth, [r.fraction for r in results], [r.prediction for r in results],
-                               [r.nrmse for r in results], units, config.scalarizer)
+    style: dict[str, typing.Any] = {}
+    if instrument is not None:
+        style = {"survey_name": instrument.survey_name, "nm_per_px": instrument.nm_per_px}
+    figures.save_png(figures.reconstruct_figure(survey, truth, [r.fraction for r in results],
+                                                [r.prediction for r in results], [r.nrmse for r in results], units,
+                                                config.scalarizer, **style), os.path.join(out, "reconstruct.png"))
     payload = {"scalarizer": config.scalarizer, "window": config.window, "seed": config.seed,
                "fractions": [r.fraction for r in results], "n_points": [r.n_points for r in results],
                "nrmse": [r.nrmse for r in results]}
+    if instrument is not None:
+        payload.update(instrument_summary(instrument))
     with open(os.path.join(out, "reconstruct.json"), "w") as file:
         json.dump(_clean(payload), file, indent=1)
 

@@ -1,34 +1,41 @@
 """Replay of pre-acquired 4D-STEM data as an Instrument: how results are verified against ground truth.
 
-Files are opened lazily: `.npy` streamed with pread (`bigfile.NpyPatterns`), HDF5 read per pattern, so a 4D file
-larger than memory replays with bounded RSS. `.npz` members are loaded whole (zip members cannot be memory-mapped).
+Files are opened lazily where the format allows (`dkl4dstem.readers`): `.npy`, `.mib` and EMPAD `.raw` streamed
+with pread, HDF5 / EMD / .hspy / .zspy read per pattern, so a 4D file larger than memory replays with bounded RSS.
+`.npz` and Swift `.ndata` members are loaded whole (zip members cannot be memory-mapped).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import typing
 import zipfile
 
-import h5py
 import numpy
 
+from dkl4dstem import readers
 from dkl4dstem.bigfile import NpyPatterns, iter_row_chunks
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError
+from dkl4dstem.readers.base import ScanView, scan_shape_for
 from dkl4dstem.survey import Survey, validate_survey
 
-SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".emd")
+SUFFIXES = readers.SUFFIXES
+VIRTUAL_ADF = "virtual ADF computed from the 4D data"
 
 
 class ReplayInstrument:
     def __init__(self, data: typing.Any, *, survey: numpy.ndarray | None = None,
                  reference: numpy.ndarray | None = None, mrad_per_px: float | None = None,
                  nm_per_px: float | None = None, semiangle_mrad: float | None = None,
-                 source: str = "", closer: typing.Callable[[], None] | None = None) -> None:
+                 source: str = "", closer: typing.Callable[[], None] | None = None,
+                 calibration_sources: dict[str, str] | None = None, survey_name: str | None = None,
+                 file_format: str = "") -> None:
         if len(getattr(data, "shape", ())) != 4:
+            hint = " (a flat frame stack? give --scan-shape Y,X)" if len(getattr(data, "shape", ())) == 3 else ""
             raise InputError(f"{source or 'data'}: expected 4D data (scan_y, scan_x, det_y, det_x), "
-                             f"got shape {tuple(getattr(data, 'shape', ()))}")
+                             f"got shape {tuple(getattr(data, 'shape', ()))}{hint}")
         if min(data.shape) < 1:
             raise InputError(f"{source or 'data'}: empty 4D data {tuple(data.shape)}")
         self.data = data
@@ -51,7 +58,12 @@ class ReplayInstrument:
                 raise InputError(f"{name} must be a positive number, got {value}")
         self._calibration = DetectorCalibration(reference, mrad_per_px, semiangle_mrad)
         self.nm_per_px = nm_per_px
+        self.calibration_sources = dict(calibration_sources or {})
+        self.survey_name = survey_name or VIRTUAL_ADF
+        self.file_format = file_format
         self.measure_count = 0
+        self._held = 0
+        self._close_pending = False
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -64,7 +76,7 @@ class ReplayInstrument:
     def survey(self) -> Survey:
         if self._survey is None:
             self._survey = validate_survey(virtual_adf(self.data))
-        return Survey(self._survey, self.nm_per_px, {"source": self.source})
+        return Survey(self._survey, self.nm_per_px, {"source": self.source, "name": self.survey_name})
 
     def calibration(self) -> DetectorCalibration:
         return self._calibration
@@ -75,7 +87,22 @@ class ReplayInstrument:
         self.measure_count += 1
         return Measurement(pattern, {"position": (int(y), int(x)), "timestamp": start, "source": self.source})
 
+    @contextlib.contextmanager
+    def held_open(self) -> typing.Iterator[ReplayInstrument]:
+        """Defer close() until the block ends: the experiment closes its instrument when the run ends, while the
+        caller still reads the file afterwards (the ground truth from every pattern)."""
+        self._held += 1
+        try:
+            yield self
+        finally:
+            self._held -= 1
+            if self._held == 0 and self._close_pending:
+                self.close()
+
     def close(self) -> None:
+        if self._held:
+            self._close_pending = True
+            return
         if self._closer is not None:
             self._closer()
             self._closer = None
@@ -99,7 +126,8 @@ def virtual_adf(data: typing.Any) -> numpy.ndarray:
         mask = radius > disc_radius * 0.5
     image = numpy.empty(data.shape[:2], dtype=numpy.float64)
     for start, block in iter_row_chunks(data):
-        image[start:start + len(block)] = numpy.tensordot(block, mask.astype(block.dtype), axes=([2, 3], [0, 1]))
+        block = numpy.asarray(block, dtype=numpy.float32)  # integer counts would overflow in the sum
+        image[start:start + len(block)] = numpy.tensordot(block, mask.astype(numpy.float32), axes=([2, 3], [0, 1]))
     return image.astype(numpy.float32)
 
 
@@ -109,58 +137,67 @@ def _scalar(container: typing.Any, key: str) -> float | None:
     return float(numpy.asarray(container[key]).reshape(-1)[0])
 
 
-def open_replay(path: str | os.PathLike[str], data_key: str | None = None) -> ReplayInstrument:
-    """Open `.npy` (4D), `.npz` (replay layout) or HDF5 (`data_key` names the dataset; default `data`)."""
+def open_replay(path: str | os.PathLike[str], data_key: str | None = None, *,
+                scan_shape: tuple[int, int] | None = None, mrad_per_px: float | None = None,
+                nm_per_px: float | None = None, semiangle_mrad: float | None = None,
+                reference: str | None = None) -> ReplayInstrument:
+    """Open a 4D-STEM file (see `dkl4dstem.readers` for the formats) as a replay instrument.
+
+    The keyword calibrations override the file's (`reference`: `FILE[:KEY]`); `calibration_sources` on the result
+    says where each one came from. `scan_shape` (Y, X) turns a flat frame stack (n, det_y, det_x) into a scan."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
-    suffix = os.path.splitext(path)[1].lower()
+    overrides = {"mrad_per_px": mrad_per_px, "nm_per_px": nm_per_px, "semiangle_mrad": semiangle_mrad}
     try:
-        if suffix == ".npy":
-            try:
-                patterns = NpyPatterns(path)  # streamed with pread: bounded RSS for files larger than memory
-            except ValueError:
-                return ReplayInstrument(numpy.load(path, mmap_mode="r"), source=path)
-            try:
-                return ReplayInstrument(patterns, source=path, closer=patterns.close)
-            except BaseException:
-                patterns.close()
-                raise
-        if suffix == ".npz":
-            with numpy.load(path) as npz:
-                key = data_key or "data"
-                if key not in npz.files:
-                    raise InputError(f"{path}: no array {key!r} (has: {', '.join(npz.files)})")
-                arrays = {name: npz[name] for name in npz.files}
-            return ReplayInstrument(arrays[key], survey=arrays.get("survey"), reference=arrays.get("reference"),
-                                    mrad_per_px=_scalar(arrays, "mrad_per_px"), nm_per_px=_scalar(arrays, "nm_per_px"),
-                                    semiangle_mrad=_scalar(arrays, "semiangle_mrad"), source=path)
-        if suffix in (".h5", ".hdf5", ".emd"):
-            file = h5py.File(path, "r")
-            try:
-                key = data_key or "data"
-                if key not in file or not isinstance(file[key], h5py.Dataset):
-                    raise InputError(f"{path}: no dataset {key!r}; pass --data-key (datasets: "
-                                     f"{', '.join(_datasets(file))})")
-                group = file[key].parent
-                survey = group["survey"][()] if "survey" in group else None
-                reference = group["reference"][()] if "reference" in group else None
-                attrs = dict(file[key].attrs)
-                scalars = {name: _scalar(group, name) if name in group else _scalar(attrs, name)
-                           for name in ("mrad_per_px", "nm_per_px", "semiangle_mrad")}
-                return ReplayInstrument(file[key], survey=survey, reference=reference, source=path,
-                                        closer=file.close, **scalars)
-            except BaseException:
-                file.close()
-                raise
-        raise InputError(f"{path}: unsupported file type {suffix!r} (use {', '.join(SUFFIXES)})")
+        opened = _open(path, data_key, scan_shape)
+        try:
+            readers.complete(opened, overrides, reference)
+            return ReplayInstrument(opened.data, survey=opened.survey, reference=opened.reference,
+                                    mrad_per_px=opened.mrad_per_px, nm_per_px=opened.nm_per_px,
+                                    semiangle_mrad=opened.semiangle_mrad, source=path, closer=opened.closer,
+                                    calibration_sources=opened.sources, survey_name=opened.survey_name,
+                                    file_format=opened.format)
+        except BaseException:
+            if opened.closer is not None:
+                opened.closer()
+            raise
     except InputError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{path}: cannot read file ({exc})") from None
 
 
-def _datasets(file: h5py.File) -> list[str]:
-    names: list[str] = []
-    file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
-    return names[:20]
+def _open(path: str, data_key: str | None, scan_shape: tuple[int, int] | None) -> readers.Opened:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npy":
+        try:
+            patterns = NpyPatterns(path)  # streamed with pread: bounded RSS for files larger than memory
+        except ValueError:
+            array = numpy.load(path, mmap_mode="r")
+            return readers.Opened(_stack(array, scan_shape, path), ".npy")
+        if patterns.ndim == 3:  # a flat frame stack: memory-mapped
+            patterns.close()
+            return readers.Opened(_stack(numpy.load(path, mmap_mode="r"), scan_shape, path), ".npy frame stack")
+        return readers.Opened(patterns, ".npy", closer=patterns.close)
+    if suffix == ".npz":
+        with numpy.load(path) as npz:
+            key = data_key or "data"
+            if key not in npz.files:
+                raise InputError(f"{path}: no array {key!r} (has: {', '.join(npz.files)})")
+            arrays = {name: npz[name] for name in npz.files}
+        opened = readers.Opened(_stack(arrays[key], scan_shape, path), ".npz", survey=arrays.get("survey"),
+                                survey_name="survey image from the file" if "survey" in arrays else None,
+                                reference=arrays.get("reference"))
+        if opened.reference is not None:
+            opened.sources["reference"] = "file (reference)"
+        for name in readers.CALIBRATIONS:
+            opened.set(name, _scalar(arrays, name), f"file ({name})")
+        return opened
+    return readers.open_file(path, data_key, scan_shape)
+
+
+def _stack(array: numpy.ndarray, scan_shape: tuple[int, int] | None, path: str) -> typing.Any:
+    if array.ndim == 3 and scan_shape is not None:
+        return ScanView(array, scan_shape_for(array.shape[0], scan_shape, path))
+    return array

@@ -664,9 +664,10 @@ def _text_as(suffix: str) -> typing.Callable[..., str]:
 
 
 def _h5_without_data(arrays: dict[str, numpy.ndarray], folder: str) -> str:
+    """No 4D dataset (a single one would be found without --data-key): a flat frame stack and no --scan-shape."""
     path = os.path.join(folder, "bad.h5")
     with h5py.File(path, "w") as file:
-        file.create_dataset("frames", data=arrays["data"][:16, :16])
+        file.create_dataset("frames", data=arrays["data"][:16, :16].reshape(256, *arrays["data"].shape[2:]))
     return path
 
 
@@ -696,7 +697,7 @@ BAD_INPUTS: list[tuple[str, typing.Callable[..., str], list[str], str]] = [
     ("garbage-h5", _text_as(".h5"), [], "cannot read file"),
     ("garbage-npz", _text_as(".npz"), [], "cannot read file"),
     ("wrong-suffix", _text_as(".txt"), [], "unsupported file type '.txt'"),
-    ("h5-without-data", _h5_without_data, [], "no dataset 'data'"),
+    ("h5-without-data", _h5_without_data, [], "no 4D dataset"),
     ("missing-file", lambda arrays, folder: os.path.join(folder, "nothing.npz"), [], "no such file"),
 ]
 BAD_ARGUMENTS = [

@@ -503,7 +503,8 @@ class TestLifecycle(SwiftTestCase):
             self.assertEqual("Acquire HAADF survey", Window.actions[extension_module.ACQUIRE_ACTION_ID].action_name)
             menu = extension_module.build_menu(dc)
             titles = [menu_item.title for menu_item in menu.items if not menu_item.is_separator]
-            self.assertEqual(["Run DKL experiment on selected HAADF image", "Acquire HAADF survey", "Show DKL 4D-STEM panel"], titles)
+            self.assertEqual(["Run DKL experiment on selected HAADF image", "Acquire HAADF survey",
+                              "Replay DKL on selected 4D data item", "Show DKL 4D-STEM panel"], titles)
             self.assertEqual("DKL 4D-STEM", panel.display_name)
             self.assertIn("uSim Scan", panel.handler.scan_names.value)
             self.assertEqual("uSim Ronchigram Camera", panel.handler.camera_names.value[panel.handler.camera_index.value])

@@ -3,7 +3,7 @@ dkl4dstem.outputs) and the final maps beside the session file, and the user's ch
 
   run1.h5               the engine's session file (every pattern)
   run1.summary.json     outputs.run_summary(...) + the plug-in's fields (region, forced points, positions in nm)
-  run1.maps.npz         survey, prediction, uncertainty, acquisition, measured (NaN where not measured)
+  run1.maps.npz         the CLI's maps.npz: prediction, uncertainty, acquisition, measured (bool)
 Runs on a worker thread (matplotlib and h5py are imported there, not on the UI thread).
 """
 from __future__ import annotations
@@ -36,20 +36,15 @@ def plugin_fields(result: typing.Any, calibrations: typing.Sequence[typing.Any],
 def save_run(session_path: str, config: typing.Any, result: typing.Any, survey: numpy.ndarray,
              fields: typing.Mapping[str, typing.Any]) -> list[str]:
     """Write the summary and maps; add the plug-in fields to the session's settings. Returns the files written."""
-    from dkl4dstem import outputs
+    from dkl4dstem import export, outputs
     summary_path, maps_path = paths_for(session_path)
     summary = outputs.run_summary(config, result, session_path)
     summary.update(fields)
     summary["session"] = os.path.abspath(session_path)
     outputs.write_summary(summary_path, summary)
-    measured = numpy.full(survey.shape, numpy.nan, dtype=numpy.float32)
-    for (y, x), value in zip(result.visited, result.values):
-        measured[y, x] = value
-    maps: dict[str, typing.Any] = {"survey": numpy.asarray(survey, dtype=numpy.float32), "measured": measured}
-    for name in ("prediction", "uncertainty", "acquisition"):
-        if getattr(result, name) is not None:
-            maps[name] = numpy.asarray(getattr(result, name), dtype=numpy.float32)
-    numpy.savez_compressed(maps_path, **maps)
+    maps = {name: getattr(result, name) for name in ("prediction", "uncertainty", "acquisition")}
+    height, width = survey.shape
+    export.write_maps_npz(maps_path, (height, width), maps, result.visited, truth=None)  # the CLI's maps.npz keys
     _add_to_session_settings(session_path, {"region": fields.get("region", []), "forced": fields.get("forced", [])})
     return [summary_path, maps_path]
 

@@ -8,6 +8,7 @@ from nion.swift import Workspace
 from nion.ui import Window
 
 from . import panel as panel_module
+from . import replay_item
 from . import run_controller
 
 if typing.TYPE_CHECKING:
@@ -102,6 +103,7 @@ def build_menu(document_controller: DocumentController.DocumentController) -> ty
     menu = document_controller.get_or_create_menu(MENU_ID, _("DKL"), "window_menu")
     document_controller.build_menu(menu, [{"type": "item", "action_id": RUN_ACTION_ID},
                                           {"type": "item", "action_id": ACQUIRE_ACTION_ID},
+                                          {"type": "item", "action_id": replay_item.REPLAY_ACTION_ID},
                                           {"type": "separator"},
                                           {"type": "item", "action_id": SHOW_PANEL_ACTION_ID}])
     return menu
@@ -124,6 +126,7 @@ class DKLExtension:
             self.__app = app
 
     def close(self) -> None:
+        replay_item.close_all()
         if self.__app is not None:
             try:
                 self.__app.unregister_menu_handler(build_menu)
