@@ -85,7 +85,8 @@ def first_top_percent(visited: list[tuple[int, int]], truth: numpy.ndarray, maxi
 
 
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
-                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str) -> dict[str, typing.Any]:
+                      recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str,
+                      with_figures: bool = True) -> dict[str, typing.Any]:
     n_measured = len(result.visited)
     summary: dict[str, typing.Any] = {
         "scalarizer": config.scalarizer, "scalarizer_params": config.scalarizer_params, "units": result.units,
@@ -107,9 +108,11 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
-    with open(os.path.join(out, "summary.json"), "w") as file:
+    path = os.path.join(out, "summary.json")
+    with open(path + ".part", "w") as file:  # written whole, then renamed: a kill never leaves half a summary
         json.dump(_clean(summary), file, indent=1)
-    if result.prediction is not None:
+    os.replace(path + ".part", path)
+    if result.prediction is not None and with_figures:
         final = {"prediction": result.prediction, "uncertainty": result.uncertainty,
                  "acquisition": result.acquisition}
         summary["figures"] = figures.run_figure(out, survey, result.visited, config.seeds, final, recorder.snapshots,
