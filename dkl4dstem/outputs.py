@@ -109,9 +109,14 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
     path = os.path.join(out, "summary.json")
-    with open(path + ".part", "w") as file:  # written whole, then renamed: a kill never leaves half a summary
-        json.dump(_clean(summary), file, indent=1)
-    os.replace(path + ".part", path)
+    try:
+        with open(path + ".part", "w") as file:  # written whole, then renamed: a kill never leaves half a summary
+            json.dump(_clean(summary), file, indent=1)
+        os.replace(path + ".part", path)
+    except OSError:
+        if os.path.exists(path + ".part"):
+            os.remove(path + ".part")
+        raise
     if result.prediction is not None and with_figures:
         final = {"prediction": result.prediction, "uncertainty": result.uncertainty,
                  "acquisition": result.acquisition}

@@ -59,7 +59,7 @@ def _dry_run(scalarizer: Scalarizer, calibration: DetectorCalibration, shape: tu
         scalarizer(pattern, calibration)
     except InputError:
         raise
-    except Exception:
+    except (Exception, SystemExit, KeyboardInterrupt):  # the engine handles these per point, keeping the pattern
         pass
     if builtin_scalarizer(scalarizer) in VIRTUAL_DETECTORS:
         pixels = scalarizer(numpy.ones(shape, dtype=numpy.float32), calibration)

@@ -328,7 +328,8 @@ def _reason(exc: BaseException) -> str:
     """The OS reason of an h5py/OS error in one line (h5py puts the errno text deep in a long message)."""
     text = str(exc)
     for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system"),
-                        (errno.EIO, "Input/output error"), (errno.EDQUOT, "Disk quota exceeded")):
+                        (errno.EIO, "Input/output error"), (errno.EDQUOT, "Disk quota exceeded"),
+                        (errno.EFBIG, "File too large")):
         if isinstance(exc, OSError) and exc.errno == code or words in text:
             return words
     return text.splitlines()[0] if text else type(exc).__name__
