@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import re
 import threading
 import time
 import typing
@@ -198,7 +199,7 @@ class SessionWriter:
         try:
             # no raw-data chunk cache: a row reaches the file inside append(), where a write error can be seen
             if resume:
-                self.file = h5py.File(self.path, "r+", rdcc_nbytes=0)
+                self.file = _open_for_resume(self.path)
                 self.file.attrs["settings"] = json.dumps(settings)  # a later resume continues with these
             else:
                 self.file = h5py.File(self.path, "w", rdcc_nbytes=0)
@@ -324,6 +325,77 @@ class SessionWriter:
             self.lock.release()
 
 
+def _stored_eof(exc: BaseException) -> int | None:
+    """HDF5's size of a file whose last write failed (disk full): the superblock promises more bytes than exist."""
+    match = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+    return int(match.group(2)) if match and int(match.group(2)) > int(match.group(1)) else None
+
+
+def _open_for_resume(path: str) -> h5py.File:
+    """r+; a file cut short by a failed write is first extended with zeros to the size HDF5 expects (only the
+    uncommitted row lay there)."""
+    try:
+        return h5py.File(path, "r+", rdcc_nbytes=0)
+    except OSError as exc:
+        size = _stored_eof(exc)
+        if size is None:
+            raise
+    os.truncate(path, size)
+    return h5py.File(path, "r+", rdcc_nbytes=0)
+
+
+class _ZeroPadded(io.RawIOBase):
+    """A read-only view of a file that reads as zeros past its end, up to `size`: opens a session whose last write
+    failed without changing it."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__()
+        self.file = open(path, "rb")
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence] + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer: typing.Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self.size - self.position))
+        self.file.seek(self.position)
+        got = self.file.readinto(view[:count]) or 0
+        view[got:count] = bytes(count - got)
+        self.position += count
+        return count
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def _open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, _ZeroPadded | None]:
+    try:
+        return h5py.File(path, "r"), None
+    except OSError as exc:
+        size = _stored_eof(exc)
+        if size is None:
+            raise
+    padded = _ZeroPadded(os.fspath(path), size)
+    try:
+        return h5py.File(padded, "r"), padded
+    except BaseException:
+        padded.close()
+        raise
+
+
 def _reason(exc: BaseException) -> str:
     """The OS reason of an h5py/OS error in one line (h5py puts the errno text deep in a long message)."""
     text = str(exc)
@@ -338,8 +410,10 @@ def _reason(exc: BaseException) -> str:
 def read_session(path: str | os.PathLike[str]) -> SessionData:
     """Read a session file, also one left by a killed process; a clear InputError when it is not one, or when a
     row was edited or damaged (checksum). A row beyond the committed count (torn by a kill) is dropped."""
+    padded = None
     try:
-        with h5py.File(path, "r") as file:
+        file, padded = _open_for_reading(path)
+        with file:
             points = file["points"]
             available = min(points[name].shape[0] for name in ROW_FIELDS)
             committed = file.attrs.get("committed")
@@ -355,6 +429,9 @@ def read_session(path: str | os.PathLike[str]) -> SessionData:
             checksums = points["checksum"][:n] if "checksum" in points and committed is not None else None
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(f"cannot read session file {os.fspath(path)}: {exc}") from None
+    finally:
+        if padded is not None:
+            padded.close()
     if committed is not None and checksums is None or checksums is not None and len(checksums) < n:
         raise InputError(f"session file {os.fspath(path)} lacks the checksums of its rows; it was altered")
     if checksums is not None:

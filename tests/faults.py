@@ -221,6 +221,17 @@ def interrupting_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibra
     raise KeyboardInterrupt
 
 
+def slow_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
+    """CoM magnitude, 20 ms per pattern: a ground truth over the fixture's 1,024 patterns takes about 20 s."""
+    time.sleep(0.02)
+    return _COM(pattern, calibration)
+
+
+def scaled_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float = 0.0) -> float:
+    """CoM magnitude plus a parameter (for resume checks on parameters)."""
+    return _COM(pattern, calibration) + inner_mrad
+
+
 MARKER_ENV = "DKL4DSTEM_TEST_MARKER"
 
 
