@@ -8,6 +8,12 @@ from dkl4dstem.runtime import ensure_threads_configured
 
 ensure_threads_configured()
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than about 5 s (subprocess runs, real signals)")
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -98,9 +98,7 @@ def _assert_rows_match_the_source(path: str) -> None:
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A finished 4 + 3 point run (session, summary, figures) to copy."""
     out = str(tmp_path_factory.mktemp("finished") / "run")
-    process = CliProcess(["run", FIXTURE, "--out", out, "--seeds", "4", "--steps", "3", "--no-truth"])
-    code, err = process.finish()
-    assert code == 0, err
+    assert cli.main(["run", FIXTURE, "--out", out, "--seeds", "4", "--steps", "3", "--no-truth"]) == 0
     return out
 
 
@@ -121,6 +119,7 @@ def _one_line(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 2
 
 
 # --- 1. a second run into a live run's folder -------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_run_into_a_live_folder_is_refused_and_the_first_keeps_its_data(
         tmp_path: typing.Any, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "c")
@@ -143,6 +142,7 @@ def test_second_run_into_a_live_folder_is_refused_and_the_first_keeps_its_data(
     _assert_rows_match_the_source(os.path.join(out, "session.h5"))
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_one_wins(tmp_path: typing.Any) -> None:
     out = str(tmp_path / "c")
     runs = [CliProcess(["run", FIXTURE, "--out", out, "--seeds", "3", "--steps", "3", "--no-truth"])
@@ -219,6 +219,7 @@ def test_resume_refuses_what_would_mix_rows(case: str, message: str, finished_ru
     assert {name: file_digest(os.path.join(other, name)) for name in os.listdir(other)} == before
 
 
+@pytest.mark.slow
 def test_resume_with_the_same_settings_and_data_is_accepted(finished_run: str, tmp_path: typing.Any,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     run = _copy(finished_run, tmp_path)
@@ -238,6 +239,7 @@ def _limit_file_size(limit: int) -> typing.Callable[[], None]:
     return apply
 
 
+@pytest.mark.slow
 def test_write_failure_stops_after_the_last_good_row_and_resume_completes(tmp_path: typing.Any,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A real failed write (file size limit: EFBIG, like a full disk) inside HDF5: the run stops cleanly with a
@@ -361,6 +363,7 @@ def test_edited_bytes_are_detected_and_the_resume_refused(tmp_path: typing.Any,
 
 
 # --- 8. signals, overwrite, odd --out ------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["TERM", "HUP", "INT"])
 def test_sigterm_and_sighup_stop_like_ctrl_c(signum: int, tmp_path: typing.Any) -> None:
     out = str(tmp_path / "run")
@@ -376,6 +379,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(signum: int, tmp_path: typing.Any) 
     assert [tuple(p) for p in summary["visited"]] == _rows(os.path.join(out, "session.h5")) == process.measured
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_ground_truth_keeps_summary_json(tmp_path: typing.Any) -> None:
     """The ground truth (every pattern through a slow scalarizer) is cut short: the run's summary.json stays."""
     out = str(tmp_path / "run")
@@ -395,6 +399,7 @@ def test_ctrl_c_during_the_ground_truth_keeps_summary_json(tmp_path: typing.Any)
     assert summary["n_measured"] == 5 and "nrmse" not in summary
 
 
+@pytest.mark.slow
 def test_overwrite_killed_midway_leaves_no_old_outputs(finished_run: str, tmp_path: typing.Any) -> None:
     out = _copy(finished_run, tmp_path)
     assert {"summary.json", "overview.png", "steps.png"} <= set(os.listdir(out))
