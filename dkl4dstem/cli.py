@@ -326,6 +326,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         survey = instrument.survey()
         if config.window >= min(survey.shape):
             raise InputError(f"window {config.window} must be smaller than the survey {survey.shape}")
+        preflight.check_before_dose(get_scalarizer(config.scalarizer, **config.scalarizer_params),
+                                    instrument.calibration(), instrument.detector_shape)
         truth = outputs.truth_for(instrument, config, dask=args.dask)
     finally:
         instrument.close()

@@ -273,8 +273,8 @@ def _validate_radii(params: dict[str, float]) -> None:
 # ------------------------------------------------------------------------------------------------ registry
 
 _RADII = {"inner_mrad": math.nan, "outer_mrad": math.nan}
-_RADII_NOTE = (" Radii in mrad (NaN = default from the convergence semi-angle); read as px when the detector "
-               "is uncalibrated (no mrad_per_px). Returns the summed intensity.")
+_RADII_NOTE = (" Radii in mrad (NaN = default from the convergence semi-angle); a run refuses explicit radii on an "
+               "uncalibrated detector (no mrad_per_px). Returns the summed intensity.")
 
 _BUILTINS: dict[str, Scalarizer] = {
     s.name: s for s in [
