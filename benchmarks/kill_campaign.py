@@ -1,7 +1,8 @@
 """Fault matrix rerun: SIGKILL / SIGTERM the CLI at random instants, then resume; check every row.
 
 Each trial starts `dkl4dstem run` (through `python -m tests.faults`, fast training) on the fixture, kills it at a
-random instant (seeded, printed) -- during start-up, seeding, fitting, stepping or checkpointing -- then checks
+random instant (seeded, printed: after a random number of points plus up to 0.3 s, so during seeding, fitting,
+stepping or checkpointing; SIGTERM and SIGHUP trials must stop cleanly with exit 0) -- then checks
 `session.h5` (readable, checksums valid, each stored pattern byte-identical to the source, no duplicate), resumes
 it to the end and checks the total again. Prints one row per trial and a summary line.
 
@@ -27,7 +28,7 @@ sys.path.insert(0, ROOT)
 from dkl4dstem.session import read_session  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "resources", "graphene_si.npz")
-SEEDS, STEPS = 6, 120
+SEEDS, STEPS = 6, 60
 
 
 def check(path: str, source: numpy.ndarray) -> tuple[int, int]:
@@ -41,30 +42,42 @@ def check(path: str, source: numpy.ndarray) -> tuple[int, int]:
 
 
 def trial(k: int, rng: random.Random, folder: str, source: numpy.ndarray, env: dict[str, str]) -> dict[str, object]:
+    """Kill after a random number of reported points plus a random fraction of a second (mid-append, mid-fit,
+    mid-checkpoint); signals rotate SIGKILL, SIGKILL, SIGTERM, SIGHUP."""
     out = os.path.join(folder, f"t{k}")
-    delay = rng.uniform(5.0, 25.0)
-    signum = rng.choice([signal.SIGKILL, signal.SIGKILL, signal.SIGTERM])
+    after_points = rng.randrange(0, SEEDS + STEPS)
+    extra_s = rng.uniform(0.0, 0.3)
+    signum = [signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGHUP][k % 4]
     argv = [sys.executable, "-m", "tests.faults", "run", FIXTURE, "--out", out, "--seeds", str(SEEDS),
             "--steps", str(STEPS), "--no-truth", "--seed", str(k)]
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
+    assert process.stdout is not None
+    reported = 0
+    while reported < after_points:
+        line = process.stdout.readline()
+        if not line:
+            break
+        reported += line.startswith("MEASURED ")
+    time.sleep(extra_s)
     process.send_signal(signum)
     stdout, _ = process.communicate(timeout=120)
-    reported = sum(line.startswith("MEASURED ") for line in stdout.splitlines())
-    row: dict[str, object] = {"trial": k, "signal": signal.Signals(signum).name, "after_s": round(delay, 2),
-                              "rc": process.returncode, "reported": reported}
+    reported += sum(line.startswith("MEASURED ") for line in stdout.splitlines())
+    row: dict[str, object] = {"trial": k, "signal": signal.Signals(signum).name, "after_points": after_points,
+                              "extra_s": round(extra_s, 3), "rc": process.returncode, "reported": reported}
     session = os.path.join(out, "session.h5")
     if not os.path.exists(session):
         row.update(rows=0, torn=0, resumed=None, ok=reported == 0)
         return row
     rows, torn = check(session, source)
     assert rows >= reported, f"{reported} points reported, {rows} stored"
+    clean = signum == signal.SIGKILL or process.returncode == 0  # SIGTERM / SIGHUP stop like Ctrl-C
     resumed = subprocess.run(argv[:4] + ["--resume", out, "--no-truth"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     total, _ = check(session, source)
     with open(os.path.join(out, "summary.json")) as file:
         summary = json.load(file)
-    ok = resumed.returncode == 0 and total == SEEDS + STEPS == summary["n_measured"] == len(set(map(tuple, summary["visited"])))
+    visited = {tuple(p) for p in summary["visited"]}
+    ok = clean and resumed.returncode == 0 and total == SEEDS + STEPS == summary["n_measured"] == len(visited)
     row.update(rows=rows, torn=torn, resumed=total, ok=ok)
     return row
 

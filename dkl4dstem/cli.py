@@ -11,10 +11,9 @@ import typing
 
 import numpy
 
-from dkl4dstem import __version__
+from dkl4dstem import __version__, preflight
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
-from dkl4dstem import preflight
 from dkl4dstem.groundtruth import check_finite
 from dkl4dstem.replay import open_replay
 from dkl4dstem.scalarizers import get_scalarizer, runs_user_code
@@ -150,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} is a file; give a folder for the run's outputs")
         config = _config(args, session.settings if session else None)
-        return _run(args, config, session, lock)
+        return _run(args, config, session)
     finally:
         if lock is not None:
             lock.release()
@@ -203,8 +202,8 @@ def _prepare_out(out: str, overwrite: bool) -> SessionLock:
     return lock
 
 
-def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionData | None,
-         lock: SessionLock | None) -> int:
+def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionData | None) -> int:
+    """Checks before dose, the lock of a new run's folder, the run, its outputs."""
     instrument = open_replay(args.data, args.data_key)
     own_lock: SessionLock | None = None
     try:
