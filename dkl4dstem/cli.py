@@ -241,35 +241,55 @@ def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionDat
 def _write_outputs(args: argparse.Namespace, survey: numpy.ndarray, config: ExperimentConfig,
                    result: ExperimentResult, recorder: outputs.RunRecorder,
                    instrument: typing.Any) -> dict[str, typing.Any] | None:
-    """summary.json first (so an interrupt during the ground truth keeps it), then the truth and the figures."""
+    """summary.json first, then the ground truth and the figures. A signal (Ctrl-C, SIGTERM, SIGHUP) cuts the
+    ground truth short; while the summary and the figures are written it is held until they are done."""
     from dkl4dstem import outputs
 
+    signals = _PostRunSignals()
     try:
-        summary = outputs.write_run_outputs(args.out, survey, config, result, recorder, None, data_path=args.data,
-                                            with_figures=args.no_truth)
-        if args.no_truth:
-            return summary
-        truth = _interruptible(lambda: outputs.truth_for(instrument, config, dask=args.dask))
-        if truth is None:
-            print("dkl4dstem: ground truth interrupted; summary.json has the run without it", file=sys.stderr)
-        return outputs.write_run_outputs(args.out, survey, config, result, recorder, truth, data_path=args.data)
+        with signals:
+            summary = outputs.write_run_outputs(args.out, survey, config, result, recorder, None,
+                                                data_path=args.data, with_figures=args.no_truth)
+            if args.no_truth:
+                return summary
+            truth = signals.interruptible(lambda: outputs.truth_for(instrument, config, dask=args.dask))
+            if truth is None:
+                print("dkl4dstem: ground truth interrupted; summary.json has the run without it", file=sys.stderr)
+            return outputs.write_run_outputs(args.out, survey, config, result, recorder, truth,
+                                              data_path=args.data)
     except OSError as exc:
         print(f"dkl4dstem: could not write the outputs in {args.out} ({exc.strerror or exc}); every measured "
               "point is in session.h5", file=sys.stderr)
         return None
 
 
-def _interruptible(work: typing.Callable[[], typing.Any]) -> typing.Any:
-    """Run post-run work that a signal (Ctrl-C, SIGTERM, SIGHUP) may cut short: None when it was."""
-    def on_signal(signum: int, frame: typing.Any) -> None:
-        raise KeyboardInterrupt
-    previous = _install(on_signal)
-    try:
-        return work()
-    except KeyboardInterrupt:
-        return None
-    finally:
-        _restore(previous)
+class _PostRunSignals:
+    """Stop signals after the run: raise KeyboardInterrupt inside `interruptible` work, otherwise note them."""
+
+    def __init__(self) -> None:
+        self.raising = False
+        self.previous: dict[int, typing.Any] = {}
+
+    def _on_signal(self, signum: int, frame: typing.Any) -> None:
+        if self.raising:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _PostRunSignals:
+        self.previous = _install(self._on_signal)
+        return self
+
+    def __exit__(self, *exc: typing.Any) -> None:
+        _restore(self.previous)
+
+    def interruptible(self, work: typing.Callable[[], typing.Any]) -> typing.Any:
+        """`work()`, or None when a signal cut it short."""
+        self.raising = True
+        try:
+            return work()
+        except KeyboardInterrupt:
+            return None
+        finally:
+            self.raising = False
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
