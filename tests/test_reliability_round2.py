@@ -380,7 +380,8 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(signum: int, tmp_path: typing.Any) 
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_the_ground_truth_keeps_summary_json(tmp_path: typing.Any) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_ctrl_c_during_the_ground_truth_keeps_summary_json(signum: int, tmp_path: typing.Any) -> None:
     """The ground truth (every pattern through a slow scalarizer) is cut short: the run's summary.json stays."""
     out = str(tmp_path / "run")
     process = CliProcess(["run", FIXTURE, "--out", out, "--seeds", "3", "--steps", "2", "--scalarizer",
@@ -390,7 +391,7 @@ def test_ctrl_c_during_the_ground_truth_keeps_summary_json(tmp_path: typing.Any)
     while not os.path.exists(summary_path):  # written before the ground truth starts
         assert process.process.poll() is None, process.finish()[1]
         threading.Event().wait(0.05)
-    process.process.send_signal(signal.SIGINT)
+    process.process.send_signal(signum)
     code, err = process.finish()
     assert code == 0, err
     assert "ground truth interrupted; summary.json has the run without it" in err
