@@ -192,9 +192,9 @@ class _Run:
                 try:
                     if self.posterior is not None:
                         self._checkpoint(force=True)
-                except StorageError as exc:  # the rows are safe; only the final model checkpoint is missing
-                    logger.error("%s", exc)
-                    self.error = self.error or str(exc)
+                except StorageError as exc:  # every row is safe; a resume retrains the model from them
+                    logger.warning("the final model checkpoint was not written (%s); every measured point is in "
+                                   "the session", exc)
                 self.writer.close()
         return self._result()
 

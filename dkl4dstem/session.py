@@ -277,12 +277,8 @@ class SessionWriter:
 
     def _check_space(self) -> None:
         """Stop before the disk is full: HDF5 does not always report a failed write (it may lose it in a cache)."""
-        try:
-            stats = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-        except OSError:
-            return
-        free = stats.f_bavail * stats.f_frsize
-        if free < RESERVE_BYTES + 4 * self.row_bytes:
+        free = _free_bytes(self.path)
+        if free is not None and free < RESERVE_BYTES + 4 * self.row_bytes:
             self.failed = (f"the disk holding {self.path} is full ({free >> 10} KiB free); the run stopped after "
                            f"the last good row")
             raise StorageError(self.failed)
@@ -293,10 +289,12 @@ class SessionWriter:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         name = f"model/{step:06d}"
+        free = _free_bytes(self.path)
+        if free is not None and free < RESERVE_BYTES + 2 * buffer.tell() + 4 * self.row_bytes:
+            self.failed = (f"the disk holding {self.path} is full ({free >> 10} KiB free, a model checkpoint needs "
+                           f"{buffer.tell() >> 10} KiB); the run stopped after the last good row")
+            raise StorageError(self.failed)
         try:
-            stats = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-            if stats.f_bavail * stats.f_frsize < RESERVE_BYTES + 2 * buffer.tell() + 4 * self.row_bytes:
-                raise OSError(errno.ENOSPC, "No space left on device")
             if name in self.file:
                 del self.file[name]
             self.file.create_dataset(name, data=numpy.frombuffer(buffer.getvalue(), dtype=numpy.uint8))
@@ -323,6 +321,14 @@ class SessionWriter:
             pass
         finally:
             self.lock.release()
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return int(stats.f_bavail * stats.f_frsize)
 
 
 def _stored_eof(exc: BaseException) -> int | None:
