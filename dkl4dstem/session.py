@@ -442,6 +442,12 @@ def read_session(path: str | os.PathLike[str]) -> SessionData:
         raise InputError(f"session file {os.fspath(path)} lacks the checksums of its rows; it was altered")
     if checksums is not None:
         _verify_rows(os.fspath(path), data, checksums)
+    elif len(data.patterns):  # an older version's session: no checksums; an all-zero row is most likely a lost write
+        zero = numpy.flatnonzero(~data.patterns.reshape(len(data.patterns), -1).any(axis=1))
+        if zero.size:
+            warnings.warn(f"{os.fspath(path)} (no row checksums: an older dkl4dstem) holds {zero.size} row(s) with an "
+                          f"all-zero pattern, first row {int(zero[0])}: probably lost writes (full disk); check them",
+                          RuntimeWarning, stacklevel=2)
     if torn:
         warnings.warn(f"{os.fspath(path)}: {torn} row(s) cut short by a kill or a failed write are not counted; "
                       "those positions may be measured again", RuntimeWarning, stacklevel=2)

@@ -346,9 +346,8 @@ def _chunk_offset(path: str, name: str, row: int) -> int:
 def test_edited_bytes_are_detected_and_the_resume_refused(tmp_path: typing.Any,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = _session(tmp_path)
-    rng = random.Random()
     row = _seeded("DKL4DSTEM_EDIT_ROW", 0, 4)
-    offset = _chunk_offset(path, "pattern", row) + 4 * rng.randrange(36)
+    offset = _chunk_offset(path, "pattern", row) + 4 * _seeded("DKL4DSTEM_EDIT_PIXEL", 0, 35)
     with open(path, "r+b") as file:  # one float of one stored pattern changed in place
         file.seek(offset)
         file.write(numpy.float32(0.0).tobytes())
@@ -427,3 +426,19 @@ def test_window_1_runs(tmp_path: typing.Any, capsys: pytest.CaptureFixture[str],
                      "--no-truth"]) == 0, capsys.readouterr().err
     assert len(_rows(str(tmp_path / "w1" / "session.h5"))) == 5
     assert ReplayInstrument.measure_timeout_s == 60.0  # replay's default limit for a stalled file read
+
+
+def test_older_session_without_checksums_is_accepted_but_zero_rows_are_reported(tmp_path: typing.Any) -> None:
+    """A session of the previous version (no checksums, no committed count) still resumes; an all-zero row in it
+    (the old full-disk failure) is reported, and a resume adds the checksums."""
+    path, patterns = _session(tmp_path, rows=3)
+    with h5py.File(path, "r+") as file:
+        del file.attrs["committed"]
+        del file["points/checksum"]
+        file["points/pattern"][1] = 0.0
+    with pytest.warns(RuntimeWarning, match=r"holds 1 row\(s\) with an all-zero pattern, first row 1"):
+        assert len(read_session(path).values) == 3
+    SessionWriter(path, {"seeds": 1}, None, (6, 6), resume=True).close()  # type: ignore[arg-type]
+    with h5py.File(path, "r") as file:
+        assert file.attrs["committed"] == 3 and file["points/checksum"].shape == (3,)
+    numpy.testing.assert_array_equal(read_session(path).patterns[0], patterns[0])
