@@ -245,7 +245,7 @@ def test_write_failure_stops_after_the_last_good_row_and_resume_completes(tmp_pa
     """A real failed write (file size limit: EFBIG, like a full disk) inside HDF5: the run stops cleanly with a
     one-line reason; every stored row is good; a resume elsewhere completes the run."""
     out = str(tmp_path / "full")
-    limit = _seeded("DKL4DSTEM_FSIZE_KIB", 40, 110) << 10
+    limit = _seeded("DKL4DSTEM_FSIZE_KIB", 56, 110) << 10  # below about 52 KiB no row fits
     process = CliProcess(["run", FIXTURE, "--out", out, "--seeds", "4", "--steps", "30", "--no-truth"],
                          preexec=_limit_file_size(limit))
     code, err = process.finish()
