@@ -20,7 +20,9 @@ if typing.TYPE_CHECKING:  # torch, gpytorch, scipy and matplotlib load only once
     from dkl4dstem.config import ExperimentConfig
     from dkl4dstem.experiment import Experiment, ExperimentResult
     from dkl4dstem.replay import ReplayInstrument
-    from dkl4dstem.session import SessionData
+    import numpy
+
+    from dkl4dstem.session import SessionData, SessionLock
 
 
 def open_replay(*args: typing.Any, **kwargs: typing.Any) -> ReplayInstrument:
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--minimize", action="store_true", default=None, help="look for the smallest value")
     run.add_argument("--resume", metavar="DIR", default=None, help="continue the run whose session.h5 is in DIR")
     run.add_argument("--overwrite", action="store_true", help="replace an existing session.h5 in --out")
+    run.add_argument("--trust-session-scalarizer", action="store_true",
+                     help="on --resume, import the 'module:function' scalarizer named in the session file")
     run.add_argument("--exact-posterior", action="store_true", default=None, help="the GP posterior at every "
                      "candidate even for large surveys (default: on a latent-space grid where that is 8x smaller)")
     run.add_argument("--noiseless-acquisition", action="store_true", default=None,
@@ -215,66 +219,212 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
 
 def cmd_run(args: argparse.Namespace) -> int:
     session: SessionData | None = None
-    if args.resume:
-        session = read_session(os.path.join(args.resume, "session.h5"))
-        args.data = args.data or session.settings.get("data")
-        args.data_key = args.data_key or session.settings.get("data_key")
-        for name in READER_OPTIONS:  # the run continues on the same data with the same calibrations
-            if getattr(args, name, None) is None:
-                setattr(args, name, session.settings.get(name))
-        args.out = args.out or args.resume
-    if not args.data:
-        raise InputError("run needs a DATA file (or --resume DIR)")
-    if not args.out:
-        raise InputError("run needs --out DIR")
-    config = _config(args, session.settings if session else None)
+    from dkl4dstem.session import SessionLock
+
+    lock: SessionLock | None = None
+    try:
+        if args.resume:
+            _check_resume_out(args)
+            args.out = args.resume
+            lock = SessionLock(_session_path(args.resume))  # no other run may append while this one reads
+            session = read_session(_session_path(args.resume))
+            args.data = args.data or session.settings.get("data")
+            args.data_key = args.data_key or session.settings.get("data_key")
+            for name in READER_OPTIONS:  # the run continues on the same data with the same calibrations
+                if getattr(args, name, None) is None:
+                    setattr(args, name, session.settings.get(name))
+            _check_trusted_scalarizer(args, session)
+        if not args.data:
+            raise InputError("run needs a DATA file (or --resume DIR)")
+        if not args.out:
+            raise InputError("run needs --out DIR")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise InputError(f"--out {args.out} is a file; give a folder for the run's outputs")
+        config = _config(args, session.settings if session else None)
+        return _run(args, config, session)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _session_path(folder: str) -> str:
+    return os.path.join(folder, "session.h5")
+
+
+def _check_resume_out(args: argparse.Namespace) -> None:
+    """`--resume A --out B` would append A's points to B's session, or start a junk one: refused."""
+    if args.out is not None and os.path.realpath(args.out) != os.path.realpath(args.resume):
+        raise InputError(f"--resume {args.resume} continues the run in {args.resume}, but --out names "
+                         f"{args.out}: leave out --out (a resumed run writes where it started)")
+    if not os.path.isfile(_session_path(args.resume)):
+        raise InputError(f"cannot read session file {_session_path(args.resume)}: no such file")
+
+
+def _check_trusted_scalarizer(args: argparse.Namespace, session: SessionData) -> None:
+    """A session file may come from anyone: its 'module:function' scalarizer is imported only if the user names it
+    again on the command line, or passes --trust-session-scalarizer."""
+    from dkl4dstem.scalarizers import runs_user_code
+
+    stored = str(session.settings.get("scalarizer", ""))
+    if runs_user_code(stored) and args.scalarizer is None and not args.trust_session_scalarizer:
+        raise InputError(f"the session names the scalarizer {stored!r}, which would import and run that code; "
+                         f"name it again with --scalarizer {stored} (or pass --trust-session-scalarizer)")
+
+
+def _prepare_out(out: str, overwrite: bool) -> SessionLock:
+    """Lock the output folder before anything in it is opened for writing; with --overwrite clear the old run's
+    outputs (summary first) so a run killed midway never leaves an old summary beside a new session."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    lock = SessionLock(_session_path(out))
+    try:
+        if os.path.exists(_session_path(out)) and not overwrite:
+            raise InputError(f"{_session_path(out)} exists: continue it with --resume {out}, or pass --overwrite")
+        if overwrite:
+            for name in ("summary.json", "overview.png", "steps.png", "maps.npz", "results.emd", "session.h5"):
+                path = os.path.join(out, name)
+                if os.path.exists(path):
+                    os.remove(path)
+    except OSError as exc:
+        lock.release()
+        raise InputError(f"cannot replace the old outputs in {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionData | None) -> int:
+    """Checks before dose, the lock of a new run's folder, the run, its outputs."""
+    from dkl4dstem import preflight
+    from dkl4dstem.scalarizers import get_scalarizer
+    from dkl4dstem.session import data_fingerprint
+
     instrument = open_replay(args.data, args.data_key, **_reader_options(args))
+    own_lock: SessionLock | None = None
     try:
         if instrument.data.nbytes <= CHECK_FINITE_BYTES:
             check_finite(instrument.data)
         survey = instrument.survey()
         config.validate(survey.shape)
-        os.makedirs(args.out, exist_ok=True)
-        session_path = os.path.join(args.out, "session.h5")
-        if session is None and os.path.exists(session_path) and not args.overwrite:
-            raise InputError(f"{session_path} exists: continue it with --resume {args.out}, or pass --overwrite")
+        preflight.check_before_dose(get_scalarizer(config.scalarizer, **config.scalarizer_params),
+                                    instrument.calibration(), instrument.detector_shape)
+        fingerprint = data_fingerprint(instrument.data)
+        if session is None:
+            own_lock = _prepare_out(args.out, args.overwrite)
         from dkl4dstem import outputs
         from dkl4dstem.experiment import Experiment
 
         recorder = outputs.RunRecorder(config)
-        experiment = Experiment(instrument, config, session_path=session_path, on_event=recorder, resume=session,
-                                session_settings={"data": os.path.abspath(args.data), "data_key": args.data_key,
-                                                  **_reader_settings(args)})
+        experiment = Experiment(instrument, config, session_path=_session_path(args.out), on_event=recorder,
+                                resume=session, session_settings={"data": os.path.abspath(args.data),
+                                                                  "data_key": args.data_key,
+                                                                  "data_fingerprint": fingerprint,
+                                                                  **_reader_settings(args)})
         with instrument.held_open():  # the experiment closes its instrument; the truth still reads the file
             result = _run_interruptible(experiment, recorder)
-            truth = None if args.no_truth else outputs.truth_for(instrument, config, dask=args.dask)
-        summary = outputs.write_run_outputs(args.out, survey.image, config, result, recorder, truth,
-                                            data_path=args.data, instrument=instrument,
-                                            survey_dose_ratio=args.survey_dose_ratio)
+            summary = _write_outputs(args, survey.image, config, result, recorder, instrument)
     finally:
         instrument.close()
-    outputs.print_summary(summary, sys.stdout)
+        if own_lock is not None:
+            own_lock.release()
+    if summary is not None:
+        outputs.print_summary(summary, sys.stdout)
     if result.error:
         print(f"dkl4dstem: run stopped early: {result.error}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if summary is not None else 1
+
+
+def _write_outputs(args: argparse.Namespace, survey: numpy.ndarray, config: ExperimentConfig,
+                   result: ExperimentResult, recorder: outputs.RunRecorder,
+                   instrument: typing.Any) -> dict[str, typing.Any] | None:
+    """summary.json first, then the ground truth and the figures. A signal (Ctrl-C, SIGTERM, SIGHUP) cuts the
+    ground truth short; while the summary and the figures are written it is held until they are done."""
+    from dkl4dstem import outputs
+
+    signals = _PostRunSignals()
+    try:
+        with signals:
+            summary = outputs.write_run_outputs(args.out, survey, config, result, recorder, None,
+                                                data_path=args.data, instrument=instrument,
+                                                survey_dose_ratio=args.survey_dose_ratio,
+                                                with_figures=args.no_truth)
+            if args.no_truth:
+                return summary
+            truth = signals.interruptible(lambda: outputs.truth_for(instrument, config, dask=args.dask))
+            if truth is None:
+                print("dkl4dstem: ground truth interrupted; summary.json has the run without it", file=sys.stderr)
+            return outputs.write_run_outputs(args.out, survey, config, result, recorder, truth,
+                                              data_path=args.data, instrument=instrument,
+                                              survey_dose_ratio=args.survey_dose_ratio)
+    except OSError as exc:
+        print(f"dkl4dstem: could not write the outputs in {args.out} ({exc.strerror or exc}); every measured "
+              "point is in session.h5", file=sys.stderr)
+        return None
+
+
+class _PostRunSignals:
+    """Stop signals after the run: raise KeyboardInterrupt inside `interruptible` work, otherwise note them."""
+
+    def __init__(self) -> None:
+        self.raising = False
+        self.previous: dict[int, typing.Any] = {}
+
+    def _on_signal(self, signum: int, frame: typing.Any) -> None:
+        if self.raising:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _PostRunSignals:
+        self.previous = _install(self._on_signal)
+        return self
+
+    def __exit__(self, *exc: typing.Any) -> None:
+        _restore(self.previous)
+
+    def interruptible(self, work: typing.Callable[[], typing.Any]) -> typing.Any:
+        """`work()`, or None when a signal cut it short."""
+        self.raising = True
+        try:
+            return work()
+        except KeyboardInterrupt:
+            return None
+        finally:
+            self.raising = False
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _install(handler: typing.Callable[[int, typing.Any], None]) -> dict[int, typing.Any]:
+    if not _main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def _restore(previous: dict[int, typing.Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def _run_interruptible(experiment: Experiment, recorder: outputs.RunRecorder) -> ExperimentResult:
-    """First Ctrl-C stops after the current point (everything measured is in session.h5); a second one aborts."""
-    def on_sigint(signum: int, frame: typing.Any) -> None:
+    """First Ctrl-C (or SIGTERM / SIGHUP) stops after the current point (everything measured is in session.h5); a
+    second one aborts."""
+    def on_signal(signum: int, frame: typing.Any) -> None:
         if experiment.stopped:
             raise KeyboardInterrupt
-        print("\ndkl4dstem: stopping after the current point (Ctrl-C again to abort)", file=sys.stderr)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\ndkl4dstem: {name}: stopping after the current point (Ctrl-C again to abort)", file=sys.stderr)
         experiment.stop()
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    previous = _install(on_signal)
     try:
         return experiment.run()
     finally:
         recorder.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        _restore(previous)
 
 
 def _main_thread() -> bool:
@@ -282,8 +432,9 @@ def _main_thread() -> bool:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from dkl4dstem import outputs
+    from dkl4dstem import outputs, preflight
     from dkl4dstem.reconstruct import reconstruct
+    from dkl4dstem.scalarizers import get_scalarizer
     try:
         fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     except ValueError:
@@ -298,6 +449,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         survey = instrument.survey()
         if config.window >= min(survey.shape):
             raise InputError(f"window {config.window} must be smaller than the survey {survey.shape}")
+        preflight.check_before_dose(get_scalarizer(config.scalarizer, **config.scalarizer_params),
+                                    instrument.calibration(), instrument.detector_shape)
         truth = outputs.truth_for(instrument, config, dask=args.dask)
     finally:
         instrument.close()

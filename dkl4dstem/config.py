@@ -42,6 +42,7 @@ class ExperimentConfig:
     max_consecutive_failures: int = 5
     device: str | None = None
     checkpoint_every: int = 25
+    measure_timeout_s: float | None = None  # None: the instrument's `measure_timeout_s` (None there: no limit)
 
     def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
         """Refuse settings that cannot work, before any dose is spent."""
@@ -55,6 +56,9 @@ class ExperimentConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
                 raise InputError(f"{name} must be a positive number, got {value}")
+        if self.measure_timeout_s is not None and not (math.isfinite(self.measure_timeout_s)
+                                                       and self.measure_timeout_s > 0):
+            raise InputError(f"measure_timeout_s must be a positive number, got {self.measure_timeout_s}")
         if self.acquisition not in ACQUISITIONS:
             raise InputError(f"unknown acquisition {self.acquisition!r}; choose one of "
                              f"{', '.join(ACQUISITIONS)}")

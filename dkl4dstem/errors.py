@@ -12,3 +12,8 @@ class InstrumentError(RuntimeError):
 
 class ModelError(RuntimeError):
     """The DKL model could not be fitted (diverged, singular kernel) even after rollback."""
+
+
+class StorageError(RuntimeError):
+    """The session file could not be written (disk full, I/O error, read-only): the run stops after the last
+    good row."""

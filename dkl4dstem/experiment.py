@@ -19,16 +19,17 @@ import warnings
 import numpy
 import torch
 
-from dkl4dstem import acquisition as acquisition_module
+from dkl4dstem import acquisition as acquisition_module, preflight
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
-from dkl4dstem.errors import InputError, InstrumentError, ModelError
+from dkl4dstem.errors import InputError, InstrumentError, ModelError, StorageError
 from dkl4dstem.instrument import Instrument
 from dkl4dstem.patches import extract_patches, position_of
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
-from dkl4dstem.session import SessionData, SessionWriter
+from dkl4dstem.session import SessionData, SessionWriter, resume_differences
 from dkl4dstem.survey import validate_survey
 from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior
+from dkl4dstem.watchdog import CameraNotResponding, TimedMeasure
 
 __all__ = ["Experiment", "ExperimentConfig", "ExperimentResult", "StepEvent"]
 
@@ -171,6 +172,9 @@ class _Run:
         self.config.validate((self.height, self.width), int(self.blocked.sum()))
         # every frame must have this shape; when nothing tells it beforehand, the first good frame sets it
         self._pattern_shape: tuple[int, ...] | None = self._known_detector_shape()
+        preflight.check_before_dose(self.scalarizer, self.calibration, self._pattern_shape)
+        timeout_s = self.config.measure_timeout_s or getattr(self.instrument, "measure_timeout_s", None)
+        self._timed_measure = TimedMeasure(self.instrument.measure, timeout_s)
         if experiment.resume_data is not None:
             self._check_resume(experiment.resume_data)
         self.patches = extract_patches(self.survey_image, self.config.window)
@@ -197,7 +201,7 @@ class _Run:
             self._replay_resumed()
             self._run_seeds()
             self._run_steps()
-        except (InstrumentError, InputError, ModelError) as exc:
+        except (InstrumentError, InputError, ModelError, StorageError) as exc:
             self.error = str(exc)
             logger.error("experiment stopped: %s", exc)
         except Exception as exc:  # a bug or an unforeseen failure: stop cleanly, keep what was measured
@@ -206,8 +210,12 @@ class _Run:
         finally:
             self.trainer.close()
             if self.writer is not None:
-                if self.posterior is not None:
-                    self._checkpoint(force=True)
+                try:
+                    if self.posterior is not None:
+                        self._checkpoint(force=True)
+                except StorageError as exc:  # every row is safe; a resume retrains the model from them
+                    logger.warning("the final model checkpoint was not written (%s); every measured point is in "
+                                   "the session", exc)
                 self.writer.close()
         return self._result()
 
@@ -241,6 +249,10 @@ class _Run:
 
     def _check_resume(self, data: SessionData) -> None:
         """Refuse to continue a session on other data before anything is measured or written."""
+        differences = resume_differences(data.settings, {**self.config.to_dict(), **self.experiment.session_settings})
+        if differences:
+            raise InputError("cannot resume: this run differs from the session in " + "; ".join(differences)
+                             + ". Resume with the session's settings, or start a new run with another --out")
         if tuple(data.survey.shape) != (self.height, self.width):
             raise InputError(f"session survey {data.survey.shape} does not match this survey {self.height}x{self.width}")
         if not numpy.allclose(data.survey, self.survey_image, rtol=1e-5, atol=0, equal_nan=False):
@@ -334,10 +346,12 @@ class _Run:
             if attempt and self.experiment.stopped:  # a stop does not wait for retries of a failing camera
                 break
             try:
-                measurement = self.instrument.measure(y, x)
+                measurement = self._timed_measure(y, x)
                 problem = _frame_problem(measurement.pattern, self._pattern_shape)
                 if not problem:
                     break
+            except CameraNotResponding:
+                raise  # a hung camera: measuring again cannot be trusted
             except InstrumentError as exc:
                 problem = str(exc)
             except Exception as exc:  # a camera driver may raise anything; the point is what matters
@@ -370,6 +384,14 @@ class _Run:
                 value = float(self.scalarizer(pattern, self.calibration))
         except Exception as exc:
             logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x, exc)
+            return math.nan
+        except (SystemExit, KeyboardInterrupt) as exc:  # from the user's code, not a signal (the CLI handles those)
+            if isinstance(exc, KeyboardInterrupt) and self.experiment.stopped:
+                raise  # a second Ctrl-C: abort
+            self.error = (f"scalarizer {self.scalarizer.name} raised {type(exc).__name__}({exc}) at ({y}, {x}); the "
+                          "run stopped (the point is kept with value NaN)")
+            logger.error("%s", self.error)
+            self.experiment.stop()
             return math.nan
         if not math.isfinite(value):
             logger.warning("scalarizer %s gave %s at (%d, %d); the point is kept but not used for training",

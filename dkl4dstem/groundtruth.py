@@ -21,7 +21,7 @@ def _scalarize_block(block: numpy.ndarray, scalarizer: Scalarizer, calibration: 
                 pattern = numpy.asarray(block[y, x], dtype=numpy.float32)
                 try:
                     out[y, x] = scalarizer(pattern, calibration) if numpy.all(numpy.isfinite(pattern)) else numpy.nan
-                except Exception:
+                except (Exception, SystemExit):  # a user scalarizer's sys.exit must not end the run here
                     out[y, x] = numpy.nan
     return out
 
@@ -66,11 +66,15 @@ def _ground_truth_dask(data: typing.Any, scalarizer: Scalarizer, calibration: De
 
 
 def check_finite(data: typing.Any) -> None:
-    """Refuse data with NaN/Inf up front (chunk by chunk, bounded memory)."""
+    """Refuse data with NaN/Inf, or with no signal at all, up front (chunk by chunk, bounded memory)."""
+    signal = False
     for start, block in iter_row_chunks(data):
         if not numpy.all(numpy.isfinite(block)):
             bad = numpy.argwhere(~numpy.isfinite(block))[0]
             raise InputError(f"data contains NaN/Inf (first at scan position ({start + bad[0]}, {bad[1]}))")
+        signal = signal or bool(numpy.any(block))
+    if not signal:
+        raise InputError("data holds only zeros: no pattern carries any signal")
 
 
 def nrmse(prediction: numpy.ndarray, truth: numpy.ndarray) -> float:

@@ -128,15 +128,22 @@ def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: s
 
 
 def write_summary(path: str, summary: dict[str, typing.Any]) -> None:
-    with open(path, "w") as file:
-        json.dump(_clean(summary), file, indent=1)
+    """Written whole, then renamed: a kill never leaves half a summary."""
+    try:
+        with open(path + ".part", "w") as file:
+            json.dump(_clean(summary), file, indent=1)
+        os.replace(path + ".part", path)
+    except OSError:
+        if os.path.exists(path + ".part"):
+            os.remove(path + ".part")
+        raise
 
 
 def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig, result: ExperimentResult,
                       recorder: RunRecorder, truth: numpy.ndarray | None, data_path: str,
-                      instrument: ReplayInstrument | None = None,
-                      survey_dose_ratio: float = 0.0) -> dict[str, typing.Any]:
-    """summary.json, maps.npz, results.emd and the figures (see docs for every key and file)."""
+                      instrument: ReplayInstrument | None = None, survey_dose_ratio: float = 0.0,
+                      with_figures: bool = True) -> dict[str, typing.Any]:
+    """summary.json, then (with_figures) maps.npz, results.emd and the figures (see docs for every key and file)."""
     summary = run_summary(config, result, data_path, survey_dose_ratio)
     if instrument is not None:
         summary.update(instrument_summary(instrument))
@@ -148,6 +155,8 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
     write_summary(os.path.join(out, "summary.json"), summary)
+    if not with_figures:  # the summary alone, first: the ground truth may still be cut short
+        return summary
     final = {"prediction": result.prediction, "uncertainty": result.uncertainty, "acquisition": result.acquisition}
     shape = (int(survey.shape[0]), int(survey.shape[1]))
     summary["files"] = [export.write_maps_npz(os.path.join(out, "maps.npz"), shape, final, result.visited, truth)]

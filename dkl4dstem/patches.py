@@ -20,7 +20,9 @@ def extract_patches(image: numpy.ndarray, window: int = 12) -> numpy.ndarray:
     padded = numpy.pad(image.astype(numpy.float32), ((before, after), (before, after)), mode="reflect")
     views = numpy.lib.stride_tricks.sliding_window_view(padded, (window, window))
     height, width = image.shape
-    patches = numpy.ascontiguousarray(views.reshape(height * width, window * window))
+    patches = views.reshape(height * width, window * window)
+    if not (patches.flags.writeable and patches.flags.c_contiguous):  # window 1: reshape gives a read-only view
+        patches = patches.copy()
     mean = float(image.mean(dtype=numpy.float64))
     std = float(image.std(dtype=numpy.float64))
     patches -= numpy.float32(mean)

@@ -15,7 +15,7 @@ import zipfile
 import numpy
 
 from dkl4dstem import readers
-from dkl4dstem.bigfile import NpyPatterns, iter_row_chunks
+from dkl4dstem.bigfile import CHUNK_BYTES, NpyPatterns, iter_row_chunks
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError
 from dkl4dstem.readers.base import ScanView, scan_shape_for
@@ -26,6 +26,8 @@ VIRTUAL_ADF = "virtual ADF computed from the 4D data"
 
 
 class ReplayInstrument:
+    measure_timeout_s = 60.0  # a file on a stalled network share must not hang the loop (engine: excluded point)
+
     def __init__(self, data: typing.Any, *, survey: numpy.ndarray | None = None,
                  reference: numpy.ndarray | None = None, mrad_per_px: float | None = None,
                  nm_per_px: float | None = None, semiangle_mrad: float | None = None,
@@ -38,6 +40,7 @@ class ReplayInstrument:
                              f"got shape {tuple(getattr(data, 'shape', ()))}{hint}")
         if min(data.shape) < 1:
             raise InputError(f"{source or 'data'}: empty 4D data {tuple(data.shape)}")
+        _check_dtype(getattr(data, "dtype", None), source)
         self.data = data
         self.source = source
         self._closer = closer
@@ -108,10 +111,27 @@ class ReplayInstrument:
             self._closer = None
 
 
+def _check_dtype(dtype: typing.Any, source: str) -> None:
+    """Intensities must be real numbers: integer, unsigned and float16 data are summed in float64 (exact);
+    complex data would silently lose its imaginary part."""
+    if dtype is None:
+        return
+    dtype = numpy.dtype(dtype)
+    if dtype.kind == "c":
+        raise InputError(f"{source or 'data'}: complex data ({dtype}) is not supported: give the intensities, "
+                         "e.g. abs(wave)**2")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{source or 'data'}: data of type {dtype} is not numeric intensity")
+
+
 def virtual_adf(data: typing.Any) -> numpy.ndarray:
-    """A virtual annular dark-field image (outside the bright disc estimate), in bounded-memory chunks."""
+    """A virtual annular dark-field image (outside the bright disc estimate), in bounded-memory chunks.
+
+    Sums in float64 whatever the data type (int16 / uint8 / float16 sums overflow in their own type)."""
+    # chunks are converted to float64, so read fewer rows at once: the same bounded memory
+    chunk_bytes = CHUNK_BYTES * max(1, numpy.dtype(data.dtype).itemsize) // 8
     mean_pattern = numpy.zeros(data.shape[2:], dtype=numpy.float64)
-    for _, block in iter_row_chunks(data):
+    for _, block in iter_row_chunks(data, chunk_bytes):
         mean_pattern += block.sum(axis=(0, 1), dtype=numpy.float64)
     det_y, det_x = mean_pattern.shape
     yy, xx = numpy.mgrid[0:det_y, 0:det_x]
@@ -125,9 +145,9 @@ def virtual_adf(data: typing.Any) -> numpy.ndarray:
     if not mask.any():
         mask = radius > disc_radius * 0.5
     image = numpy.empty(data.shape[:2], dtype=numpy.float64)
-    for start, block in iter_row_chunks(data):
-        block = numpy.asarray(block, dtype=numpy.float32)  # integer counts would overflow in the sum
-        image[start:start + len(block)] = numpy.tensordot(block, mask.astype(numpy.float32), axes=([2, 3], [0, 1]))
+    for start, block in iter_row_chunks(data, chunk_bytes):
+        image[start:start + len(block)] = numpy.tensordot(numpy.asarray(block).astype(numpy.float64, copy=False),
+                                                          mask.astype(numpy.float64), axes=([2, 3], [0, 1]))
     return image.astype(numpy.float32)
 
 
@@ -171,6 +191,9 @@ def open_replay(path: str | os.PathLike[str], data_key: str | None = None, *,
 def _open(path: str, data_key: str | None, scan_shape: tuple[int, int] | None) -> readers.Opened:
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".npy":
+        with open(path, "rb") as file:
+            if file.read(4) == b"PK\x03\x04":
+                raise InputError(f"{path}: this is an .npz archive (zip) named .npy; rename it to .npz")
         try:
             patterns = NpyPatterns(path)  # streamed with pread: bounded RSS for files larger than memory
         except ValueError:

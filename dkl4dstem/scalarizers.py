@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import inspect
 import math
+import numbers
 import weakref
 from typing import Any, Callable
 
@@ -47,7 +48,15 @@ class Scalarizer:
     requires_reference: bool = False
 
     def __call__(self, pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
-        return float(self.func(pattern, calibration, **self.params))
+        """The value as a float. A result that is not a real number (a string "3.5", a complex, an array) is a
+        TypeError: never converted silently, so a broken user function shows up as NaN points with a warning."""
+        result = self.func(pattern, calibration, **self.params)
+        if isinstance(result, numpy.ndarray) and result.ndim == 0:
+            result = result[()]
+        if not isinstance(result, numbers.Real) or isinstance(result, bool):
+            raise TypeError(f"scalarizer {self.name!r} returned {type(result).__name__} {_short(result)}, "
+                            "not a real number")
+        return float(result)
 
     def check_calibration(self, calibration: DetectorCalibration) -> None:
         """Fail before any dose is spent when the calibration cannot support this scalarizer."""
@@ -82,6 +91,11 @@ class Scalarizer:
         if validator is not None:
             validator(merged)
         return dataclasses.replace(self, params=merged)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -259,8 +273,8 @@ def _validate_radii(params: dict[str, float]) -> None:
 # ------------------------------------------------------------------------------------------------ registry
 
 _RADII = {"inner_mrad": math.nan, "outer_mrad": math.nan}
-_RADII_NOTE = (" Radii in mrad (NaN = default from the convergence semi-angle); read as px when the detector "
-               "is uncalibrated (no mrad_per_px). Returns the summed intensity.")
+_RADII_NOTE = (" Radii in mrad (NaN = default from the convergence semi-angle); a run refuses explicit radii on an "
+               "uncalibrated detector (no mrad_per_px). Returns the summed intensity.")
 
 _BUILTINS: dict[str, Scalarizer] = {
     s.name: s for s in [
@@ -280,6 +294,18 @@ _BUILTINS: dict[str, Scalarizer] = {
 _VALIDATORS: dict[str, Callable[[dict[str, float]], None]] = {
     "vbf": _validate_radii, "vabf": _validate_radii, "vadf": _validate_radii, "bragg_distance": bragg.validate_params,
 }
+
+
+def builtin_scalarizer(scalarizer: Scalarizer) -> str | None:
+    """The builtin's name when `scalarizer` is one (possibly with other parameters), else None."""
+    builtin = _BUILTINS.get(scalarizer.name)
+    return scalarizer.name if builtin is not None and builtin.func is scalarizer.func else None
+
+
+def runs_user_code(spec: str) -> bool:
+    """True for a 'package.module:function' spec: importing it runs arbitrary code, so such a spec read from a
+    session file is not trusted on its own (cli: name it again, or --trust-session-scalarizer)."""
+    return isinstance(spec, str) and spec.strip() not in _BUILTINS and ":" in spec
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

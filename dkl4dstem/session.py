@@ -1,7 +1,7 @@
 """The session file: every measured pattern is on disk before the probe moves again.
 
 HDF5 layout (`session.h5`):
-  attrs: settings (JSON), scalarizer, units, survey_shape, created, dkl4dstem_version
+  attrs: settings (JSON, with the data fingerprint), committed (rows fully written), created
   survey                 (H, W) float32 survey the run was planned on
   reference              (det_y, det_x) vacuum reference, when known
   points/position        (n, 2) int32   y, x in survey pixels, measurement order
@@ -9,16 +9,24 @@ HDF5 layout (`session.h5`):
   points/timestamp       (n,)   float64 unix seconds
   points/phase           (n,)   int8    0 = seed, 1 = step
   points/pattern         (n, det_y, det_x) float32 raw pattern
+  points/checksum        (n,)   uint64  BLAKE2b-64 of the row's position, value, timestamp, phase and pattern
   model/<step>           opaque bytes: model state at checkpoints (torch.save)
-Rows are appended and the file flushed after each one, so a killed process leaves a readable file holding every
-point reported as measured.
+A row counts once `committed` covers it: a row cut short by a kill (or a failed write) lies beyond it and is
+dropped on resume; an edited or damaged row fails its checksum and the resume is refused. `<file>.lock` (flock)
+keeps a second run (another process or thread) from opening the same session for writing.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
+import hashlib
 import io
 import json
+import math
 import os
+import re
+import threading
 import time
 import typing
 import warnings
@@ -27,11 +35,12 @@ import h5py
 import numpy
 import torch
 
-from dkl4dstem.errors import InputError
+from dkl4dstem.errors import InputError, StorageError
 
 PHASES = {"seed": 0, "step": 1}
-
-
+ROW_FIELDS = ("position", "value", "timestamp", "phase", "pattern")
+RESERVE_BYTES = 256 << 10  # free space kept on the disk besides a few rows, so a row is never half written
+FINGERPRINT_SAMPLES = 64  # patterns hashed for the data fingerprint (evenly spread over the scan)
 @dataclasses.dataclass
 class SessionData:
     settings: dict[str, typing.Any]
@@ -43,6 +52,141 @@ class SessionData:
     phases: numpy.ndarray
     patterns: numpy.ndarray
     model_state: dict[str, typing.Any] | None
+    torn_rows: int = 0  # rows beyond the committed count (cut short by a kill or a failed write), dropped
+
+
+class SessionLock:
+    """Exclusive lock on one session file (`<file>.lock`, flock) before anything is opened for writing.
+
+    Re-entrant within a thread (the CLI locks, then the engine's writer locks again); a second process, or another
+    thread of this one (a second Swift panel), is refused with a one-line InputError."""
+
+    _held: dict[tuple[str, int], tuple[int, int]] = {}  # (lock path, thread) -> (fd, depth)
+    _guard = threading.Lock()
+
+    def __init__(self, session_path: str | os.PathLike[str]) -> None:
+        self.path = os.path.realpath(os.fspath(session_path)) + ".lock"
+        self.key = (self.path, threading.get_ident())
+        with self._guard:
+            if self.key in self._held:
+                fd, depth = self._held[self.key]
+                self._held[self.key] = (fd, depth + 1)
+                return
+            self._held[self.key] = (self._lock(), 1)
+
+    def _lock(self) -> int:
+        folder = os.path.dirname(self.path)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise InputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                owner = _read_owner(fd)
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise InputError(f"{self.path[:-5]} is in use by another run{owner}; wait for it to end or "
+                                     "choose another --out") from None
+                raise InputError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder released and removed it between our open and flock: take the new file
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is a courtesy for the message above; the flock is what counts
+        return fd
+
+    def release(self) -> None:
+        with self._guard:
+            entry = self._held.get(self.key)
+            if entry is None:
+                return
+            fd, depth = entry
+            if depth > 1:
+                self._held[self.key] = (fd, depth - 1)
+                return
+            del self._held[self.key]
+        try:
+            os.unlink(self.path)  # while still locked: a run that opened it meanwhile sees it is gone and retries
+        except OSError:
+            pass
+        os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> SessionLock:
+        return self
+
+    def __exit__(self, *exc: typing.Any) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _read_owner(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def row_checksum(position: typing.Any, value: float, timestamp: float, phase: int, pattern: numpy.ndarray) -> int:
+    """BLAKE2b-64 of one row as stored (int32 position, float64 value/timestamp, int8 phase, float32 pattern)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(numpy.asarray(position, dtype="<i4").tobytes())
+    digest.update(numpy.asarray([value, timestamp], dtype="<f8").tobytes())
+    digest.update(numpy.asarray(phase, dtype="i1").tobytes())
+    digest.update(numpy.ascontiguousarray(pattern, dtype="<f4").tobytes())
+    return int.from_bytes(digest.digest(), "little")
+
+
+def data_fingerprint(data: typing.Any) -> dict[str, typing.Any]:
+    """Shape, dtype and a hash of a fixed sample of patterns: tells 'the same data' apart from 'other data with the
+    same survey' on resume, without reading a file of many GB in full."""
+    shape = tuple(int(n) for n in data.shape)
+    count = shape[0] * shape[1]
+    digest = hashlib.sha256(repr(shape).encode())
+    for index in sorted({int(i) for i in numpy.linspace(0, count - 1, min(FINGERPRINT_SAMPLES, count))}):
+        pattern = numpy.asarray(data[index // shape[1], index % shape[1]])
+        digest.update(numpy.ascontiguousarray(pattern, dtype="<f8").tobytes())
+    return {"shape": list(shape), "dtype": str(numpy.dtype(data.dtype)), "patterns_sha256": digest.hexdigest()}
+
+
+def resume_differences(stored: dict[str, typing.Any], current: dict[str, typing.Any]) -> list[str]:
+    """What a resume would change that mixes incompatible rows in one session: data, scalarizer, its parameters,
+    the window. ('steps', 'acquisition' and the like may change: they do not change what a row means.)"""
+    differences = []
+    for key in ("scalarizer", "scalarizer_params", "window", "data_fingerprint"):
+        if key not in stored or key not in current:
+            continue  # a session from an older version has no fingerprint
+        old, new = stored[key], current[key]
+        if key == "scalarizer_params":
+            old, new = _params(old), _params(new)
+        if old != new:
+            what = "the data (sampled patterns, shape or dtype)" if key == "data_fingerprint" else key
+            differences.append(what if key == "data_fingerprint" else f"{what}: session {old!r}, now {new!r}")
+    return differences
+
+
+def _params(params: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """Parameters compared by value; NaN (= the default) equals NaN."""
+    values = {}
+    for key, value in (params or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            values[key] = value
+            continue
+        values[key] = "default" if math.isnan(number) else number
+    return values
 
 
 class SessionWriter:
@@ -50,78 +194,275 @@ class SessionWriter:
                  pattern_shape: tuple[int, int], reference: numpy.ndarray | None = None,
                  resume: bool = False) -> None:
         self.path = os.fspath(path)
-        if resume:
-            self.file = h5py.File(self.path, "a")
-            self.file.attrs["settings"] = json.dumps(settings)  # a later resume continues with these (e.g. more steps)
+        self.failed: str | None = None
+        self.lock = SessionLock(self.path)  # before anything is opened for writing
+        try:
+            # no raw-data chunk cache: a row reaches the file inside append(), where a write error can be seen
+            if resume:
+                self.file = _open_for_resume(self.path)
+                self.file.attrs["settings"] = json.dumps(settings)  # a later resume continues with these
+            else:
+                self.file = h5py.File(self.path, "w", rdcc_nbytes=0)
+                self.file.attrs["settings"] = json.dumps(settings)
+                self.file.attrs["created"] = time.time()
+                self.file.create_dataset("survey", data=numpy.asarray(survey, dtype=numpy.float32))
+                if reference is not None:
+                    self.file.create_dataset("reference", data=numpy.asarray(reference, dtype=numpy.float32))
+                points = self.file.create_group("points")
+                points.create_dataset("position", shape=(0, 2), maxshape=(None, 2), dtype="i4", chunks=(256, 2))
+                points.create_dataset("value", shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+                points.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+                points.create_dataset("phase", shape=(0,), maxshape=(None,), dtype="i1", chunks=(256,))
+                points.create_dataset("pattern", shape=(0, *pattern_shape), maxshape=(None, *pattern_shape),
+                                      dtype="f4", chunks=(1, *pattern_shape))
+                self.file.create_group("model")
+            self.points = self.file["points"]
+            self.datasets = {name: self.points[name] for name in ROW_FIELDS}
+            self._prepare_checksums()
             self.file.flush()
-        else:
-            self.file = h5py.File(self.path, "w")
-            self.file.attrs["settings"] = json.dumps(settings)
-            self.file.attrs["created"] = time.time()
-            self.file.create_dataset("survey", data=numpy.asarray(survey, dtype=numpy.float32))
-            if reference is not None:
-                self.file.create_dataset("reference", data=numpy.asarray(reference, dtype=numpy.float32))
-            points = self.file.create_group("points")
-            points.create_dataset("position", shape=(0, 2), maxshape=(None, 2), dtype="i4", chunks=(256, 2))
-            points.create_dataset("value", shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
-            points.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
-            points.create_dataset("phase", shape=(0,), maxshape=(None,), dtype="i1", chunks=(256,))
-            points.create_dataset("pattern", shape=(0, *pattern_shape), maxshape=(None, *pattern_shape),
-                                  dtype="f4", chunks=(1, *pattern_shape))
-            self.file.create_group("model")
-            self.file.flush()
-        self.points = self.file["points"]
-        self.pattern_shape = tuple(self.points["pattern"].shape[1:])
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, Exception):
+                raise StorageError(f"cannot write {self.path}: {_reason(exc)}") from None
+            raise
+        self.pattern_shape = tuple(self.datasets["pattern"].shape[1:])
+        self.row_bytes = int(numpy.prod(self.pattern_shape)) * 4 + 64
+
+    def _prepare_checksums(self) -> None:
+        """New file: empty checksums. Resume: drop a torn row; an older session without checksums gets them."""
+        committed = self.file.attrs.get("committed")
+        n = int(committed) if committed is not None else min(self.points[k].shape[0] for k in ROW_FIELDS)
+        if "checksum" not in self.points:
+            self.points.create_dataset("checksum", shape=(0,), maxshape=(None,), dtype="u8", chunks=(256,))
+        checksum = self.points["checksum"]
+        old = checksum.shape[0]
+        for name in (*ROW_FIELDS, "checksum"):
+            if self.points[name].shape[0] != n:
+                self.points[name].resize(n, axis=0)
+        for row in range(min(old, n), n):  # rows of an older version's session, trusted as read
+            d = self.datasets
+            checksum[row] = row_checksum(d["position"][row], d["value"][row], d["timestamp"][row],
+                                         int(d["phase"][row]), d["pattern"][row])
+        self.datasets["checksum"] = checksum
+        self.file.attrs["committed"] = n
 
     @property
     def count(self) -> int:
-        return int(self.points["value"].shape[0])
+        return int(self.file.attrs["committed"])
 
     def append(self, y: int, x: int, pattern: numpy.ndarray | None, value: float, phase: str,
                timestamp: float | None = None) -> None:
+        """Write one row; it counts once `committed` is raised after it. StorageError (run stops) on a failure."""
+        if self.failed:
+            raise StorageError(self.failed)
         n = self.count
-        for name in ("position", "value", "timestamp", "phase", "pattern"):
-            self.points[name].resize(n + 1, axis=0)
-        self.points["position"][n] = (y, x)
-        self.points["value"][n] = value
-        self.points["timestamp"][n] = time.time() if timestamp is None else timestamp
-        self.points["phase"][n] = PHASES[phase]
-        if pattern is not None and tuple(pattern.shape) == self.pattern_shape:
-            self.points["pattern"][n] = pattern
-        else:  # a failed frame is recorded as NaN so positions and values stay aligned
-            self.points["pattern"][n] = numpy.full(self.pattern_shape, numpy.nan, dtype=numpy.float32)
-        self.file.flush()
+        self._check_space()
+        if pattern is None or tuple(pattern.shape) != self.pattern_shape:  # keeps positions and values aligned
+            pattern = numpy.full(self.pattern_shape, numpy.nan, dtype=numpy.float32)
+        stamp = time.time() if timestamp is None else timestamp
+        row = ((y, x), value, stamp, PHASES[phase], numpy.asarray(pattern, dtype=numpy.float32))
+        try:
+            for name in (*ROW_FIELDS, "checksum"):
+                if self.datasets[name].shape[0] < n + 1:
+                    self.datasets[name].resize(n + 1, axis=0)
+            for name, item in zip(ROW_FIELDS, row):
+                self.datasets[name][n] = item
+            self.datasets["checksum"][n] = row_checksum(*row)
+            self.file.flush()
+            self.file.attrs["committed"] = n + 1
+            self.file.flush()
+        except Exception as exc:
+            self.failed = f"cannot write {self.path}: {_reason(exc)}"
+            raise StorageError(self.failed) from None
+
+    def _check_space(self) -> None:
+        """Stop before the disk is full: HDF5 does not always report a failed write (it may lose it in a cache)."""
+        free = _free_bytes(self.path)
+        if free is not None and free < RESERVE_BYTES + 4 * self.row_bytes:
+            self.failed = (f"the disk holding {self.path} is full ({free >> 10} KiB free); the run stopped after "
+                           f"the last good row")
+            raise StorageError(self.failed)
 
     def checkpoint(self, step: int, state: dict[str, typing.Any]) -> None:
+        if self.failed:
+            return
         buffer = io.BytesIO()
         torch.save(state, buffer)
         name = f"model/{step:06d}"
-        if name in self.file:
-            del self.file[name]
-        self.file.create_dataset(name, data=numpy.frombuffer(buffer.getvalue(), dtype=numpy.uint8))
-        self.file.flush()
+        free = _free_bytes(self.path)
+        if free is not None and free < RESERVE_BYTES + 2 * buffer.tell() + 4 * self.row_bytes:
+            self.failed = (f"the disk holding {self.path} is full ({free >> 10} KiB free, a model checkpoint needs "
+                           f"{buffer.tell() >> 10} KiB); the run stopped after the last good row")
+            raise StorageError(self.failed)
+        try:
+            if name in self.file:
+                del self.file[name]
+            self.file.create_dataset(name, data=numpy.frombuffer(buffer.getvalue(), dtype=numpy.uint8))
+            self.file.flush()
+        except Exception as exc:
+            self.failed = f"cannot write a model checkpoint to {self.path}: {_reason(exc)}"
+            raise StorageError(self.failed) from None
 
     def close(self) -> None:
-        if self.file.id.valid:
-            self.file.close()
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        except Exception as exc:  # the rows are committed one by one; a failed close loses none of them
+            warnings.warn(f"closing {self.path} failed: {_reason(exc)}", RuntimeWarning, stacklevel=2)
+        finally:
+            self.lock.release()
+
+    def _abandon(self) -> None:
+        try:
+            file = getattr(self, "file", None)
+            if file is not None and file.id.valid:
+                file.close()
+        except Exception:
+            pass
+        finally:
+            self.lock.release()
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return int(stats.f_bavail * stats.f_frsize)
+
+
+def _stored_eof(exc: BaseException) -> int | None:
+    """HDF5's size of a file whose last write failed (disk full): the superblock promises more bytes than exist."""
+    match = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+    return int(match.group(2)) if match and int(match.group(2)) > int(match.group(1)) else None
+
+
+def _open_for_resume(path: str) -> h5py.File:
+    """r+; a file cut short by a failed write is first extended with zeros to the size HDF5 expects (only the
+    uncommitted row lay there)."""
+    try:
+        return h5py.File(path, "r+", rdcc_nbytes=0)
+    except OSError as exc:
+        size = _stored_eof(exc)
+        if size is None:
+            raise
+    os.truncate(path, size)
+    return h5py.File(path, "r+", rdcc_nbytes=0)
+
+
+class _ZeroPadded(io.RawIOBase):
+    """A read-only view of a file that reads as zeros past its end, up to `size`: opens a session whose last write
+    failed without changing it."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__()
+        self.file = open(path, "rb")
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence] + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer: typing.Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self.size - self.position))
+        self.file.seek(self.position)
+        got = self.file.readinto(view[:count]) or 0
+        view[got:count] = bytes(count - got)
+        self.position += count
+        return count
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def _open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, _ZeroPadded | None]:
+    try:
+        return h5py.File(path, "r"), None
+    except OSError as exc:
+        size = _stored_eof(exc)
+        if size is None:
+            raise
+    padded = _ZeroPadded(os.fspath(path), size)
+    try:
+        return h5py.File(padded, "r"), padded
+    except BaseException:
+        padded.close()
+        raise
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS reason of an h5py/OS error in one line (h5py puts the errno text deep in a long message)."""
+    text = str(exc)
+    for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system"),
+                        (errno.EIO, "Input/output error"), (errno.EDQUOT, "Disk quota exceeded"),
+                        (errno.EFBIG, "File too large")):
+        if isinstance(exc, OSError) and exc.errno == code or words in text:
+            return words
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_session(path: str | os.PathLike[str]) -> SessionData:
-    """Read a session file, also one left by a killed process; a clear InputError when it is not one."""
+    """Read a session file, also one left by a killed process; a clear InputError when it is not one, or when a
+    row was edited or damaged (checksum). A row beyond the committed count (torn by a kill) is dropped."""
+    padded = None
     try:
-        with h5py.File(path, "r") as file:
+        file, padded = _open_for_reading(path)
+        with file:
             points = file["points"]
-            n = min(points[name].shape[0] for name in ("position", "value", "timestamp", "phase", "pattern"))
-            model_state = _latest_model_state(file)
-            return SessionData(
+            available = min(points[name].shape[0] for name in ROW_FIELDS)
+            committed = file.attrs.get("committed")
+            n = available if committed is None else min(int(committed), available)
+            torn = max(points[name].shape[0] for name in ROW_FIELDS) - n
+            data = SessionData(
                 settings=json.loads(file.attrs["settings"]),
                 survey=file["survey"][()],
                 reference=file["reference"][()] if "reference" in file else None,
                 positions=points["position"][:n], values=points["value"][:n],
                 timestamps=points["timestamp"][:n], phases=points["phase"][:n],
-                patterns=points["pattern"][:n], model_state=model_state)
-    except (OSError, KeyError, ValueError) as exc:
+                patterns=points["pattern"][:n], model_state=_latest_model_state(file), torn_rows=torn)
+            checksums = points["checksum"][:n] if "checksum" in points and committed is not None else None
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(f"cannot read session file {os.fspath(path)}: {exc}") from None
+    finally:
+        if padded is not None:
+            padded.close()
+    if committed is not None and checksums is None or checksums is not None and len(checksums) < n:
+        raise InputError(f"session file {os.fspath(path)} lacks the checksums of its rows; it was altered")
+    if checksums is not None:
+        _verify_rows(os.fspath(path), data, checksums)
+    elif len(data.patterns):  # an older version's session: no checksums; an all-zero row is most likely a lost write
+        zero = numpy.flatnonzero(~data.patterns.reshape(len(data.patterns), -1).any(axis=1))
+        if zero.size:
+            warnings.warn(f"{os.fspath(path)} (no row checksums: an older dkl4dstem) holds {zero.size} row(s) with an "
+                          f"all-zero pattern, first row {int(zero[0])}: probably lost writes (full disk); check them",
+                          RuntimeWarning, stacklevel=2)
+    if torn:
+        warnings.warn(f"{os.fspath(path)}: {torn} row(s) cut short by a kill or a failed write are not counted; "
+                      "those positions may be measured again", RuntimeWarning, stacklevel=2)
+    return data
+
+
+def _verify_rows(path: str, data: SessionData, checksums: numpy.ndarray) -> None:
+    bad = [row for row in range(len(checksums))
+           if row_checksum(data.positions[row], float(data.values[row]), float(data.timestamps[row]),
+                           int(data.phases[row]), data.patterns[row]) != int(checksums[row])]
+    if bad:
+        rows = ", ".join(f"{row} at {tuple(int(v) for v in data.positions[row])}" for row in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InputError(f"session file {path}: {len(bad)} row(s) fail their checksum (edited or damaged): "
+                         f"row {rows}{more}; refusing to continue on altered data")
 
 
 def _latest_model_state(file: h5py.File) -> dict[str, typing.Any] | None:

@@ -11,7 +11,7 @@ ensure_threads_configured()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: takes more than about 5 s (deselect with -m 'not slow')")
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -201,6 +201,49 @@ def not_a_number_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibra
     return "twelve"
 
 
+def string_number_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> typing.Any:
+    """Returns a string that float() would convert: still not a number."""
+    return "3.5"
+
+
+def complex_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> typing.Any:
+    return complex(_COM(pattern, calibration), 1.0)
+
+
+def exiting_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
+    """CoM magnitude for the first patterns of a run, then sys.exit(3) (a user script's `exit()` left in)."""
+    if _hit(pattern, 3):
+        sys.exit(3)
+    return _COM(pattern, calibration)
+
+
+def interrupting_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
+    raise KeyboardInterrupt
+
+
+def slow_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
+    """CoM magnitude, 20 ms per pattern: a ground truth over the fixture's 1,024 patterns takes about 20 s."""
+    time.sleep(0.02)
+    return _COM(pattern, calibration)
+
+
+def scaled_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float = 0.0) -> float:
+    """CoM magnitude plus a parameter (for resume checks on parameters)."""
+    return _COM(pattern, calibration) + inner_mrad
+
+
+MARKER_ENV = "DKL4DSTEM_TEST_MARKER"
+
+
+def marker_scalarizer(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
+    """Writes the file named by $DKL4DSTEM_TEST_MARKER when called: shows whether a session's spec was run."""
+    path = os.environ.get(MARKER_ENV)
+    if path:
+        with open(path, "w") as file:
+            file.write("called")
+    return _COM(pattern, calibration)
+
+
 
 
 # --- a CLI that reports each measured point (for the SIGKILL test) ------------------------------------------
