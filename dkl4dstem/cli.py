@@ -278,6 +278,8 @@ def _prepare_out(out: str, overwrite: bool) -> SessionLock:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    from dkl4dstem.session import SessionLock
+
     lock = SessionLock(_session_path(out))
     try:
         if os.path.exists(_session_path(out)) and not overwrite:
