@@ -43,8 +43,8 @@ class StepEvent:
     position: tuple[int, int]
     value: float
     next_position: tuple[int, int] | None
-    prediction: numpy.ndarray | None
-    uncertainty: numpy.ndarray | None
+    prediction: numpy.ndarray | None   # (H, W) the map model's mean, scalar units; None while seeding
+    uncertainty: numpy.ndarray | None  # (H, W) calibrated 1 sigma of a measurement there, scalar units (`units`)
     acquisition: numpy.ndarray | None
     decision_seconds: float
     training_seconds: float
@@ -379,7 +379,7 @@ class _Run:
         best_std = (best_raw - target_mean) / target_std
         # EI and UCB on the predictive distribution of the next *measurement* (as gpax does), not of the noiseless
         # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
-        # the top-1% positions as soon or sooner (RESULTS.md). The uncertainty map stays the latent one.
+        # the top-1% positions as soon or sooner (RESULTS.md). The maps come from `_maps`.
         acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
         if self.config.acquisition == "map":
             values = acquisition_module.integrated_variance_reduction(self.posterior.cache, seed=len(self.indices))

@@ -13,9 +13,13 @@ import numpy  # noqa: E402
 Snapshot = dict[str, typing.Any]  # step, n_measured, visited, prediction, uncertainty, acquisition
 
 
+UNCERTAINTY_TITLE = "uncertainty: 1 sigma of a measurement"
+
+
 def _show(axis: typing.Any, image: numpy.ndarray, title: str, cmap: str = "viridis",
-          label: str = "") -> None:
-    shown = axis.imshow(image, cmap=cmap, interpolation="nearest")
+          label: str = "", limits: tuple[float, float] | None = None) -> None:
+    low, high = limits if limits is not None else (None, None)
+    shown = axis.imshow(image, cmap=cmap, interpolation="nearest", vmin=low, vmax=high)
     axis.set_title(title, fontsize=9)
     axis.set_xticks([])
     axis.set_yticks([])
@@ -50,6 +54,12 @@ def _path(axis: typing.Any, visited: typing.Sequence[tuple[int, int]], n_seeds: 
         axis.scatter(steps[-1:, 1], steps[-1:, 0], s=60, marker="x", color="cyan", zorder=4, label="last")
 
 
+def _common_limits(*images: numpy.ndarray | None) -> tuple[float, float] | None:
+    finite = [image[numpy.isfinite(image)] for image in images if image is not None]
+    values = numpy.concatenate(finite) if finite else numpy.empty(0)
+    return (float(values.min()), float(values.max())) if values.size else None
+
+
 def run_figure(path: str, survey: numpy.ndarray, visited: list[tuple[int, int]], n_seeds: int,
                final: Snapshot, snapshots: list[Snapshot], units: str, scalarizer: str,
                truth: numpy.ndarray | None = None) -> list[str]:
@@ -60,11 +70,13 @@ def run_figure(path: str, survey: numpy.ndarray, visited: list[tuple[int, int]],
     _show(axes[0], survey, f"HAADF survey, {len(visited)} measured", cmap="gray")
     _path(axes[0], visited, n_seeds)
     axes[0].legend(fontsize=6, loc="lower right", framealpha=0.5)
-    _show(axes[1], final["prediction"], f"DKL prediction: {scalarizer}", label=units)
-    _show(axes[2], final["uncertainty"], "uncertainty (posterior std)", cmap="magma", label=units)
+    # prediction and truth share one colour range, so the eye compares values, not two auto-scaled images
+    limits = _common_limits(final["prediction"], truth) if truth is not None else None
+    _show(axes[1], final["prediction"], f"DKL prediction: {scalarizer}", label=units, limits=limits)
+    _show(axes[2], final["uncertainty"], UNCERTAINTY_TITLE, cmap="magma", label=units)
     _show_acquisition(axes[3], final["acquisition"])
     if truth is not None:
-        _show(axes[4], truth, "ground truth (all patterns)", label=units)
+        _show(axes[4], truth, "ground truth (all patterns)", label=units, limits=limits)
         _path(axes[4], visited, n_seeds)
         _show(axes[5], final["prediction"] - truth, "prediction - truth", cmap="RdBu_r", label=units)
     overview = os.path.join(path, "overview.png")
@@ -79,7 +91,7 @@ def run_figure(path: str, survey: numpy.ndarray, visited: list[tuple[int, int]],
             _show(row[0], survey, title, cmap="gray")
             _path(row[0], snapshot["visited"], n_seeds)
             _show(row[1], snapshot["prediction"], "prediction", label=units)
-            _show(row[2], snapshot["uncertainty"], "uncertainty", cmap="magma", label=units)
+            _show(row[2], snapshot["uncertainty"], "uncertainty (1 sigma)", cmap="magma", label=units)
             _show_acquisition(row[3], snapshot["acquisition"])
             if snapshot.get("next_position") is not None:
                 y, x = snapshot["next_position"]

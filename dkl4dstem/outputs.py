@@ -13,6 +13,7 @@ from dkl4dstem import figures
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig, ExperimentResult, StepEvent
+from dkl4dstem.calibration_metrics import baseline_nlpd, calibration_metrics
 from dkl4dstem.groundtruth import ground_truth_map, nrmse
 from dkl4dstem.replay import ReplayInstrument
 from dkl4dstem.scalarizers import get_scalarizer
@@ -107,6 +108,8 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         summary["first_top1_measurement"] = first_top_percent(result.visited, truth, config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
+        if result.prediction is not None and result.uncertainty is not None:
+            summary.update(uncertainty_scores(result, truth))
     with open(os.path.join(out, "summary.json"), "w") as file:
         json.dump(_clean(summary), file, indent=1)
     if result.prediction is not None:
@@ -115,6 +118,17 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
         summary["figures"] = figures.run_figure(out, survey, result.visited, config.seeds, final, recorder.snapshots,
                                                 result.units, config.scalarizer, truth)
     return summary
+
+
+def uncertainty_scores(result: ExperimentResult, truth: numpy.ndarray) -> dict[str, float]:
+    """coverage_1sigma, coverage_2sigma, nlpd (and the flat baseline's NLPD) over the unmeasured positions."""
+    assert result.prediction is not None and result.uncertainty is not None
+    measured = numpy.zeros(truth.shape, dtype=bool)
+    for y, x in result.visited:
+        measured[y, x] = True
+    scores = calibration_metrics(result.prediction, result.uncertainty, truth, measured)
+    return {"coverage_1sigma": scores["coverage_1sigma"], "coverage_2sigma": scores["coverage_2sigma"],
+            "nlpd": scores["nlpd"], "nlpd_baseline": baseline_nlpd(numpy.asarray(result.values), truth, measured)}
 
 
 def _median(values: list[float]) -> float | None:
@@ -133,6 +147,11 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
           file=stream)
     if summary.get("first_top1_measurement"):
         print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
+    if summary.get("coverage_2sigma") is not None:
+        print(f"map vs ground truth at the unmeasured positions: NRMSE {summary.get('nrmse', math.nan):.3f}, "
+              f"within 1 / 2 sigma {100 * summary['coverage_1sigma']:.0f}% / {100 * summary['coverage_2sigma']:.0f}% "
+              f"(nominal 68 / 95%), NLPD {summary['nlpd']:.3g} (flat baseline {summary['nlpd_baseline']:.3g})",
+              file=stream)
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
     if summary.get("figures"):
