@@ -18,9 +18,6 @@ from botorch.posteriors import Posterior
 from dkl4dstem.config import ACQUISITIONS
 from dkl4dstem.errors import InputError
 
-if typing.TYPE_CHECKING:
-    from dkl4dstem.posterior import PosteriorCache
-
 
 class _CandidatePosterior(Posterior):
     def __init__(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
@@ -79,20 +76,12 @@ def acquisition_values(mean: torch.Tensor, variance: torch.Tensor, best: float, 
     elif kind == "uncertainty":
         function = analytic.PosteriorStandardDeviation(model)
     elif kind == "map":
-        raise InputError("the 'map' acquisition needs the posterior's covariances: integrated_variance_reduction")
+        raise InputError("the 'map' acquisition is a design over the survey's patches: mapping.FeatureSpaceDesign")
     else:
         raise InputError(f"unknown acquisition {kind!r}; choose one of {', '.join(ACQUISITIONS)}")
     X = torch.arange(mean.shape[0], dtype=mean.dtype, device=mean.device).reshape(-1, 1, 1)
     with torch.no_grad():
         return function(X)
-
-
-def integrated_variance_reduction(cache: PosteriorCache, seed: int = 0) -> torch.Tensor:
-    """'map': log of how much a measurement at each candidate lowers the posterior variance summed over the
-    survey (ALC / integrated variance reduction). Unlike the largest variance ('uncertainty'), it does not spend
-    dose on an outlying patch whose uncertainty concerns only itself: it measures where many positions share the
-    latent-space neighbourhood, which is what makes the whole map better."""
-    return cache.variance_reduction(seed=seed).clamp_min(1e-300).log()
 
 
 def choose_next(values: torch.Tensor, blocked: numpy.ndarray) -> int | None:

@@ -24,6 +24,7 @@ from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError, InstrumentError, ModelError
 from dkl4dstem.instrument import Instrument
+from dkl4dstem.mapping import FeatureSpaceDesign
 from dkl4dstem.patches import extract_patches, position_of
 from dkl4dstem.recalibration import PrequentialCalibration
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
@@ -163,6 +164,7 @@ class _Run:
         self.posterior: TrainedPosterior | None = None
         self.map_posterior: TrainedPosterior | None = None  # the last fresh fit: prediction and uncertainty maps
         self.recalibration = PrequentialCalibration()
+        self.design: FeatureSpaceDesign | None = None  # --acquisition map
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
         self.writer: SessionWriter | None = None
         self.trainer = BackgroundTrainer(self.patches, self.config)
@@ -381,8 +383,10 @@ class _Run:
         # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
         # the top-1% positions as soon or sooner (RESULTS.md). The maps come from `_maps`.
         acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
-        if self.config.acquisition == "map":
-            values = acquisition_module.integrated_variance_reduction(self.posterior.cache, seed=len(self.indices))
+        if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
+            if self.design is None:
+                self.design = FeatureSpaceDesign(self.patches, capacity=self.total + 1, seed=self.config.seed)
+            values = self.design.values(self.indices, seed=len(self.indices))
         else:
             values = acquisition_module.acquisition_values(
                 mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,

@@ -10,6 +10,8 @@ import torch
 
 from dkl4dstem.calibration_metrics import baseline_nlpd, calibration_metrics
 from dkl4dstem.experiment import Experiment, ExperimentConfig
+from dkl4dstem.mapping import FeatureSpaceDesign, patch_features
+from dkl4dstem.patches import extract_patches
 from dkl4dstem.posterior import PosteriorCache
 from dkl4dstem.recalibration import PrequentialCalibration, loo_variance_scale
 from dkl4dstem.replay import open_replay
@@ -93,6 +95,25 @@ def test_integrated_variance_reduction_equals_the_drop_after_adding_the_point() 
         trial = PosteriorCache(kernel, 0.1, 0.0, latent, capacity=20)
         trial.add_many([0, 5, 9, 40, candidate], [0.1, -0.3, 0.8, 0.2, 0.0])
         assert float(reduction[candidate]) == pytest.approx(before - float(trial.predict()[1].sum()), rel=1e-8)
+
+
+def test_map_design_spreads_measurements_over_the_kinds_of_patch(graphene_path: str) -> None:
+    """After one measurement, the positions with the same local structure teach the map least."""
+    survey = numpy.load(graphene_path)["survey"]
+    patches = extract_patches(survey, 12)
+    features = patch_features(patches)
+    assert features.shape == (32 * 32, 8)
+    assert float(features.std(dim=0, correction=0).mean()) == pytest.approx(1.0)
+    design = FeatureSpaceDesign(patches, capacity=8, seed=0)
+    first = design.values([])
+    measured = int(torch.argmax(first))
+    after = design.values([measured])
+    assert torch.all(torch.isfinite(after))
+    similar = torch.cdist(features, features[measured:measured + 1])[:, 0].argsort()[1:6]
+    dissimilar = torch.cdist(features, features[measured:measured + 1])[:, 0].argsort()[-50:]
+    drop = first - after  # log-reduction lost by measuring `measured`
+    assert float(drop[similar].mean()) > float(drop[dissimilar].mean()) + 1.0
+    assert float(after[measured]) < float(first[measured]) - 1.0
 
 
 @pytest.mark.slow
