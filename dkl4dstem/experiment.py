@@ -386,7 +386,7 @@ class _Run:
         if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
             if self.design is None:
                 self.design = FeatureSpaceDesign(self.patches, capacity=self.total + 1, seed=self.config.seed)
-            values = self.design.values(self.indices, seed=len(self.indices))
+            values = self.design.values(self.indices)
         else:
             values = acquisition_module.acquisition_values(
                 mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,

@@ -2,9 +2,8 @@
 
 Integrated variance reduction (ALC; Seo et al. 2000) in a *fixed* feature space of the survey: the leading
 principal components of the HAADF patches. Why not in the DKL's latent space: there the design inherits the
-network's overfitting (the latent space is fitted to the few points measured so far), and on the 48 x 48 abTEM set
-it gave worse maps after 2.5% of the positions than a random subset (NRMSE 0.85 against 0.76, 5 seeds). In a fixed
-feature space the greedy design spreads the measurements over the kinds of local structure the survey holds,
+network's overfitting (the latent space is fitted to the few points measured so far), and on abTEM data it gave
+worse maps than a random subset of the same size. In a fixed feature space the greedy design spreads the measurements over the kinds of local structure the survey holds,
 weighted by how many positions share each (RESULTS.md, "Mapping mode"). The DKL model itself is unchanged: it is
 trained on whatever points the design chose and gives the maps.
 """
@@ -17,9 +16,10 @@ import torch
 from dkl4dstem.posterior import PosteriorCache
 
 COMPONENTS = 8              # principal components of the patches
-LENGTHSCALE_FACTOR = 0.25   # RBF lengthscale as a fraction of the median distance between candidates
+LENGTHSCALE_FACTOR = 1.0    # RBF lengthscale as a fraction of the median distance between candidates
 NOISE = 1e-2                # relative to the unit prior variance: a measured position is known to ~10%
-REFERENCE = 512             # reference positions of the integrated variance (drawn per step)
+REFERENCE = 2048            # reference positions of the integrated variance (one fixed draw per run) ...
+REFERENCE_BUDGET = 1 << 25  # ... fewer on large surveys: reference x candidates at most this (a step's cost)
 
 
 def patch_features(patches: numpy.ndarray, components: int = COMPONENTS) -> torch.Tensor:
@@ -48,12 +48,17 @@ class FeatureSpaceDesign:
         kernel.outputscale = 1.0
         kernel.requires_grad_(False)
         self.cache = PosteriorCache(kernel.eval(), NOISE, 0.0, features, capacity)
+        self.seed = seed
+        self.reference = max(128, min(REFERENCE, REFERENCE_BUDGET // len(features)))
         self._known: set[int] = set()
 
-    def values(self, measured: list[int], seed: int = 0) -> torch.Tensor:
-        """log of the integrated variance reduction at every candidate, given the measured positions."""
+    def values(self, measured: list[int]) -> torch.Tensor:
+        """log of the integrated variance reduction at every candidate, given the measured positions.
+
+        The reference positions are the same at every step: a fresh draw each step made the greedy choices noisy.
+        """
         new = [int(i) for i in dict.fromkeys(measured) if int(i) not in self._known]
         if new:
             self.cache.add_many(new, [0.0] * len(new))  # the variance does not depend on the values
             self._known.update(new)
-        return self.cache.variance_reduction(reference=REFERENCE, seed=seed).clamp_min(1e-300).log()
+        return self.cache.variance_reduction(reference=self.reference, seed=self.seed).clamp_min(1e-300).log()

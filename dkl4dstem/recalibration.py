@@ -1,10 +1,9 @@
 """Recalibrating the uncertainty map from the loop's own out-of-sample residuals.
 
 Why: a DKL trained on the marginal likelihood fits its network to the measured points, so its posterior is far
-too confident at the positions it has not seen (the error there was 4-8 times the predicted standard deviation on
-three abTEM datasets), and every in-sample check says it is fine: the closed-form leave-one-out residuals of the
-trained GP scale sigma by 0.3-1.4 where 2-8 was needed, because the network that embeds a left-out point was
-trained on it. Out-of-sample residuals are free in an active-learning loop: before each measurement the map model
+too confident at the positions it has not seen (benchmarks/RESULTS.md, "Calibration"), and every in-sample check
+says it is fine: the closed-form leave-one-out residuals of the trained GP stay near one, because the network that
+embeds a left-out point was trained on it. Out-of-sample residuals are free in an active-learning loop: before each measurement the map model
 predicted the value at that position (mean and the standard deviation of a measurement, latent variance plus the
 trained noise), then the measurement arrives. `PrequentialCalibration` keeps these z-scores and scales the
 predictive variance so that their weighted mean square is one (Dawid's prequential principle).
