@@ -148,9 +148,9 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
     if summary.get("first_top1_measurement"):
         print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
     if summary.get("coverage_2sigma") is not None:
-        print(f"map vs ground truth at the unmeasured positions: NRMSE {summary.get('nrmse', math.nan):.3f}, "
-              f"within 1 / 2 sigma {100 * summary['coverage_1sigma']:.0f}% / {100 * summary['coverage_2sigma']:.0f}% "
-              f"(nominal 68 / 95%), NLPD {summary['nlpd']:.3g} (flat baseline {summary['nlpd_baseline']:.3g})",
+        print(f"map vs ground truth: NRMSE {summary.get('nrmse', math.nan):.3f}; at the unmeasured positions "
+              f"{100 * summary['coverage_1sigma']:.0f}% / {100 * summary['coverage_2sigma']:.0f}% within 1 / 2 sigma "
+              f"(nominal 68 / 95%), NLPD {summary['nlpd']:.3g} (flat map: {summary['nlpd_baseline']:.3g})",
               file=stream)
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
