@@ -176,37 +176,6 @@ class PosteriorCache:
         w[:self.capacity] = self.w
         self.L, self.V, self.u, self.w, self.capacity = L, V, u, w, capacity
 
-    def variance_reduction(self, reference: int = 256, seed: int = 0) -> torch.Tensor:
-        """Integrated variance reduction at every column: sum_r w_r cov(r, x)^2 / (var(x) + noise).
-
-        How much measuring at x would lower the posterior variance summed over the survey (Seo et al. 2000, "ALC";
-        `--acquisition map`). The sum runs over `reference` columns drawn in proportion to how many candidates each
-        stands for (every candidate once on the exact path, the occupancy of a node on the latent grid), so
-        regions of latent space that many positions share count for more than an outlying patch. At the candidates
-        (interpolated on the latent grid). Cost O(reference * columns * n): not on the EI path.
-        """
-        n_columns = self.columns.shape[0]
-        with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
-            if self.grid is not None:
-                occupancy = torch.zeros(n_columns, dtype=torch.float64, device=self.latent.device)
-                occupancy.index_add_(0, self.grid.corner_index.reshape(-1), self.grid.corner_weight.reshape(-1))
-            else:
-                occupancy = torch.ones(n_columns, dtype=torch.float64, device=self.latent.device)
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-            if n_columns > reference:
-                chosen = torch.multinomial(occupancy.cpu(), reference, replacement=False, generator=generator)
-                chosen = chosen.to(self.latent.device)
-                weights = torch.ones(reference, dtype=torch.float64, device=self.latent.device)
-            else:
-                chosen = torch.arange(n_columns, device=self.latent.device)
-                weights = occupancy
-            covariance = self._kernel_rows(self.columns[chosen])  # (reference, columns)
-            if self.n:
-                covariance -= (self.V[:self.n, chosen].T @ self.V[:self.n]).to(torch.float64)
-            variance = (self.prior_variance - self.sum_squares).clamp_min(1e-12)
-            reduction = (weights.unsqueeze(1) * covariance * covariance).sum(dim=0) / (variance + self.noise)
-        return reduction if self.grid is None else self.grid.interpolate(reduction)
-
     def predict(self, target_mean: float = 0.0, target_std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and latent variance at every candidate, for targets standardized as (y - mean) / std.
 

@@ -81,20 +81,24 @@ def test_prequential_scale_follows_the_out_of_sample_residuals() -> None:
     assert tight.variance_scale() == 1.0
 
 
-def test_integrated_variance_reduction_equals_the_drop_after_adding_the_point() -> None:
-    seed = 3
-    print("seed", seed)
-    rng = numpy.random.default_rng(seed)
-    latent = torch.as_tensor(rng.normal(size=(120, 2)))
-    kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel()).double().eval()
-    cache = PosteriorCache(kernel, 0.1, 0.0, latent, capacity=20)
-    cache.add_many([0, 5, 9, 40], [0.1, -0.3, 0.8, 0.2])
-    reduction = cache.variance_reduction(reference=1000)  # every candidate is its own reference point
-    before = float(cache.predict()[1].sum())
-    for candidate in (3, 50, 77):
-        trial = PosteriorCache(kernel, 0.1, 0.0, latent, capacity=20)
-        trial.add_many([0, 5, 9, 40, candidate], [0.1, -0.3, 0.8, 0.2, 0.0])
-        assert float(reduction[candidate]) == pytest.approx(before - float(trial.predict()[1].sum()), rel=1e-8)
+def test_map_design_value_is_the_drop_of_the_summed_variance(graphene_path: str) -> None:
+    """The running-sum integrated variance reduction equals adding the point and summing the variance again."""
+    patches = extract_patches(numpy.load(graphene_path)["survey"], 12)
+    design = FeatureSpaceDesign(patches, capacity=12, seed=5)
+    measured = [3, 100, 517]
+    design.values(measured[:1])  # two rounds of running updates
+    values = design.values(measured)
+    cache = design.cache
+
+    def summed_variance(indices: list[int]) -> float:
+        trial = PosteriorCache(cache.kernel, cache.noise, 0.0, cache.latent, capacity=12)
+        trial.add_many(indices, [0.0] * len(indices))
+        return float(trial.predict()[1][design.reference].sum())
+
+    before = summed_variance(measured)
+    for candidate in (7, 400, 1000):
+        drop = before - summed_variance(measured + [candidate])
+        assert math.exp(float(values[candidate])) == pytest.approx(drop, rel=1e-6)
 
 
 def test_map_design_spreads_measurements_over_the_kinds_of_patch(graphene_path: str) -> None:
