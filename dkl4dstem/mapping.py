@@ -58,7 +58,8 @@ class FeatureSpaceDesign:
         n_reference = max(128, min(REFERENCE, REFERENCE_BUDGET // len(features), len(features)))
         self.reference = torch.as_tensor(numpy.sort(generator.choice(len(features), n_reference, replace=False)))
         with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
-            self._covariance = kernel(features[self.reference], features).to_dense()  # k(R, X), then minus V_R^T V
+            # k(R, X), then minus V_R^T V; float32: it only ranks the candidates, and the pass over it is the cost
+            self._covariance = kernel(features[self.reference], features).to_dense().to(torch.float32)
         self._known: set[int] = set()
 
     def values(self, measured: list[int]) -> torch.Tensor:
@@ -68,8 +69,8 @@ class FeatureSpaceDesign:
             start = self.cache.n
             self.cache.add_many(new, [0.0] * len(new))  # the variance does not depend on the values
             self._known.update(new)
-            rows = self.cache.V[start:self.cache.n].to(torch.float64)
+            rows = self.cache.V[start:self.cache.n].to(torch.float32)
             self._covariance -= rows[:, self.reference].T @ rows
         variance = (self.cache.prior_variance - self.cache.sum_squares).clamp_min(1e-12)
-        reduction = (self._covariance * self._covariance).sum(dim=0) / (variance + NOISE)
+        reduction = torch.linalg.vector_norm(self._covariance, dim=0).to(torch.float64) ** 2 / (variance + NOISE)
         return reduction.clamp_min(1e-300).log()

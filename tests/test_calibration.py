@@ -98,7 +98,7 @@ def test_map_design_value_is_the_drop_of_the_summed_variance(graphene_path: str)
     before = summed_variance(measured)
     for candidate in (7, 400, 1000):
         drop = before - summed_variance(measured + [candidate])
-        assert math.exp(float(values[candidate])) == pytest.approx(drop, rel=1e-6)
+        assert math.exp(float(values[candidate])) == pytest.approx(drop, rel=1e-4)  # float32 running sum
 
 
 def test_map_design_spreads_measurements_over_the_kinds_of_patch(graphene_path: str) -> None:
