@@ -144,3 +144,24 @@ def test_loop_maps_carry_calibrated_sigma_on_abtem_graphene(graphene_path: str, 
     print(scores)
     assert scores["coverage_2sigma"] > 0.7 and scores["coverage_1sigma"] > 0.4
     assert scores["nlpd"] < baseline_nlpd(numpy.asarray(result.values), truth, measured) + 0.5
+
+
+@pytest.mark.slow
+def test_one_shot_fit_on_a_random_subset_has_cross_validated_sigma(graphene_path: str) -> None:
+    """`reconstruct.fit_subset` (the benchmark's random-subset maps): sigma from 5-fold CV with fresh fits."""
+    from dkl4dstem.groundtruth import ground_truth_map
+    from dkl4dstem.reconstruct import fit_subset
+    from dkl4dstem.scalarizers import get_scalarizer
+
+    seed = 6
+    instrument = open_replay(graphene_path)
+    truth = ground_truth_map(instrument.data, get_scalarizer("com_magnitude"), instrument.calibration())
+    indices = [int(i) for i in numpy.random.default_rng(seed).choice(truth.size, 40, replace=False)]
+    print("seed", seed, "indices", indices)
+    prediction, sigma = fit_subset(instrument.survey().image, indices, [float(truth.flat[i]) for i in indices],
+                                   seed=seed, iterations=100)
+    measured = numpy.zeros(truth.size, dtype=bool)
+    measured[indices] = True
+    scores = calibration_metrics(prediction, sigma, truth, measured.reshape(truth.shape))
+    print(scores)
+    assert numpy.all(sigma > 0) and scores["coverage_2sigma"] > 0.7
