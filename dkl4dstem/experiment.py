@@ -26,7 +26,7 @@ from dkl4dstem.errors import InputError, InstrumentError, ModelError
 from dkl4dstem.instrument import Instrument
 from dkl4dstem.mapping import FeatureSpaceDesign
 from dkl4dstem.patches import extract_patches, position_of
-from dkl4dstem.recalibration import PrequentialCalibration, cross_validated_scale
+from dkl4dstem.recalibration import PrequentialCalibration
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
 from dkl4dstem.session import SessionData, SessionWriter
 from dkl4dstem.survey import validate_survey
@@ -277,10 +277,6 @@ class _Run:
             raise ModelError("the DKL model could not be fitted to the seed points: "
                              + "; ".join(self.trainer.failures[-2:]))
         self.map_posterior = self.posterior
-        try:  # a prior for the uncertainty's scale before any out-of-sample residual (a few fits on <= 60 points)
-            self.recalibration.prior_scale = cross_validated_scale(self.patches, self.indices, self.values, self.config)
-        except (RuntimeError, ValueError) as exc:  # e.g. a fold's kernel not positive definite: keep the default
-            logger.warning("cross-validation of the uncertainty failed: %s", exc)
         next_index, decision_seconds = self._decide()
         while len(self.indices) < self.total and not self.experiment.stopped and next_index is not None:
             self._wait_if_paused()

@@ -10,25 +10,16 @@ predictive variance so that their weighted mean square is one (Dawid's prequenti
 
 The z-scores come from positions the acquisition chose, not from random ones; the scale is a single factor for the
 whole map, so the map keeps the model's shape of the uncertainty and only its level is set by the data. Recent
-residuals weigh more (the model improves as points arrive), and a prior of a few pseudo-residuals stands in before
-the first out-of-sample one: at the level of K-fold cross-validation with fresh fits on the seed points
-(`cross_validated_scale`, once per run), or of the leave-one-out residuals if that is higher.
+residuals weigh more (the model improves as points arrive), and a prior of a few pseudo-residuals at the level of
+the leave-one-out residuals stands in before the first out-of-sample one.
 """
 from __future__ import annotations
 
 import math
-import typing
 
 import numpy
 import torch
 
-from dkl4dstem.model import DKLModel
-
-if typing.TYPE_CHECKING:
-    from dkl4dstem.config import ExperimentConfig
-
-CV_FOLDS = 5
-CV_MAX_POINTS = 60      # cross-validation on at most this many points (a resumed run may hold hundreds)
 HALF_LIFE = 20          # residuals: the weight of a z-score halves every this many newer ones
 PRIOR_WEIGHT = 2.0      # pseudo-residuals at the leave-one-out level before (and beside) the out-of-sample ones
 MIN_SCALE = 1.0         # never narrower than the model's own predictive variance
@@ -47,54 +38,6 @@ def loo_variance_scale(factor: torch.Tensor, residual: torch.Tensor) -> float:
     return float((alpha * alpha / inverse.diagonal()).mean())
 
 
-def cross_validated_scale(patches: numpy.ndarray, indices: typing.Sequence[int], values: typing.Sequence[float],
-                          config: ExperimentConfig, folds: int = CV_FOLDS) -> float:
-    """Mean squared z-score of held-out points under fresh fits on the other folds (network retrained each time).
-
-    Out of sample before the loop has any prequential residual; the fits see only the training points' patches.
-    """
-    values_array = numpy.asarray(values, dtype=numpy.float64)
-    keep = numpy.flatnonzero(numpy.isfinite(values_array))
-    rng = numpy.random.default_rng(config.seed)
-    if keep.size > CV_MAX_POINTS:
-        keep = numpy.sort(rng.choice(keep, CV_MAX_POINTS, replace=False))
-    if keep.size < 4:
-        return 1.0
-    index_array = numpy.asarray(indices)[keep]
-    values_array = values_array[keep]
-    fold_of = rng.permutation(keep.size) % min(folds, keep.size)
-    z: list[float] = []
-    for fold in numpy.unique(fold_of):
-        train, test = fold_of != fold, fold_of == fold
-        mean, std = float(values_array[train].mean()), float(values_array[train].std()) or 1.0
-        model = DKLModel(patches.shape[1], latent_dim=config.latent_dim, hidden=config.hidden,
-                         learning_rate=config.learning_rate, seed=config.seed, device=config.device)
-        if model.fit(patches[index_array[train]], (values_array[train] - mean) / std, config.initial_iterations).failed:
-            continue
-        predicted, variance = _predict(model, patches[index_array[train]], (values_array[train] - mean) / std,
-                                       patches[index_array[test]])
-        z.extend(((values_array[test] - mean) / std - predicted) / numpy.sqrt(variance))
-    return float(numpy.mean(numpy.square(z))) if z else 1.0
-
-
-def _predict(model: DKLModel, train_patches: numpy.ndarray, targets: numpy.ndarray, test_patches: numpy.ndarray
-             ) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Exact GP prediction of a measurement (latent + noise) at test patches, standardized units."""
-    kernel = model.kernel()
-    with torch.no_grad():
-        z_train, z_test = model.embed(train_patches), model.embed(test_patches)
-        covariance = kernel(z_train, z_train).to_dense()
-        covariance += model.noise * torch.eye(len(z_train), dtype=covariance.dtype, device=covariance.device)
-        factor = torch.linalg.cholesky(covariance)
-        cross = kernel(z_test, z_train).to_dense()
-        residual = torch.as_tensor(targets, dtype=covariance.dtype, device=covariance.device) - model.mean_constant
-        alpha = torch.cholesky_solve(residual.unsqueeze(-1), factor).squeeze(-1)
-        whitened = torch.linalg.solve_triangular(factor, cross.T, upper=False)
-        mean = model.mean_constant + cross @ alpha
-        variance = kernel(z_test, z_test, diag=True) - (whitened * whitened).sum(dim=0) + model.noise
-    return mean.cpu().numpy(), variance.clamp_min(1e-12).cpu().numpy()
-
-
 class PrequentialCalibration:
     """z-scores of the values measured against the prediction made just before; the variance scale from them."""
 
@@ -102,7 +45,6 @@ class PrequentialCalibration:
         self.half_life = half_life
         self.prior_weight = prior_weight
         self.z: list[float] = []
-        self.prior_scale = 1.0  # e.g. `cross_validated_scale` on the seed points
         self._pending: dict[int, tuple[float, float]] = {}
 
     def predicted(self, index: int, mean: float, variance: float) -> None:
@@ -120,6 +62,6 @@ class PrequentialCalibration:
         """Factor for the predictive variance: weighted mean square of the z-scores, shrunk towards `prior_scale`."""
         z = numpy.asarray(self.z, dtype=numpy.float64)
         weights = 0.5 ** (numpy.arange(z.size)[::-1] / self.half_life)
-        prior = max(float(prior_scale), self.prior_scale, MIN_SCALE) if math.isfinite(prior_scale) else MIN_SCALE
+        prior = max(float(prior_scale), MIN_SCALE) if math.isfinite(prior_scale) else MIN_SCALE
         scale = (self.prior_weight * prior + float(weights @ (z * z))) / (self.prior_weight + float(weights.sum()))
         return max(scale, MIN_SCALE)

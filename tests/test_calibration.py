@@ -165,20 +165,3 @@ def test_one_shot_fit_on_a_random_subset_has_cross_validated_sigma(graphene_path
     scores = calibration_metrics(prediction, sigma, truth, measured.reshape(truth.shape))
     print(scores)
     assert numpy.all(sigma > 0) and scores["coverage_2sigma"] > 0.7
-
-
-def test_cross_validated_scale_before_any_residual(graphene_path: str) -> None:
-    """The prior of the recalibration: fresh fits on folds of the seed points, scored on the held-out ones."""
-    from dkl4dstem.recalibration import cross_validated_scale
-
-    seed = 7
-    survey = numpy.load(graphene_path)["survey"]
-    truth = numpy.hypot(*numpy.moveaxis(numpy.load(graphene_path)["abtem_com_mrad"], -1, 0)).reshape(-1)
-    indices = [int(i) for i in numpy.random.default_rng(seed).choice(truth.size, 10, replace=False)]
-    print("seed", seed, "indices", indices)
-    config = ExperimentConfig(seed=seed, initial_iterations=50)
-    patches = extract_patches(survey, 12)
-    scale = cross_validated_scale(patches, indices, [float(truth[i]) for i in indices], config)
-    assert math.isfinite(scale) and scale > 0
-    assert cross_validated_scale(patches, indices[:3], [1.0, 2.0, 3.0], config) == 1.0  # too few points
-    assert cross_validated_scale(patches, indices[:5], [1.0, math.nan, math.nan, 2.0, 3.0], config) == 1.0
