@@ -171,6 +171,8 @@ class AtomAIPeer:
         mean = numpy.asarray(mean, dtype=numpy.float64).reshape(-1)
         var = numpy.asarray(var, dtype=numpy.float64).reshape(-1)
         t2 = time.perf_counter()
+        # dklGPR.predict's variance is the latent f's; its trained Gaussian noise, for --fit-sets
+        self.last_noise = float(model.likelihood.noise.detach().reshape(-1)[0])
         return mean, var, t1 - t0, t2 - t1
 
     def acquisition(self, mean, var, best):
@@ -226,6 +228,7 @@ class GpaxPeer:
         mean = numpy.asarray(mean, dtype=numpy.float64).reshape(-1)
         var = numpy.asarray(var, dtype=numpy.float64).reshape(-1)
         t2 = time.perf_counter()
+        self.last_noise = 0.0  # viDKL.predict's variance already includes the trained noise
         return mean, var, t1 - t0, t2 - t1
 
     def acquisition(self, mean, var, best):
@@ -396,6 +399,32 @@ def run_timing(args, patches, target, peer, partial: dict | None = None) -> dict
             "warmup_seconds": warmup_seconds, "rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
+def run_fit_sets(args, patches, target, peer) -> dict:
+    """One fresh fit per given index set: predictive mean and variance at every candidate, in target units.
+
+    For benchmarks/calibration.py: the peers fitted on exactly the points our loop measured (or a random subset),
+    so their reported uncertainty can be scored on the same unmeasured positions. `var` is what the peer's
+    predict returns; `noise_var` its trained observation noise when that is not already included (AtomAI).
+    """
+    with open(args.fit_sets) as fh:
+        sets = json.load(fh)["sets"]
+    arrays: dict[str, numpy.ndarray] = {}
+    rows = []
+    for entry in sets:
+        idx = numpy.asarray(entry["indices"], dtype=int)
+        y_std, mu, sd = standardize(target[idx])
+        t0 = time.perf_counter()
+        mean, var, _, _ = peer.fit_predict(patches[idx], y_std, patches)
+        arrays[entry["name"] + "/mean"] = mean * sd + mu
+        arrays[entry["name"] + "/var"] = var * sd * sd
+        arrays[entry["name"] + "/noise_var"] = numpy.asarray(getattr(peer, "last_noise", 0.0) * sd * sd)
+        rows.append({"name": entry["name"], "n": int(idx.size), "seconds": time.perf_counter() - t0})
+        if args.verbose:
+            print(f"[{peer.name}] {entry['name']} n={idx.size} {rows[-1]['seconds']:.1f}s", file=sys.stderr, flush=True)
+    numpy.savez(os.path.splitext(args.out)[0] + ".npz", **arrays)
+    return {"mode": "fit_sets", "fits": rows, "peak_rss_mb": peak_rss_mb()}
+
+
 # -------------------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -410,6 +439,8 @@ def parse_args(argv=None):
     p.add_argument("--nrmse-at", default="0.01,0.025", help="fractions of N at which to record NRMSE")
     p.add_argument("--out", required=True, help="JSON result path")
     p.add_argument("--timing-only", action="store_true")
+    p.add_argument("--fit-sets", help="JSON {\"sets\": [{\"name\": ..., \"indices\": [...]}]}: one fresh fit per set, "
+                   "mean/var at every candidate written to OUT's .npz (benchmarks/calibration.py)")
     p.add_argument("--n-list", default="10,50,100,200")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -457,7 +488,9 @@ def main(argv=None) -> int:
         "import_seconds": import_seconds,
     }
     try:
-        if args.timing_only:
+        if args.fit_sets:
+            result.update(run_fit_sets(args, patches, target, peer))
+        elif args.timing_only:
             result.update(run_timing(args, patches, target, peer, partial=result))
         else:
             result.update(run_active_learning(args, patches, target, peer))

@@ -42,8 +42,8 @@ def first_hit(visited_indices: list[int], target: numpy.ndarray) -> int | None:
     return next((k + 1 for k, i in enumerate(visited_indices) if target[i] >= threshold), None)
 
 
-def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, seed: int, scalarizer: str
-             ) -> dict[str, object]:
+def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, seed: int, scalarizer: str,
+             acquisition: str = "ei") -> dict[str, object]:
     from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
     from dkl4dstem.groundtruth import nrmse
     from dkl4dstem.replay import open_replay
@@ -58,7 +58,8 @@ def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, s
             errors[str(checkpoints[event.n_measured])] = nrmse(event.prediction, target.reshape(height, width))
 
     start = time.perf_counter()
-    config = ExperimentConfig(scalarizer=scalarizer, seeds=n_seed_points, steps=steps, seed=seed)
+    config = ExperimentConfig(scalarizer=scalarizer, seeds=n_seed_points, steps=steps, seed=seed,
+                              acquisition=acquisition)
     result = Experiment(instrument, config, on_event=on_event).run()
     elapsed = time.perf_counter() - start
     visited = [y * width + x for y, x in result.visited]
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--peers", default="atomai,gpax")
+    parser.add_argument("--acquisition", default="ei", help="our loop's acquisition (ei, ucb, uncertainty, map)")
     parser.add_argument("--only-peers", action="store_true", help="skip ours and random sampling")
     parser.add_argument("--peer-threads", type=int, default=1, help="intra-op threads per peer process (two peer "
                         "runs side by side on a 2-core machine: 1 each)")
@@ -145,12 +147,13 @@ def main() -> None:
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
             "cores": os.cpu_count(), "data": os.path.basename(args.data), "scalarizer": args.scalarizer,
             "candidates": int(target.size), "seed_points": args.seed_points, "steps": args.steps, "seeds": [],
-            "window": args.window}
+            "window": args.window, "acquisition": args.acquisition}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     numpy.save(os.path.splitext(args.out)[0] + "_target.npy", target)
     for seed in seeds:
         if not args.only_peers:
-            results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer))
+            results["ours"].append(run_ours(args.data, target, args.seed_points, args.steps, seed, args.scalarizer,
+                                            args.acquisition))
             results["random"].append(run_random(args.data, target, seed, args.window))
         for peer in peers:
             results[peer].append(run_peer(peer, patches_path, target_path, args.seed_points, args.steps, seed, work,

@@ -75,6 +75,8 @@ def acquisition_values(mean: torch.Tensor, variance: torch.Tensor, best: float, 
         function = analytic.UpperConfidenceBound(model, beta=beta, maximize=maximize)
     elif kind == "uncertainty":
         function = analytic.PosteriorStandardDeviation(model)
+    elif kind == "map":
+        raise InputError("the 'map' acquisition is a design over the survey's patches: mapping.FeatureSpaceDesign")
     else:
         raise InputError(f"unknown acquisition {kind!r}; choose one of {', '.join(ACQUISITIONS)}")
     X = torch.arange(mean.shape[0], dtype=mean.dtype, device=mean.device).reshape(-1, 1, 1)

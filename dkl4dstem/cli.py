@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(run)
     run.add_argument("--seeds", type=positive_int, default=None, help="random seed points (default 10)")
     run.add_argument("--steps", type=count, default=None, help="DKL-chosen steps after the seeds (default 100)")
-    run.add_argument("--acquisition", choices=("ei", "ucb", "uncertainty"), default=None)
+    run.add_argument("--acquisition", choices=("ei", "ucb", "uncertainty", "map"), default=None,
+                     help="ei / ucb look for the extreme value; uncertainty measures where sigma is largest; map "
+                     "where a measurement lowers the uncertainty summed over the survey most (best map per dose)")
     run.add_argument("--xi", type=nonnegative_float, default=None, help="EI exploration offset (default 0.01)")
     run.add_argument("--beta", type=nonnegative_float, default=None, help="UCB beta (default 4)")
     run.add_argument("--minimize", action="store_true", default=None, help="look for the smallest value")

@@ -11,7 +11,7 @@ import typing
 from dkl4dstem.errors import InputError
 from dkl4dstem.scalarizers import get_scalarizer
 
-ACQUISITIONS = ("ei", "ucb", "uncertainty")
+ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
 
 
 @dataclasses.dataclass

@@ -24,11 +24,13 @@ from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError, InstrumentError, ModelError, StorageError
 from dkl4dstem.instrument import Instrument
+from dkl4dstem.mapping import FeatureSpaceDesign
 from dkl4dstem.patches import extract_patches, position_of
+from dkl4dstem.recalibration import PrequentialCalibration
 from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
 from dkl4dstem.session import SessionData, SessionWriter, resume_differences
 from dkl4dstem.survey import validate_survey
-from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior
+from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior, standardization
 from dkl4dstem.watchdog import CameraNotResponding, TimedMeasure
 
 __all__ = ["Experiment", "ExperimentConfig", "ExperimentResult", "StepEvent"]
@@ -43,8 +45,8 @@ class StepEvent:
     position: tuple[int, int]
     value: float
     next_position: tuple[int, int] | None
-    prediction: numpy.ndarray | None
-    uncertainty: numpy.ndarray | None
+    prediction: numpy.ndarray | None   # (H, W) the map model's mean, scalar units; None while seeding
+    uncertainty: numpy.ndarray | None  # (H, W) calibrated 1 sigma of a measurement there, scalar units (`units`)
     acquisition: numpy.ndarray | None
     decision_seconds: float
     training_seconds: float
@@ -185,6 +187,9 @@ class _Run:
         self._excluded_set: set[int] = set()
         self.timings: dict[str, list[float]] = {"decision": [], "step": [], "training": [], "instrument": []}
         self.posterior: TrainedPosterior | None = None
+        self.map_posterior: TrainedPosterior | None = None  # the last fresh fit: prediction and uncertainty maps
+        self.recalibration = PrequentialCalibration()
+        self.design: FeatureSpaceDesign | None = None  # --acquisition map
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
         self.writer: SessionWriter | None = None
         self.trainer = BackgroundTrainer(self.patches, self.config)
@@ -305,6 +310,7 @@ class _Run:
         if self.posterior is None:
             raise ModelError("the DKL model could not be fitted to the seed points: "
                              + "; ".join(self.trainer.failures[-2:]))
+        self.map_posterior = self.posterior
         next_index, decision_seconds = self._decide()
         while len(self.indices) < self.total and not self.experiment.stopped and next_index is not None:
             self._wait_if_paused()
@@ -375,6 +381,7 @@ class _Run:
         if self.writer is not None:
             self.writer.append(y, x, measurement.pattern, value, phase)
         self._record(index, value, phase)
+        self.recalibration.measured(index, value)
         return value, instrument_seconds
 
     def _scalarize(self, pattern: numpy.ndarray, y: int, x: int) -> float:
@@ -415,6 +422,8 @@ class _Run:
         if result is None:
             return 0.0
         self.posterior = result  # points measured while it trained are conditioned on in _decide
+        if result.refit:
+            self.map_posterior = result
         return result.training_seconds
 
     def _decide(self, final: bool = False) -> tuple[int | None, float]:
@@ -427,21 +436,48 @@ class _Run:
         best_std = (best_raw - target_mean) / target_std
         # EI and UCB on the predictive distribution of the next *measurement* (as gpax does), not of the noiseless
         # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
-        # the top-1% positions as soon or sooner (RESULTS.md). The uncertainty map stays the latent one.
+        # the top-1% positions as soon or sooner (RESULTS.md). The maps come from `_maps`.
         acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
-        values = acquisition_module.acquisition_values(
-            mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,
-            beta=self.config.beta, maximize=self.config.maximize)
+        if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
+            if self.design is None:
+                self.design = FeatureSpaceDesign(self.patches, capacity=self.total + 1, seed=self.config.seed)
+            values = self.design.values(self.indices)
+        else:
+            values = acquisition_module.acquisition_values(
+                mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,
+                beta=self.config.beta, maximize=self.config.maximize)
         next_index = None if final else acquisition_module.choose_next(values, self.blocked)
         decision_seconds = time.perf_counter() - start
-        self.maps = (
-            (mean * target_std + target_mean).cpu().numpy().reshape(self.height, self.width),
-            (variance.sqrt() * target_std).cpu().numpy().reshape(self.height, self.width),
-            values.cpu().numpy().reshape(self.height, self.width),
-        )
         if not final and not self.experiment.stopped:
             self.trainer.start(self.indices, self.values)
+        self.maps = self._maps(mean, variance, values, valid, next_index)
         return next_index, decision_seconds
+
+    def _maps(self, mean: torch.Tensor, variance: torch.Tensor, acquisition: torch.Tensor, valid: numpy.ndarray,
+              next_index: int | None) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+        """Prediction and uncertainty maps in scalar units, after the decision (off the probe's critical path).
+
+        They come from the map model, the last fresh fit (first fit or refit) conditioned on every point since:
+        the warm-started rounds between refits keep fitting the network to the measured points, and their
+        posterior drifts ever more overconfident (RESULTS.md, calibration). The uncertainty is the standard
+        deviation of a measurement there (latent variance + trained noise), scaled by the prequential
+        recalibration; the map model's prediction of the next position is recorded for it.
+        """
+        assert self.posterior is not None
+        model = self.map_posterior or self.posterior
+        if model is not self.posterior:
+            model.catch_up(self.indices, self.values)
+            mean, variance, _, _ = model.predict(valid)
+        target_mean, target_std = standardization(valid)
+        measurement_variance = (variance + model.noise) * target_std ** 2
+        prediction = mean * target_std + target_mean
+        if next_index is not None:
+            self.recalibration.predicted(next_index, float(prediction[next_index]),
+                                         float(measurement_variance[next_index]))
+        scale = self.recalibration.variance_scale(model.loo_scale)
+        return (prediction.cpu().numpy().reshape(self.height, self.width),
+                (measurement_variance * scale).sqrt().cpu().numpy().reshape(self.height, self.width),
+                acquisition.cpu().numpy().reshape(self.height, self.width))
 
     def _best(self) -> tuple[float, tuple[int, int] | None]:
         values = numpy.asarray(self.values, dtype=numpy.float64)

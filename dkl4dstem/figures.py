@@ -16,11 +16,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 Snapshot = dict[str, typing.Any]  # step, n_measured, visited, prediction, uncertainty, acquisition
+UNCERTAINTY_TITLE = "uncertainty: 1 sigma of a measurement"
 LOG_EI_SPAN = 12.0  # log-EI shown over its top 12 nats (a factor e^12 ~ 1.6e5): where the choices happen
 ACQUISITION_LABELS = {
     "ei": "log expected improvement (standardized units)",
     "ucb": "upper confidence bound (standardized units)",
     "uncertainty": "predictive std (standardized units)",
+    "map": "integrated variance reduction (feature space)",
 }
 
 
@@ -121,8 +123,8 @@ def overview_figure(survey: numpy.ndarray, visited: list[tuple[int, int]], n_see
     limits = shared_limits(final["prediction"], truth)
     _show(figure, axes[1], final["prediction"], f"DKL prediction: {scalarizer}", label=f"{scalarizer} ({units})",
           limits=limits, nm_per_px=nm_per_px)
-    _show(figure, axes[2], final["uncertainty"], "uncertainty (posterior std)", cmap="magma",
-          label=f"std ({units})", nm_per_px=nm_per_px)
+    _show(figure, axes[2], final["uncertainty"], UNCERTAINTY_TITLE, cmap="magma",
+          label=f"1 sigma ({units})", nm_per_px=nm_per_px)
     _show_acquisition(figure, axes[3], final["acquisition"], acquisition, nm_per_px)
     if truth is not None:
         _show(figure, axes[4], truth, "ground truth (all patterns)", label=f"{scalarizer} ({units})", limits=limits,
@@ -146,7 +148,7 @@ def steps_figure(survey: numpy.ndarray, n_seeds: int, snapshots: list[Snapshot],
               cmap="gray", label="counts", nm_per_px=nm_per_px)
         _path(row[0], snapshot["visited"], n_seeds)
         _show(figure, row[1], snapshot["prediction"], "prediction", label=units, nm_per_px=nm_per_px)
-        _show(figure, row[2], snapshot["uncertainty"], "uncertainty", cmap="magma", label=f"std ({units})",
+        _show(figure, row[2], snapshot["uncertainty"], "uncertainty (1 sigma)", cmap="magma", label=f"1 sigma ({units})",
               nm_per_px=nm_per_px)
         _show_acquisition(figure, row[3], snapshot["acquisition"], acquisition, nm_per_px)
         if snapshot.get("next_position") is not None:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from dkl4dstem import export, figures
 from dkl4dstem.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
+from dkl4dstem.calibration_metrics import baseline_nlpd, calibration_metrics
 from dkl4dstem.experiment import ExperimentConfig, ExperimentResult, StepEvent
 from dkl4dstem.groundtruth import ground_truth_map, nrmse
 from dkl4dstem.replay import ReplayInstrument
@@ -154,6 +155,8 @@ def write_run_outputs(out: str, survey: numpy.ndarray, config: ExperimentConfig,
                                                                config.maximize)
         if result.prediction is not None:
             summary["nrmse"] = nrmse(result.prediction, truth)
+        if result.prediction is not None and result.uncertainty is not None:
+            summary.update(uncertainty_scores(result, truth))
     write_summary(os.path.join(out, "summary.json"), summary)
     if not with_figures:  # the summary alone, first: the ground truth may still be cut short
         return summary
@@ -210,6 +213,17 @@ def instrument_summary(instrument: ReplayInstrument) -> dict[str, typing.Any]:
             "calibration_sources": instrument.calibration_sources}
 
 
+def uncertainty_scores(result: ExperimentResult, truth: numpy.ndarray) -> dict[str, float]:
+    """coverage_1sigma, coverage_2sigma, nlpd (and the flat baseline's NLPD) over the unmeasured positions."""
+    assert result.prediction is not None and result.uncertainty is not None
+    measured = numpy.zeros(truth.shape, dtype=bool)
+    for y, x in result.visited:
+        measured[y, x] = True
+    scores = calibration_metrics(result.prediction, result.uncertainty, truth, measured)
+    return {"coverage_1sigma": scores["coverage_1sigma"], "coverage_2sigma": scores["coverage_2sigma"],
+            "nlpd": scores["nlpd"], "nlpd_baseline": baseline_nlpd(numpy.asarray(result.values), truth, measured)}
+
+
 def _median(values: list[float]) -> float | None:
     return float(numpy.median(values)) if values else None
 
@@ -229,6 +243,7 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
           f"(survey pixel = {ratio:g} of a pattern's dose, --survey-dose-ratio), dose reduction "
           f"x{summary['dose_reduction_with_survey'] or 0:.1f} (patterns alone x{summary['dose_reduction'] or 0:.1f})",
           file=stream)
+<<<<<<< HEAD
     if summary.get("survey_name"):
         print(f"survey: {summary['survey_name']}", file=stream)
     if "first_top1_measurement" in summary:
@@ -243,6 +258,15 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
     if sources:
         print("calibration: " + "; ".join(_calibration_words(summary, key, source)
                                           for key, source in sources.items() if key != "survey"), file=stream)
+=======
+    if summary.get("first_top1_measurement"):
+        print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
+    if summary.get("coverage_2sigma") is not None:
+        print(f"map vs ground truth: NRMSE {summary.get('nrmse', math.nan):.3f}; at the unmeasured positions "
+              f"{100 * summary['coverage_1sigma']:.0f}% / {100 * summary['coverage_2sigma']:.0f}% within 1 / 2 sigma "
+              f"(nominal 68 / 95%), NLPD {summary['nlpd']:.3g} (flat map: {summary['nlpd_baseline']:.3g})",
+              file=stream)
+>>>>>>> h/calib
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
     if summary.get("files"):

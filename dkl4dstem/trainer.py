@@ -20,6 +20,7 @@ import torch
 from dkl4dstem.latentgrid import LatentGrid
 from dkl4dstem.model import DKLModel, snapshot
 from dkl4dstem.posterior import PosteriorCache
+from dkl4dstem.recalibration import loo_variance_scale
 from dkl4dstem.runtime import configure_threads
 
 if typing.TYPE_CHECKING:
@@ -62,10 +63,13 @@ def refit_interval(n: int, config: ExperimentConfig) -> int:
 class TrainedPosterior:
     """A trained model's frozen kernel + embedding, conditioned incrementally on measured points."""
 
-    def __init__(self, cache: PosteriorCache, version: int, training_seconds: float) -> None:
+    def __init__(self, cache: PosteriorCache, version: int, training_seconds: float, refit: bool = False,
+                 loo_scale: float = 1.0) -> None:
         self.cache = cache
         self.version = version
         self.training_seconds = training_seconds
+        self.refit = refit  # trained afresh (first fit or a refit): the loop's map model until the next one
+        self.loo_scale = loo_scale  # mean squared leave-one-out z-score on its training points (in-sample)
         self._in_cache: set[int] = set(cache.indices)
 
     def catch_up(self, indices: typing.Sequence[int], values: typing.Sequence[float]) -> None:
@@ -107,15 +111,15 @@ class BackgroundTrainer:
         self._live: tuple[list[int], list[float]] | None = None
         self.failures: list[str] = []
 
-    def _round_for(self, n: int) -> tuple[int, bool]:
-        """(Adam iterations, restart from the initial weights) for a round on n points."""
+    def _round_for(self, n: int) -> tuple[int, bool, bool]:
+        """(Adam iterations, restart from the initial weights, is a refit) for a round on n points."""
         if n >= self._next_refit:
             self._next_refit = next_refit(n, self.config)
-            return self.config.refit_iterations, self.config.refit_from_initial
-        return self.config.update_iterations, False
+            return self.config.refit_iterations, self.config.refit_from_initial, True
+        return self.config.update_iterations, False, False
 
     def _train_in_background(self, indices: list[int], values: list[float], iterations: int,
-                             from_initial: bool) -> None:
+                             from_initial: bool, refit: bool) -> None:
         """The round on its own thread, which must set its torch thread count itself (see `configure_threads`).
 
         The same policy as the loop's, also in replay where the loop waits: giving the trainer every core there
@@ -123,18 +127,20 @@ class BackgroundTrainer:
         soon as anything else ran (graphene replay beside two other processes: 0.16 -> 0.54 s per step).
         """
         configure_threads()
-        self._train(indices, values, iterations, from_initial)
+        self._train(indices, values, iterations, from_initial, refit)
 
-    def _train(self, indices: list[int], values: list[float], iterations: int, from_initial: bool = False) -> None:
+    def _train(self, indices: list[int], values: list[float], iterations: int, from_initial: bool = False,
+               refit: bool = False) -> None:
         """Never raises: a failed training keeps the previous posterior and is logged (the loop goes on)."""
         try:
-            self._train_unguarded(indices, values, iterations, from_initial)
+            self._train_unguarded(indices, values, iterations, from_initial, refit)
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
             logger.warning("background DKL training failed; the previous model stays in use: %s", exc,
                            exc_info=True)
 
-    def _train_unguarded(self, indices: list[int], values: list[float], iterations: int, from_initial: bool) -> None:
+    def _train_unguarded(self, indices: list[int], values: list[float], iterations: int, from_initial: bool,
+                         refit: bool) -> None:
         start = time.perf_counter()
         train_indices, train_values = new_points(indices, values, known=())
         targets = numpy.array(train_values, dtype=numpy.float64)
@@ -152,6 +158,9 @@ class BackgroundTrainer:
                                grid=grid)
         try:
             cache.add_many(train_indices, train_values)
+            k = len(train_indices)
+            residual = torch.as_tensor((targets - target_mean) / target_std - cache.mean_constant, device=cache.L.device)
+            loo_scale = loo_variance_scale(cache.L[:k, :k], residual)
             self._catch_up_live(cache)
         except torch.linalg.LinAlgError as exc:  # keep the previous posterior rather than stop the experiment
             self.failures.append(f"posterior factorization failed: {exc}")
@@ -160,7 +169,8 @@ class BackgroundTrainer:
         with self._lock:
             self._version += 1
             self._state = snapshot(self.model.state())
-            self._result = TrainedPosterior(cache, self._version, time.perf_counter() - start)
+            self._result = TrainedPosterior(cache, self._version, time.perf_counter() - start, refit=refit,
+                                            loo_scale=loo_scale)
 
     def _catch_up_live(self, cache: PosteriorCache) -> None:
         """Live mode: condition the new posterior here on the points measured while it trained.
@@ -190,7 +200,7 @@ class BackgroundTrainer:
         self.join()
         self._trained_count = len(indices)
         self._next_refit = next_refit(len(indices), self.config)
-        self._train(list(indices), list(values), iterations)
+        self._train(list(indices), list(values), iterations, refit=True)
 
     def start(self, indices: list[int], values: list[float]) -> None:
         """Train on a snapshot in the background unless a training is running or nothing new was measured.
@@ -202,9 +212,9 @@ class BackgroundTrainer:
         if (self._thread is not None and self._thread.is_alive()) or len(indices) == self._trained_count:
             return
         self._trained_count = len(indices)
-        iterations, from_initial = self._round_for(len(indices))
+        iterations, from_initial, refit = self._round_for(len(indices))
         self._thread = threading.Thread(target=self._train_in_background,
-                                        args=(list(indices), list(values), iterations, from_initial),
+                                        args=(list(indices), list(values), iterations, from_initial, refit),
                                         name="dkl4dstem-training", daemon=True)
         self._thread.start()
 

@@ -39,6 +39,9 @@ def test_run_writes_summary_session_and_figures(graphene_path: str, tmp_path) ->
         assert settings["latent_grid"] is False and settings["xi"] == 0.02 and settings["observation_noise"] is False
     truth = numpy.hypot(*numpy.moveaxis(numpy.load(graphene_path)["abtem_com_mrad"], -1, 0))
     assert 0 <= summary["nrmse"] < 5 and summary["truth_best_value"] == pytest.approx(truth.max(), rel=0.05)
+    # the uncertainty map scored against the truth at the unmeasured positions
+    assert 0 <= summary["coverage_1sigma"] <= summary["coverage_2sigma"] <= 1
+    assert numpy.isfinite(summary["nlpd"]) and numpy.isfinite(summary["nlpd_baseline"])
     for name in ("overview.png", "steps.png"):
         assert (out / name).stat().st_size > 10_000
     # a second run into the same folder must not silently replace the measured data

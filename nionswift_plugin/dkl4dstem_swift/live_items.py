@@ -255,7 +255,9 @@ class LiveItems:
         if maps_event is not None:
             extra = {"step": int(maps_event.step), "n_measured": int(maps_event.n_measured)}
             self.__set_map(PREDICTION_TITLE, maps_event.prediction, self.__units, **extra)
-            self.__set_map(UNCERTAINTY_TITLE, maps_event.uncertainty, self.__units, **extra)
+            # the engine's calibrated sigma: the standard deviation of a measurement there, in the scalar's units
+            self.__set_map(UNCERTAINTY_TITLE, maps_event.uncertainty, self.__units, **extra,
+                           quantity="1 sigma of a measurement (recalibrated)")
             self.__set_map(ACQUISITION_TITLE, maps_event.acquisition, "", **extra)
         if pending:
             for step, (y, x), value in pending:

@@ -11,8 +11,9 @@ from dkl4dstem.errors import InputError
 
 from . import swift_instrument
 
-ACQUISITION_FUNCTIONS = ("ei", "ucb", "uncertainty")
-ACQUISITION_LABELS = ("Expected improvement (xi)", "Upper confidence bound (beta)", "Max uncertainty")
+ACQUISITION_FUNCTIONS = ("ei", "ucb", "uncertainty", "map")
+ACQUISITION_LABELS = ("Expected improvement (xi)", "Upper confidence bound (beta)", "Max uncertainty",
+                      "Best map (integrated variance)")
 AFTER_RUN_CHOICES = ("release", "park")
 AFTER_RUN_LABELS = ("Release probe (scan resumes)", "Park probe at 'park' mark")
 
