@@ -243,7 +243,6 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
           f"(survey pixel = {ratio:g} of a pattern's dose, --survey-dose-ratio), dose reduction "
           f"x{summary['dose_reduction_with_survey'] or 0:.1f} (patterns alone x{summary['dose_reduction'] or 0:.1f})",
           file=stream)
-<<<<<<< HEAD
     if summary.get("survey_name"):
         print(f"survey: {summary['survey_name']}", file=stream)
     if "first_top1_measurement" in summary:
@@ -254,19 +253,14 @@ def print_summary(summary: dict[str, typing.Any], stream: typing.TextIO) -> None
         print(f"first top-1% position of the ground truth: {where}; first chosen by the model: {chosen}", file=stream)
     if summary.get("nrmse") is not None:
         print(f"map NRMSE vs the ground truth: {summary['nrmse']:.3f} (1.0 = no better than its mean)", file=stream)
+    if summary.get("coverage_2sigma") is not None:
+        print(f"uncertainty at the unmeasured positions: {100 * summary['coverage_1sigma']:.0f}% / "
+              f"{100 * summary['coverage_2sigma']:.0f}% within 1 / 2 sigma (nominal 68 / 95%), NLPD "
+              f"{summary['nlpd']:.3g} (flat map: {summary['nlpd_baseline']:.3g})", file=stream)
     sources = summary.get("calibration_sources")
     if sources:
         print("calibration: " + "; ".join(_calibration_words(summary, key, source)
                                           for key, source in sources.items() if key != "survey"), file=stream)
-=======
-    if summary.get("first_top1_measurement"):
-        print(f"first top-1% position measured at measurement {summary['first_top1_measurement']}", file=stream)
-    if summary.get("coverage_2sigma") is not None:
-        print(f"map vs ground truth: NRMSE {summary.get('nrmse', math.nan):.3f}; at the unmeasured positions "
-              f"{100 * summary['coverage_1sigma']:.0f}% / {100 * summary['coverage_2sigma']:.0f}% within 1 / 2 sigma "
-              f"(nominal 68 / 95%), NLPD {summary['nlpd']:.3g} (flat map: {summary['nlpd_baseline']:.3g})",
-              file=stream)
->>>>>>> h/calib
     print(f"median decision {ms(summary['median_decision_seconds'])}, median step {ms(summary['median_step_seconds'])}",
           file=stream)
     if summary.get("files"):
