@@ -33,7 +33,6 @@ import warnings
 
 import h5py
 import numpy
-import torch
 
 from dkl4dstem.errors import InputError, StorageError
 
@@ -287,6 +286,8 @@ class SessionWriter:
         if self.failed:
             return
         buffer = io.BytesIO()
+        import torch  # only when a model is stored: reading a session or --help needs no torch
+
         torch.save(state, buffer)
         name = f"model/{step:06d}"
         free = _free_bytes(self.path)
@@ -470,6 +471,8 @@ def _latest_model_state(file: h5py.File) -> dict[str, typing.Any] | None:
     what matters; the model is retrained from them), never a reason to refuse the whole session."""
     if "model" not in file:
         return None
+    import torch
+
     for name in sorted(file["model"].keys(), reverse=True):
         try:
             return typing.cast(dict[str, typing.Any],

@@ -134,6 +134,6 @@ def test_overview_uses_one_colour_range_and_labelled_colorbars(run_dir) -> None:
     images = [axis.images[0] for axis in figure.axes if axis.images]
     assert images[1].get_clim() == images[4].get_clim() == (float(prediction.min()), float(truth.max()))
     labels = [axis.get_ylabel() for axis in figure.axes if not axis.images]
-    assert "com_magnitude (mrad)" in labels and "std (mrad)" in labels and any("clipped" in t for t in labels)
+    assert "com_magnitude (mrad)" in labels and "1 sigma (mrad)" in labels and any("clipped" in t for t in labels)
     assert figure.axes[0].get_title().startswith("virtual ADF")
     assert any(text.get_text().endswith(" nm") for text in figure.axes[0].texts)
