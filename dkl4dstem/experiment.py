@@ -336,7 +336,8 @@ class _Run:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 value = float(self.scalarizer(pattern, self.calibration))
         except Exception as exc:
-            logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x, exc)
+            logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x,
+                           str(exc) or type(exc).__name__)  # never an empty reason
             return math.nan
         if not math.isfinite(value):
             logger.warning("scalarizer %s gave %s at (%d, %d); the point is kept but not used for training",

@@ -1,12 +1,15 @@
 """Live data items and survey marks for one run.
 
-The loop thread only calls post() (store the newest event, append the measured point, queue at most one UI task).
-The queued UI task applies the newest state: maps, measured values, point graphics, raw patterns. So the UI never
-slows the loop, and a burst of events becomes one update. Updates are also rate limited: a task that comes too soon
-re-queues itself (a cheap check per UI tick) instead of redrawing, because every data item change costs Swift
-display, histogram and thumbnail work (about 10 ms of UI-thread CPU per map here) that competes with the loop for
-the CPU and the GIL. The interval adapts (MIN_INTERVAL_S .. MAX_INTERVAL_S) so that live updates use about
-MAX_UI_FRACTION of the UI thread. The status line still follows every event (a few label texts).
+Items: every run gets its own prediction, uncertainty, acquisition, measured and raw-pattern items, titled with the
+run number ("DKL prediction #3") and grouped in a data group "DKL run 3". They are created on the UI thread before
+the loop starts, one per UI tick on which no thumbnail is being computed (`ui_gate`), already live, so the data
+panel does not reorder them while the run updates them.
+
+Updates: the loop thread only calls post() (store the newest event, append the measured point, queue at most one UI
+task). The UI task applies the newest state in small pieces, one per UI tick (marks, then one map after the other,
+then the patterns), each reading the newest data when it runs (latest wins, never a queue of every step), so no
+single UI task grows with the run. A full round of pieces starts at most every interval (MIN_INTERVAL_S ..
+MAX_INTERVAL_S, adapted so that it uses about MAX_UI_FRACTION of the UI thread). The status line follows every event.
 """
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ import numpy
 
 from nion.data import Calibration
 from nion.data import DataAndMetadata
+from nion.swift.model import DataGroup
 from nion.swift.model import DataItem
-from nion.swift.model import Graphics
-from nion.utils import Geometry
+
+from . import colour_scale
+from . import survey_marks
+from . import ui_gate
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -36,18 +42,34 @@ ACQUISITION_TITLE = "DKL acquisition"
 MEASURED_TITLE = "DKL measured"
 PATTERNS_TITLE = "DKL measured patterns"
 MAP_TITLES = (PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, MEASURED_TITLE)
+COLOR_MAPS = {PREDICTION_TITLE: "viridis", UNCERTAINTY_TITLE: "magma", ACQUISITION_TITLE: "plasma",
+              MEASURED_TITLE: "viridis"}
 METADATA_KEY = "dkl4dstem"
 
-POINT_COLOR = "#FF0"      # visited points
-NEWEST_COLOR = "#F00"     # the newest point
-POINT_LABEL_PREFIX = ""   # point labels are the step number
-MIN_INTERVAL_S = 1.0      # at most one live update per second ...
+POINT_COLOR = survey_marks.POINT_COLOR
+NEWEST_COLOR = survey_marks.NEWEST_COLOR
+MIN_INTERVAL_S = 1.0      # a full round of updates at most once per second ...
 MAX_UI_FRACTION = 0.03    # ... and at most 3 % of the UI thread spent applying them (Swift works as much again on threads)
-MAX_INTERVAL_S = 3.0      # ... but never slower than one update every 3 s (each point graphic costs ~5 ms anyway)
+MAX_INTERVAL_S = 3.0      # ... but never slower than one round every 3 s
+
+
+def run_title(kind: str, run: int) -> str:
+    """Title of one run's item, e.g. 'DKL prediction #3'."""
+    return f"{kind} #{run}"
+
+
+def next_run_number(document_model: typing.Any) -> int:
+    """One more than the highest run number of the DKL items in the document (1 for the first)."""
+    runs = [0]
+    for data_item in document_model.data_items:
+        run = dict(data_item.metadata).get(METADATA_KEY, dict()).get("run")
+        if isinstance(run, int):
+            runs.append(run)
+    return max(runs) + 1
 
 
 class LiveItems:
-    """Owns the run's data items. Construct, apply and finish on the UI thread; post() from any thread."""
+    """Owns the run's data items. Construct, prepare, apply and finish on the UI thread; post() from any thread."""
 
     def __init__(self, document_controller: DocumentController.DocumentController,
                  survey_display_item: DisplayItem.DisplayItem | None,
@@ -57,11 +79,14 @@ class LiveItems:
                  n_total: int,
                  instrument: swift_instrument.SwiftInstrument | None = None,
                  on_applied: typing.Callable[[typing.Any], None] | None = None,
-                 min_interval_s: float = MIN_INTERVAL_S) -> None:
+                 min_interval_s: float = MIN_INTERVAL_S,
+                 run: int = 1) -> None:
         self.__on_applied = on_applied
         self.__min_interval_s = float(min_interval_s)
         self.__interval_s = float(min_interval_s)
-        self.__last_apply = 0.0
+        self.__round_start = -1e9
+        self.__round_cpu_s = 0.0
+        self.__stages: list[str] = list()
         self.__latest_event: typing.Any = None
         self.__status_event: typing.Any = None
         self.__document_controller = document_controller
@@ -72,18 +97,21 @@ class LiveItems:
         self.__units = units
         self.__n_total = max(1, int(n_total))
         self.__instrument = instrument
-        self.__run_metadata = dict(run_metadata)
+        self.run = int(run)
+        self.__run_metadata = dict(run_metadata) | {"run": self.run}
         self.__lock = threading.RLock()
         self.__closed = False
         self.__task_queued = False
         self.__latest_maps: typing.Any = None
+        self.__maps_shown: dict[str, typing.Any] = dict()
         self.__pending: list[tuple[int, tuple[int, int], float]] = list()
         self.__measured = numpy.full(self.__shape, numpy.nan, dtype=numpy.float32)
+        self.__measured_count_shown = 0
         self.__positions: list[list[int]] = list()
         self.__values: list[float] = list()
         self.__steps: list[int] = list()
         self.__excluded: list[list[int]] = list()
-        self.__graphics: list[Graphics.PointGraphic] = list()
+        self.__marks = survey_marks.SurveyMarks(survey_display_item, self.__shape)
         self.__patterns_applied = 0
         self.__pattern_positions: list[list[int]] = list()
         self.__pattern_probe_positions: list[list[float]] = list()
@@ -93,21 +121,25 @@ class LiveItems:
         self.__patterns_shape: tuple[int, ...] | None = None
         self.__transactions: list[typing.Any] = list()
         self.__live_items: list[DataItem.DataItem] = list()
+        self.__scales: dict[str, colour_scale.ColourScale] = dict()
+        self.data_group: DataGroup.DataGroup | None = None
         self.apply_count = 0
         self.apply_cpu_s = 0.0
         self.items: dict[str, DataItem.DataItem] = dict()
-        empty = numpy.full(self.__shape, numpy.nan, dtype=numpy.float32)
-        for title, item_units in ((PREDICTION_TITLE, units), (UNCERTAINTY_TITLE, units), (ACQUISITION_TITLE, ""),
-                                  (MEASURED_TITLE, units)):
-            data_item = DataItem.new_data_item(self.__map_xdata(empty, item_units, title))
-            data_item.title = title
-            self.__document_model.append_data_item(data_item)
-            self.__begin_live(data_item)
-            self.items[title] = data_item
-        self.__set_color_map(PREDICTION_TITLE, "viridis")
-        self.__set_color_map(UNCERTAINTY_TITLE, "magma")
-        self.__set_color_map(ACQUISITION_TITLE, "plasma")
-        self.__set_color_map(MEASURED_TITLE, "viridis")
+
+    def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
+        """UI thread: create the run's items (one per thumbnail-idle UI tick), then call on_ready."""
+        steps: list[typing.Callable[[], None]] = [self.__create_group]
+        for title in MAP_TITLES:
+            steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
+        if patterns_shape is not None:
+            steps.append(lambda: self.__create_patterns_item(tuple(patterns_shape)))
+        steps.append(self.__start_marks)
+        ui_gate.when_idle(self.__document_controller, steps, on_done=on_ready, cancelled=lambda: self.__closed)
+
+    @property
+    def is_ready(self) -> bool:
+        return len(self.items) == len(MAP_TITLES)
 
     # any thread
 
@@ -134,8 +166,9 @@ class LiveItems:
     # UI thread
 
     @property
-    def graphics(self) -> list[Graphics.PointGraphic]:
-        return list(self.__graphics)
+    def graphics(self) -> list[typing.Any]:
+        """Our point graphics on the survey (at most survey_marks.MAX_MARKS)."""
+        return survey_marks.marks_on(self.__survey_display_item)
 
     @property
     def patterns_item(self) -> DataItem.DataItem | None:
@@ -151,7 +184,7 @@ class LiveItems:
         return result
 
     def apply(self, force: bool = False) -> None:
-        """UI thread: the status follows every event; data items and graphics at most every interval."""
+        """One UI task: the status, then one piece of the current round of item updates (all of them when forced)."""
         with self.__lock:
             if self.__closed:
                 return
@@ -159,33 +192,49 @@ class LiveItems:
         if latest_event is not None and latest_event is not self.__status_event and self.__on_applied:
             self.__status_event = latest_event
             self.__on_applied(latest_event)  # a few label texts: cheap
-        if not force and time.perf_counter() - self.__last_apply < self.__interval_s:
-            self.__document_controller.queue_task(self.apply)  # too soon: look again on the next UI tick
+        if not self.is_ready and not force:
+            self.__requeue()  # the items are still being created
             return
-        self.__last_apply = time.perf_counter()
-        with self.__lock:
-            self.__task_queued = False
-            maps_event = self.__latest_maps
-            self.__latest_maps = None
-            pending = self.__pending
-            self.__pending = list()
-        cpu_start = time.thread_time()
-        try:
-            self.__apply(maps_event, pending)
-        except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
-            _logger.warning("DKL live update failed: %s", e)
-        cpu_s = time.thread_time() - cpu_start
-        self.apply_cpu_s += cpu_s
-        self.__interval_s = min(max(self.__min_interval_s, cpu_s / MAX_UI_FRACTION), max(self.__min_interval_s, MAX_INTERVAL_S))
+        if not self.__stages:
+            if not force and time.perf_counter() - self.__round_start < self.__interval_s:
+                self.__requeue()  # too soon: look again on the next UI tick
+                return
+            with self.__lock:
+                self.__task_queued = False  # events from now on start another round
+            self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
+            self.__round_start = time.perf_counter()
+            self.__round_cpu_s = 0.0
+            self.apply_count += 1
+        while self.__stages:
+            stage = self.__stages.pop(0)
+            cpu_start = time.thread_time()
+            try:
+                self.__apply_stage(stage)
+            except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
+                _logger.warning("DKL live update (%s) failed: %s", stage, e)
+            cpu_s = time.thread_time() - cpu_start
+            self.apply_cpu_s += cpu_s
+            self.__round_cpu_s += cpu_s
+            if not force:
+                break
+        if self.__stages:
+            self.__document_controller.queue_task(self.apply)  # the next piece on the next UI tick
+        else:
+            self.__interval_s = min(max(self.__min_interval_s, self.__round_cpu_s / MAX_UI_FRACTION),
+                                    max(self.__min_interval_s, MAX_INTERVAL_S))
+
+    def __requeue(self) -> None:
+        self.__document_controller.queue_task(self.apply)
 
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
 
-        window_closing: the document window is being closed (its panels are closing). The data is still written
-        (the transactions end now); ending the live state, which makes Swift re-sort the data panels, is left to the
-        document model's next call-soon round, run by a window that stays open (none: the document closes anyway).
+        The live state ends on a later UI tick with no thumbnail being computed (ending it reorders the data panel);
+        when the window is closing, on the document model's next call-soon round, run by a window that stays open.
         """
-        self.apply(force=True)
+        if self.is_ready:
+            self.__stages = list()
+            self.apply(force=True)
         with self.__lock:
             if self.__closed:
                 return
@@ -203,29 +252,59 @@ class LiveItems:
         live_items, self.__live_items = self.__live_items, list()
         document_model = self.__document_model
 
-        def end_live() -> None:
-            for data_item in live_items:
-                if not data_item._closed:
-                    document_model.end_data_item_live(data_item)
+        def end_live(data_item: DataItem.DataItem) -> None:
+            if not data_item._closed:
+                document_model.end_data_item_live(data_item)
 
         call_soon = getattr(document_model, "_call_soon", None)
         if window_closing and callable(call_soon):
-            call_soon(end_live)
+            call_soon(lambda: [end_live(d) for d in live_items])
         else:
-            end_live()
+            ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items])  # type: ignore[misc]
 
     def close(self) -> None:
         self.finish()
 
-    # internals
+    # creating the items
 
-    def __begin_live(self, data_item: DataItem.DataItem) -> None:
+    def __create_group(self) -> None:
+        data_group = DataGroup.DataGroup()
+        data_group.title = f"DKL run {self.run}"
+        self.__document_model.append_data_group(data_group)
+        self.data_group = data_group
+
+    def __append(self, data_item: DataItem.DataItem) -> None:
+        """Append an item that is live from the start (one insertion into the data panel, no reorder later)."""
         self.__document_model.begin_data_item_live(data_item)
         self.__live_items.append(data_item)
+        self.__document_model.append_data_item(data_item)
         self.__transactions.append(self.__document_model.item_transaction(data_item))
+        display_item = self.__document_model.get_display_item_for_data_item(data_item)
+        if self.data_group is not None and display_item is not None:
+            self.data_group.append_display_item(display_item)
+
+    def __create_map(self, title: str) -> None:
+        units = "" if title == ACQUISITION_TITLE else self.__units
+        empty = numpy.full(self.__shape, numpy.nan, dtype=numpy.float32)
+        data_item = DataItem.new_data_item(self.__map_xdata(empty, units, title))
+        data_item.title = run_title(title, self.run)
+        self.__append(data_item)
+        self.items[title] = data_item
+        display_item = self.__document_model.get_display_item_for_data_item(data_item)
+        if display_item is not None and display_item.display_data_channel:
+            display_item.display_data_channel.color_map_id = COLOR_MAPS[title]
+            self.__scales[title] = colour_scale.ColourScale(display_item, COLOR_MAPS[title], units)
+
+    def __start_marks(self) -> None:
+        survey = self.__survey_display_item
+        if survey is not None and not survey._closed:
+            self.__transactions.append(self.__document_model.begin_display_item_transaction(survey))
+        self.__marks.hide_old()
+
+    # internals
 
     def __metadata(self, title: str, **extra: typing.Any) -> dict[str, typing.Any]:
-        d = {"title": title, "settings": self.__run_metadata.get("settings", dict())}
+        d = {"title": title, "kind": title, "settings": self.__run_metadata.get("settings", dict())}
         d.update({k: v for k, v in self.__run_metadata.items() if k != "settings"})
         d.update(extra)
         return {METADATA_KEY: d}
@@ -236,11 +315,6 @@ class LiveItems:
                                                      dimensional_calibrations=self.__calibrations,
                                                      metadata=self.__metadata(title, **extra))
 
-    def __set_color_map(self, title: str, color_map_id: str) -> None:
-        display_item = self.__document_model.get_display_item_for_data_item(self.items[title])
-        if display_item and display_item.display_data_channel:
-            display_item.display_data_channel.color_map_id = color_map_id
-
     def __set_map(self, title: str, data: numpy.ndarray | None, units: str, **extra: typing.Any) -> None:
         data_item = self.items.get(title)
         if data is None or data_item is None or data_item._closed:
@@ -249,40 +323,39 @@ class LiveItems:
         if data.shape != self.__shape:
             raise ValueError(f"{title}: map shape {data.shape} differs from the survey {self.__shape}")
         data_item.set_xdata(self.__map_xdata(data, units, title, **extra))
+        scale = self.__scales.get(title)
+        if scale is not None:
+            scale.update(data)
 
-    def __apply(self, maps_event: typing.Any, pending: list[tuple[int, tuple[int, int], float]]) -> None:
-        self.apply_count += 1
-        if maps_event is not None:
-            extra = {"step": int(maps_event.step), "n_measured": int(maps_event.n_measured)}
-            self.__set_map(PREDICTION_TITLE, maps_event.prediction, self.__units, **extra)
-            self.__set_map(UNCERTAINTY_TITLE, maps_event.uncertainty, self.__units, **extra)
-            self.__set_map(ACQUISITION_TITLE, maps_event.acquisition, "", **extra)
-        if pending:
-            for step, (y, x), value in pending:
-                self.__measured[y, x] = value
-                self.__positions.append([y, x])
-                self.__values.append(value)
-                self.__steps.append(step)
-            self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values))
-            self.__add_graphics(pending)
-        self.__apply_patterns()
+    def __apply_stage(self, stage: str) -> None:
+        if stage == "measured":
+            self.__apply_measured()
+        elif stage == "marks":
+            self.__marks.apply()
+        elif stage == "patterns":
+            self.__apply_patterns()
+        else:
+            maps_event = self.__latest_maps  # the newest maps when this piece runs
+            if maps_event is None or self.__maps_shown.get(stage) is maps_event:
+                return
+            self.__maps_shown[stage] = maps_event
+            data = {PREDICTION_TITLE: maps_event.prediction, UNCERTAINTY_TITLE: maps_event.uncertainty,
+                    ACQUISITION_TITLE: maps_event.acquisition}[stage]
+            self.__set_map(stage, data, "" if stage == ACQUISITION_TITLE else self.__units,
+                           step=int(maps_event.step), n_measured=int(maps_event.n_measured))
 
-    def __add_graphics(self, pending: list[tuple[int, tuple[int, int], float]]) -> None:
-        display_item = self.__survey_display_item
-        if display_item is None or display_item._closed:
+    def __apply_measured(self) -> None:
+        with self.__lock:
+            pending, self.__pending = self.__pending, list()
+        if not pending:
             return
-        height, width = self.__shape
-        with display_item.display_item_changes():  # one notification for the batch, not one per point
-            if self.__graphics and self.__graphics[-1].container is display_item:
-                self.__graphics[-1].stroke_color = POINT_COLOR
-            for index, (step, (y, x), value) in enumerate(pending):
-                graphic = Graphics.PointGraphic()
-                graphic.position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
-                graphic.label = f"{POINT_LABEL_PREFIX}{step}"
-                graphic.stroke_color = NEWEST_COLOR if index == len(pending) - 1 else POINT_COLOR
-                graphic.is_bounds_constrained = True
-                display_item.add_graphic(graphic)
-                self.__graphics.append(graphic)
+        for step, (y, x), value in pending:
+            self.__measured[y, x] = value
+            self.__positions.append([y, x])
+            self.__values.append(value)
+            self.__steps.append(step)
+        self.__marks.add([(step, position) for step, position, _ in pending])
+        self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values))
 
     def __apply_patterns(self) -> None:
         instrument = self.__instrument
@@ -292,9 +365,11 @@ class LiveItems:
         if not new:
             return
         if self.__patterns_item is None:
-            self.__create_patterns_item(new[0])
+            self.__create_patterns_item(tuple(new[0].pattern.shape))  # the detector shape was not known at Start
         data_item = self.__patterns_item
         assert data_item is not None
+        if not self.__camera_metadata:
+            self.__camera_metadata = {k: v for k, v in new[0].metadata.items() if k in ("exposure_ms", "binning", "camera")}
         new = [r for r in new if r.pattern.shape == self.__patterns_shape]  # a camera change mid-run is not stacked
         start = self.__patterns_applied
         stop = min(start + len(new), self.__n_total)
@@ -326,18 +401,16 @@ class LiveItems:
                                             metadata=self.__patterns_metadata(n),
                                             data_descriptor=xdata.data_descriptor)
 
-    def __create_patterns_item(self, first: swift_instrument.RecordedPattern) -> None:
-        self.__patterns_shape = tuple(first.pattern.shape)
-        self.__camera_metadata = {k: v for k, v in first.metadata.items() if k in ("exposure_ms", "binning", "camera")}
-        calibrations = [Calibration.Calibration()] + self.__camera_calibrations(first.pattern.shape)
-        data = numpy.zeros((self.__n_total,) + tuple(first.pattern.shape), dtype=numpy.float32)
+    def __create_patterns_item(self, shape: tuple[int, ...]) -> None:
+        self.__patterns_shape = tuple(shape)
+        calibrations = [Calibration.Calibration()] + self.__camera_calibrations(shape)
+        data = numpy.zeros((self.__n_total,) + tuple(shape), dtype=numpy.float32)
         xdata = DataAndMetadata.new_data_and_metadata(
             data, intensity_calibration=Calibration.Calibration(units="counts"), dimensional_calibrations=calibrations,
             data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 2), metadata=self.__patterns_metadata(0))
         data_item = DataItem.new_data_item(xdata)
-        data_item.title = PATTERNS_TITLE
-        self.__document_model.append_data_item(data_item)
-        self.__begin_live(data_item)
+        data_item.title = run_title(PATTERNS_TITLE, self.run)
+        self.__append(data_item)
         self.__patterns_item = data_item
 
     def __camera_calibrations(self, shape: tuple[int, ...]) -> list[Calibration.Calibration]:
@@ -356,8 +429,8 @@ class LiveItems:
             return
         n = self.__patterns_applied
         xdata = data_item.xdata
-        if xdata is None or n == xdata.data_shape[0]:
-            return
+        if xdata is None or n == xdata.data_shape[0] or n == 0:
+            return  # (a run stopped before its first pattern keeps the empty block; its metadata says 0 measured)
         data_item.set_xdata(DataAndMetadata.new_data_and_metadata(
             numpy.array(xdata.data[:n]), intensity_calibration=xdata.intensity_calibration,
             dimensional_calibrations=xdata.dimensional_calibrations, data_descriptor=xdata.data_descriptor,

@@ -387,8 +387,10 @@ class PanelHandler(Declarative.Handler):
             self.document_controller.queue_task(retry)
             return True
         if display_item is None:
-            # no survey yet: acquire one, then start on it
-            return self.acquire_survey(lambda di: self.start(di) and None)
+            # no survey yet: refuse with the reason (nothing is acquired, no dose)
+            self.message.value = _("⚠ No survey: click 'Acquire Survey' (or select a HAADF image and use "
+                                   "DKL > Run on selected), then Start.")
+            return False
 
         def start() -> None:
             settings = self.collect_settings()
@@ -466,6 +468,11 @@ class DKLPanel(Panel.Panel):
                                                             self.handler)
         column.add(scroll_area)
         self.widget = column
+
+    def create_dock_widget(self, title: str, positions: typing.Sequence[str], position: str) -> None:
+        super().create_dock_widget(title, positions, position)
+        # the close button only hides a dock panel: a run must not go on unseen
+        self.dock_widget.on_will_close = self.handler.controller.panel_closed
 
     def close(self) -> None:
         # Swift closes panels when their document window closes: stop a run (within one step) and release the

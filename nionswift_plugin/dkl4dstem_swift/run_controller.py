@@ -21,6 +21,7 @@ from dkl4dstem.errors import InputError
 from . import live_items as live_items_module
 from . import settings as settings_module
 from . import swift_instrument
+from . import ui_gate
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -30,7 +31,8 @@ _logger = logging.getLogger(__name__)
 
 SURVEY_TITLE = "DKL survey"
 REFERENCE_TITLE = "DKL vacuum reference"
-JOIN_TIMEOUT_S = 30.0
+JOIN_TIMEOUT_S = 10.0        # window close: the loop ends within one step; this bounds a hung camera driver
+NAN_SEEDS_TO_STOP = 3        # a scalarizer that gives nothing at the first seed points stops the run there
 
 # one run per STEM controller, across all document windows
 _active_lock = threading.Lock()
@@ -54,6 +56,20 @@ def load_engine_in_background() -> None:
 
     ENGINE_LOADING.set()
     threading.Thread(target=load, name="dkl-import", daemon=True).start()
+
+
+class _LastWarning(logging.Handler):
+    """The engine's last warning during a run (e.g. why a scalarizer failed), for the panel's message."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.last = record.getMessage()
+        except Exception:
+            pass
 
 
 @dataclasses.dataclass
@@ -99,16 +115,22 @@ class RunController:
         self.__stem_key: int | None = None
         self.__last_items: dict[str, DataItem.DataItem] = dict()
         self.__reference_binning: int | None = None
+        self.__seed_problem: str | None = None
+        self.__nan_seeds = 0
+        self.__log_tail = _LastWarning()
 
     # lifetime
 
     def close(self, *, window_closing: bool = False) -> None:
-        """Stop a running experiment (within one step), release the hardware, end the live state."""
+        """Stop a running experiment (within one step), release the hardware, end the live state.
+
+        Swift closes the panel when its document window closes: the stop signal reaches the loop at once (an Event,
+        not a UI task); the join only lets the step in flight finish so that its pattern is kept."""
         with self.__lock:
             self.__closed = True
         experiment, thread, instrument = self.experiment, self.thread, self.instrument
         if experiment is not None:
-            experiment.stop()
+            self.__signal_stop(experiment, instrument)
         if thread is not None:
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
@@ -160,7 +182,8 @@ class RunController:
                 if on_done:
                     on_done(display_item)
 
-            self.__queue_ui(create)
+            # a new item in the data panel: only while no thumbnail is being computed (see ui_gate)
+            self.__queue_ui(lambda: ui_gate.when_idle(self.__document_controller, [create]))
 
         self.survey_thread = threading.Thread(target=acquire, name="dkl-survey", daemon=True)
         self.survey_thread.start()
@@ -194,7 +217,10 @@ class RunController:
 
     def start(self, survey_display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings, *,
               park_position: Geometry.FloatPoint | None = None) -> None:
-        """Validate everything, then run the experiment on a worker thread. Raises InputError with a message."""
+        """Validate everything (before any dose), create the run's items, then run the experiment on a worker thread.
+
+        Raises InputError with a message. The items are created on the next UI ticks on which no thumbnail is being
+        computed (ui_gate); the loop starts when they exist. A Stop before that ends the run without a measurement."""
         if self.is_busy:
             raise InputError("a run or acquisition is already in progress")
         problem = self.survey_problem(survey_display_item, settings)
@@ -217,41 +243,89 @@ class RunController:
             raise InputError("the vacuum reference was taken with another camera binning; acquire it again")
         from dkl4dstem.experiment import Experiment
         from dkl4dstem.scalarizers import get_scalarizer
+        scalarizer = get_scalarizer(config.scalarizer, **config.scalarizer_params)
+        calibration = swift_instrument.detector_calibration_for(camera, stem_controller, self.reference)
+        scalarizer.check_calibration(calibration)  # e.g. bragg_distance without a vacuum reference: refused here
         instrument = swift_instrument.SwiftInstrument(stem_controller, scan, camera, survey=survey,
                                                       camera_settings=settings.camera, reference=self.reference,
                                                       park_position=park_position if settings.after_run == "park" else None)
-        units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(instrument.calibration())
+        units = scalarizer.units_for(calibration)
         self.__claim_instrument(stem_controller)
         try:
+            document_model = self.__document_controller.document_model
+            run = live_items_module.next_run_number(document_model)
             run_metadata = {"settings": settings.as_metadata(), "survey_uuid": str(data_item.uuid),
                             "survey_title": data_item.title, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "units": units}
-            self.live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
-                                                          run_metadata, units, settings.n_total, instrument,
-                                                          on_applied=self.__handle_event_applied)
-            self.__last_items = dict(self.live_items.items)
-            self.__remove_old_graphics(survey_display_item)
+            live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
+                                                     run_metadata, units, settings.n_total, instrument,
+                                                     on_applied=self.__handle_event_applied, run=run)
+            previous_items = dict(self.__last_items)
+            self.live_items = live_items
             self.instrument = instrument
             self.settings = settings
             self.survey_display_item = survey_display_item
             self.result = None
-            self.experiment = Experiment(instrument, config, session_path=settings.session_path or None,
-                                         on_event=self.__handle_event)
-            self.__set_status(state="running", message="Running: seed points ...", step=0, n_total=settings.n_total,
-                              units=units, phase="seed", last_value=math.nan, best_value=math.nan, best_position=None,
-                              decision_ms=math.nan, training_ms=math.nan, instrument_ms=math.nan, step_ms=math.nan)
-            self.thread = threading.Thread(target=self.__run, args=(self.experiment, instrument, self.live_items),
-                                           name="dkl-experiment", daemon=True)
-            self.thread.start()
+            self.__seed_problem = None
+            self.__nan_seeds = 0
+            experiment = Experiment(instrument, config, session_path=settings.session_path or None,
+                                    on_event=self.__handle_event)
+            self.experiment = experiment
+            self.__set_status(state="running", message=f"Run {run}: preparing its items ...", step=0,
+                              n_total=settings.n_total, units=units, phase="seed", last_value=math.nan,
+                              best_value=math.nan, best_position=None, decision_ms=math.nan, training_ms=math.nan,
+                              instrument_ms=math.nan, step_ms=math.nan)
         except Exception:
             self.__release_instrument()
             instrument.close()
             raise
 
-    def stop(self) -> None:
+        def launch() -> None:
+            if self.experiment is not experiment or self.__closed:
+                return
+            self.__last_items = dict(live_items.items)
+            self.__follow_run(previous_items, live_items)
+            if not experiment.stopped:
+                self.__set_status(message=f"Run {run}: seed points ...")
+            self.thread = threading.Thread(target=self.__run, args=(experiment, instrument, live_items),
+                                           name="dkl-experiment", daemon=True)
+            self.thread.start()
+
+        live_items.prepare(launch, patterns_shape=instrument.detector_shape)
+
+    def __follow_run(self, previous: typing.Mapping[str, DataItem.DataItem], live_items: live_items_module.LiveItems) -> None:
+        """Display panels that show the previous run's maps show this run's from now on."""
+        workspace_controller = self.__document_controller.workspace_controller
+        if workspace_controller is None or not previous:
+            return
+        document_model = self.__document_controller.document_model
+        replacements = dict()
+        for title, old in previous.items():
+            new = live_items.items.get(title)
+            old_display = document_model.get_display_item_for_data_item(old) if not old._closed else None
+            new_display = document_model.get_display_item_for_data_item(new) if new is not None else None
+            if old_display is not None and new_display is not None:
+                replacements[id(old_display)] = new_display
+        for display_panel in workspace_controller.display_panels:
+            new_display = replacements.get(id(display_panel.display_item))
+            if new_display is not None:
+                display_panel.set_display_panel_display_item(new_display)
+
+    def stop(self, message: str = "Stopping after this step ...") -> None:
+        """The loop sees the stop at once (an Event); the probe is released after the frame in flight."""
         if self.experiment is not None and self.status.state in ("running", "paused"):
-            self.experiment.stop()
-            self.__set_status(state="stopping", message="Stopping after this step ...")
+            self.__signal_stop(self.experiment, self.instrument)
+            self.__set_status(state="stopping", message=message)
+
+    def panel_closed(self) -> None:
+        """The panel's close button (Swift only hides the panel): a run never goes on unseen."""
+        self.stop("Stopped: the DKL panel was closed during the run.")
+
+    @staticmethod
+    def __signal_stop(experiment: typing.Any, instrument: swift_instrument.SwiftInstrument | None) -> None:
+        experiment.stop()
+        if instrument is not None and not instrument.is_closed:
+            threading.Thread(target=instrument.release_after_current, name="dkl-release", daemon=True).start()
 
     def pause(self) -> None:
         if self.experiment is not None and self.status.state == "running":
@@ -335,6 +409,16 @@ class RunController:
     # loop thread
 
     def __handle_event(self, event: typing.Any) -> None:
+        """Loop thread."""
+        if event.phase == "seed" and not event.excluded and self.__nan_seeds >= 0:
+            if math.isfinite(event.value):
+                self.__nan_seeds = -1  # a usable value: the scalarizer works here
+            else:
+                self.__nan_seeds += 1
+                if self.__nan_seeds >= NAN_SEEDS_TO_STOP and self.experiment is not None:
+                    self.__seed_problem = (f"scalarizer gave no usable value at the first {self.__nan_seeds} points"
+                                           f"{': ' + self.__log_tail.last if self.__log_tail.last else ''}")
+                    self.__signal_stop(self.experiment, self.instrument)
         live_items = self.live_items
         if live_items is not None and not self.__closed:
             live_items.post(event)
@@ -342,6 +426,9 @@ class RunController:
     def __run(self, experiment: typing.Any, instrument: swift_instrument.SwiftInstrument,
               live_items: live_items_module.LiveItems) -> None:
         result, error = None, None
+        engine_logger = logging.getLogger("dkl4dstem.experiment")
+        self.__log_tail.last = ""
+        engine_logger.addHandler(self.__log_tail)
         try:
             result = experiment.run()
             error = getattr(result, "error", None)
@@ -349,6 +436,7 @@ class RunController:
             _logger.exception("DKL experiment failed")
             error = f"{type(e).__name__}: {e}" if not isinstance(e, InputError) else str(e)
         finally:
+            engine_logger.removeHandler(self.__log_tail)
             instrument.close()
         self.__queue_ui(lambda: self.__finished(experiment, live_items, result, error))
 
@@ -363,6 +451,8 @@ class RunController:
         n = len(result.visited) if result is not None else self.status.step
         if error:
             message = f"Failed after {n} measurements: {error}. Camera stopped, probe released."
+        elif self.__seed_problem:
+            message = f"Stopped after {n} measurements: {self.__seed_problem}. Camera stopped, probe released."
         elif result is not None and result.stopped:
             message = f"Stopped after {n} measurements. Camera stopped, probe {self.__probe_words()}."
         else:
@@ -413,9 +503,3 @@ class RunController:
             if self.__stem_key is not None:
                 _active_instruments.discard(self.__stem_key)
                 self.__stem_key = None
-
-    def __remove_old_graphics(self, display_item: DisplayItem.DisplayItem) -> None:
-        """A new run on the same survey starts with a clean set of marks (the old run's items keep its points)."""
-        for graphic in list(display_item.graphics):
-            if graphic.type == "point-graphic" and str(graphic.label or "").isdigit():
-                display_item.remove_graphic(graphic).close()

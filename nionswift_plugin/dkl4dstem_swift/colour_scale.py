@@ -1,0 +1,73 @@
+"""A colour scale on a map: Swift 16 draws none, so a short row of filled, locked rectangle graphics in the map's
+colour map along its bottom edge, labelled with the lowest and highest value and the units.
+
+A fixed number of graphics per map, created once with the map; a data update changes two labels at most.
+"""
+from __future__ import annotations
+
+import math
+import typing
+
+import numpy
+
+from nion.swift.model import ColorMaps
+from nion.swift.model import Graphics
+from nion.utils import Geometry
+
+if typing.TYPE_CHECKING:
+    from nion.swift.model import DisplayItem
+
+GRAPHIC_ID = "dkl4dstem.colour_scale"
+N_STEPS = 8
+LEFT, RIGHT = 0.52, 0.98      # normalized image coordinates of the bar
+TOP, HEIGHT = 0.93, 0.04
+
+
+def _hex(color_map_id: str, fraction: float) -> str:
+    lookup = ColorMaps.generate_lookup_array(color_map_id)  # (256, 3) B, G, R
+    b, g, r = (int(v) for v in lookup[min(int(fraction * 255), 255)][:3])
+    return f"#{r:02X}{g:02X}{b:02X}"
+
+
+def _fmt(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.3g}"
+
+
+class ColourScale:
+    """Colour bar graphics on one map display item. UI thread only."""
+
+    def __init__(self, display_item: DisplayItem.DisplayItem, color_map_id: str, units: str) -> None:
+        self.__display_item = display_item
+        self.__units = units
+        self.__range: tuple[float, float] | None = None
+        self.__graphics: list[Graphics.RectangleGraphic] = list()
+        width = (RIGHT - LEFT) / N_STEPS
+        with display_item.display_item_changes():
+            for k in range(N_STEPS):
+                graphic = Graphics.RectangleGraphic()
+                graphic.graphic_id = GRAPHIC_ID
+                graphic.bounds = Geometry.FloatRect.from_tlhw(TOP, LEFT + k * width, HEIGHT, width)
+                color = _hex(color_map_id, (k + 0.5) / N_STEPS)
+                graphic.fill_color = color
+                graphic.stroke_color = color
+                graphic.is_position_locked = True
+                graphic.is_shape_locked = True
+                graphic.is_bounds_constrained = True
+                display_item.add_graphic(graphic)
+                self.__graphics.append(graphic)
+
+    @property
+    def labels(self) -> tuple[str | None, str | None]:
+        return self.__graphics[0].label, self.__graphics[-1].label
+
+    def update(self, data: numpy.ndarray) -> None:
+        """Label the ends with the data range (Swift's automatic display limits)."""
+        finite = numpy.asarray(data)[numpy.isfinite(data)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
+        if self.__range == (low, high) or self.__display_item._closed:
+            return
+        self.__range = (low, high)
+        units = f" {self.__units}" if self.__units else ""
+        with self.__display_item.display_item_changes():
+            self.__graphics[0].label = _fmt(low)
+            self.__graphics[-1].label = f"{_fmt(high)}{units}"
