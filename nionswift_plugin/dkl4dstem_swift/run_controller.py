@@ -319,7 +319,9 @@ class RunController:
 
     def panel_closed(self) -> None:
         """The panel's close button (Swift only hides the panel): a run never goes on unseen."""
-        self.stop("Stopped: the DKL panel was closed during the run.")
+        if self.experiment is not None and self.status.state in ("running", "paused"):
+            self.__seed_problem = "the DKL panel was closed during the run"
+            self.stop("Stopping: the DKL panel was closed during the run ...")
 
     @staticmethod
     def __signal_stop(experiment: typing.Any, instrument: swift_instrument.SwiftInstrument | None) -> None:

@@ -16,7 +16,7 @@ import typing
 
 _logger = logging.getLogger(__name__)
 
-MAX_WAIT_S = 10.0  # thumbnails of huge items may take long; after this the change is made anyway (and logged)
+MAX_WAIT_S = 2.0  # a live camera or scan view keeps thumbnails busy all the time: after this the change is made anyway
 
 
 def thumbnails_busy() -> bool:
