@@ -51,6 +51,7 @@ def _summarize(result: typing.Any, wall_s: float) -> dict[str, float]:
     return {"n": len(result.visited), "n_steps": len(steps),
             "step_ms_mean": 1000 * statistics.fmean(steps), "step_ms_median": 1000 * statistics.median(steps),
             "decision_ms_mean": 1000 * statistics.fmean(d for d, p in zip(result.decision_seconds, result.phases) if p == "step"),
+            "decision_ms_median": 1000 * statistics.median(d for d, p in zip(result.decision_seconds, result.phases) if p == "step"),
             "instrument_ms_mean": 1000 * statistics.fmean(result.instrument_seconds),
             "wall_ms_per_measurement": 1000 * wall_s / max(1, len(result.visited))}
 
@@ -76,25 +77,37 @@ def run_bare(tc: typing.Any, survey_display_item: typing.Any, settings: typing.A
     summary = _summarize(result, wall_s)
     summary["ui_thread_ms_per_measurement"] = 1000 * ui_busy_s / max(1, len(result.visited))
     summary["process_cpu_ms_per_measurement"] = 1000 * (time.process_time() - cpu_start) / max(1, len(result.visited))
+    summary.update(_ticks())
     return summary
 
 
 PROFILE: typing.Any = None
+TICKS: list[float] = list()  # wall duration of every UI tick (periodic) of the current run
 
 
 def _pump_while(dc: typing.Any, condition: typing.Callable[[], bool]) -> float:
     """The UI thread as Swift runs it: periodic() every 20 ms (Swift itself updates the camera's live item)."""
     ui_busy_s = 0.0
+    TICKS.clear()
     while condition():
         t = time.thread_time()  # CPU time of this (the UI) thread, not inflated by waiting for the GIL
+        t_wall = time.perf_counter()
         if PROFILE is not None:
             PROFILE.enable()
         dc.periodic()
         if PROFILE is not None:
             PROFILE.disable()
+        TICKS.append(time.perf_counter() - t_wall)
         ui_busy_s += time.thread_time() - t
         time.sleep(0.02)
     return ui_busy_s
+
+
+def _ticks() -> dict[str, float]:
+    """The longest UI task (a tick), as Swift's UI sees it: everything queued, Swift's own work included."""
+    ticks = sorted(TICKS) or [math.nan]
+    return {"ui_tick_ms_max": 1000 * ticks[-1], "ui_tick_ms_p99": 1000 * ticks[min(len(ticks) - 1, int(0.99 * len(ticks)))],
+            "ui_tick_ms_median": 1000 * ticks[len(ticks) // 2]}
 
 
 def run_plugin(tc: typing.Any, handler: typing.Any, survey_display_item: typing.Any) -> dict[str, float]:
@@ -112,6 +125,8 @@ def run_plugin(tc: typing.Any, handler: typing.Any, survey_display_item: typing.
     live = handler.controller.live_items
     summary["ui_updates"] = float(live.apply_count if live else 0)
     summary["live_update_cpu_ms_per_measurement"] = 1000 * (live.apply_cpu_s if live else 0.0) / max(1, len(result.visited))
+    summary.update(_ticks())
+    _pump_while(tc.document_controller, lambda: any(d.is_live for d in live.items.values()) if live else False)
     return summary
 
 
@@ -194,8 +209,9 @@ def main() -> int:
     def mean_of(kind: str, key: str) -> float:
         return statistics.fmean(r[key] for k, r in rows if k == kind)
 
-    keys = ("step_ms_mean", "step_ms_median", "decision_ms_mean", "instrument_ms_mean", "wall_ms_per_measurement",
-            "process_cpu_ms_per_measurement")
+    keys = ("step_ms_mean", "step_ms_median", "decision_ms_mean", "decision_ms_median", "instrument_ms_mean",
+            "wall_ms_per_measurement", "process_cpu_ms_per_measurement", "ui_tick_ms_median", "ui_tick_ms_p99",
+            "ui_tick_ms_max")
     summary = {kind: {key: mean_of(kind, key) for key in keys} for kind in ("bare", "plug-in")}
     overhead_step_ms = summary["plug-in"]["step_ms_mean"] - summary["bare"]["step_ms_mean"]
     paired = [p["step_ms_mean"] - b["step_ms_mean"] for (_, b), (_, p) in zip(rows[0::2], rows[1::2])]
@@ -215,6 +231,11 @@ def main() -> int:
     print(f"{'overhead':10s} {overhead_step_ms:10.1f} {'':12s} {'':9s} {'':11s} {overhead_wall_ms:11.1f} {overhead_cpu_ms:10.1f}")
     print(f"UI-thread CPU per measurement: bare {ui_bare_ms:.1f} ms (Swift's own camera view), plug-in {ui_ms:.1f} ms, "
           f"of which the plug-in's live updates {live_ms:.1f} ms")
+    print(f"{'':10s} {'decision median':>16s} {'UI tick median':>15s} {'p99':>6s} {'max':>6s}   (ms)")
+    for kind in ("bare", "plug-in"):
+        s = summary[kind]
+        print(f"{kind:10s} {s['decision_ms_median']:16.1f} {s['ui_tick_ms_median']:15.1f} {s['ui_tick_ms_p99']:6.1f} "
+              f"{s['ui_tick_ms_max']:6.1f}")
     print(f"overhead per step {overhead_step_ms:.1f} ± {stderr_ms:.1f} ms (mean ± standard error of {len(paired)} paired runs; "
           f"usim frame timing alone scatters a run's mean step by tens of ms)")
     print(f"budget {BUDGET_MS:g} ms per step: "

@@ -19,7 +19,7 @@ if typing.TYPE_CHECKING:
 
 GRAPHIC_ID = "dkl4dstem.colour_scale"
 N_STEPS = 8
-LEFT, RIGHT = 0.52, 0.98      # normalized image coordinates of the bar
+LEFT, RIGHT = 0.40, 0.85      # normalized image coordinates of the bar (room for the end labels)
 TOP, HEIGHT = 0.93, 0.04
 
 
