@@ -87,6 +87,7 @@ class LiveItems:
         self.__round_start = -1e9
         self.__round_cpu_s = 0.0
         self.__stages: list[str] = list()
+        self.__dirty = False
         self.__latest_event: typing.Any = None
         self.__status_event: typing.Any = None
         self.__document_controller = document_controller
@@ -145,11 +146,11 @@ class LiveItems:
 
     def post(self, event: typing.Any) -> None:
         """Called on the loop thread: remember the newest state and queue one UI update if none is queued."""
-        queue = False
         with self.__lock:
             if self.__closed:
                 return
             self.__latest_event = event
+            self.__dirty = True
             if getattr(event, "prediction", None) is not None:
                 self.__latest_maps = event
             position = getattr(event, "position", None)
@@ -157,11 +158,20 @@ class LiveItems:
                 self.__excluded.append([int(position[0]), int(position[1])])  # all frames failed: not measured
             elif position is not None:
                 self.__pending.append((int(event.step), (int(position[0]), int(position[1])), float(event.value)))
-            if not self.__task_queued:
-                self.__task_queued = True
-                queue = True
-        if queue:
-            self.__document_controller.queue_task(self.apply)
+        self.__queue_apply()
+
+    def __queue_apply(self) -> None:
+        """At most one apply task in Swift's queue at any time (so one piece per UI tick)."""
+        with self.__lock:
+            if self.__task_queued or self.__closed:
+                return
+            self.__task_queued = True
+        self.__document_controller.queue_task(self.__apply_task)
+
+    def __apply_task(self) -> None:
+        with self.__lock:
+            self.__task_queued = False
+        self.apply()
 
     # UI thread
 
@@ -196,11 +206,15 @@ class LiveItems:
             self.__requeue()  # the items are still being created
             return
         if not self.__stages:
+            with self.__lock:
+                dirty = self.__dirty
+            if not dirty and not force:
+                return  # nothing new: no task until the next event
             if not force and time.perf_counter() - self.__round_start < self.__interval_s:
                 self.__requeue()  # too soon: look again on the next UI tick
                 return
             with self.__lock:
-                self.__task_queued = False  # events from now on start another round
+                self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
             self.__round_start = time.perf_counter()
             self.__round_cpu_s = 0.0
@@ -218,13 +232,20 @@ class LiveItems:
             if not force:
                 break
         if self.__stages:
-            self.__document_controller.queue_task(self.apply)  # the next piece on the next UI tick
+            self.__requeue()  # the next piece on the next UI tick
         else:
             self.__interval_s = min(max(self.__min_interval_s, self.__round_cpu_s / MAX_UI_FRACTION),
                                     max(self.__min_interval_s, MAX_INTERVAL_S))
+            self.__requeue_if_dirty()  # events during the round: the next round after the interval
 
     def __requeue(self) -> None:
-        self.__document_controller.queue_task(self.apply)
+        self.__queue_apply()
+
+    def __requeue_if_dirty(self) -> None:
+        with self.__lock:
+            dirty = self.__dirty
+        if dirty:
+            self.__queue_apply()
 
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
