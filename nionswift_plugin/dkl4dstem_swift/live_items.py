@@ -51,6 +51,7 @@ NEWEST_COLOR = survey_marks.NEWEST_COLOR
 MIN_INTERVAL_S = 1.0      # a full round of updates at most once per second ...
 MAX_UI_FRACTION = 0.03    # ... and at most 3 % of the UI thread spent applying them (Swift works as much again on threads)
 MAX_INTERVAL_S = 3.0      # ... but never slower than one round every 3 s
+MARKS_BUDGET_S = 0.015    # survey marks per UI tick: as many as fit (each costs Swift ~5-30 ms), at least one
 
 
 def run_title(kind: str, run: int) -> str:
@@ -88,6 +89,7 @@ class LiveItems:
         self.__round_cpu_s = 0.0
         self.__stages: list[str] = list()
         self.__dirty = False
+        self.__forcing = False
         self.__latest_event: typing.Any = None
         self.__status_event: typing.Any = None
         self.__document_controller = document_controller
@@ -126,6 +128,8 @@ class LiveItems:
         self.data_group: DataGroup.DataGroup | None = None
         self.apply_count = 0
         self.apply_cpu_s = 0.0
+        self.task_seconds: list[float] = list()  # wall time of every apply task (benchmarks: the longest)
+        self.stage_seconds: dict[str, list[float]] = dict()  # wall time of every piece, by kind
         self.items: dict[str, DataItem.DataItem] = dict()
 
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
@@ -171,7 +175,9 @@ class LiveItems:
     def __apply_task(self) -> None:
         with self.__lock:
             self.__task_queued = False
+        start = time.perf_counter()
         self.apply()
+        self.task_seconds.append(time.perf_counter() - start)
 
     # UI thread
 
@@ -219,13 +225,16 @@ class LiveItems:
             self.__round_start = time.perf_counter()
             self.__round_cpu_s = 0.0
             self.apply_count += 1
+        self.__forcing = force
         while self.__stages:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
+            wall_start = time.perf_counter()
             try:
                 self.__apply_stage(stage)
             except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
                 _logger.warning("DKL live update (%s) failed: %s", stage, e)
+            self.stage_seconds.setdefault(stage, list()).append(time.perf_counter() - wall_start)
             cpu_s = time.thread_time() - cpu_start
             self.apply_cpu_s += cpu_s
             self.__round_cpu_s += cpu_s
@@ -352,7 +361,8 @@ class LiveItems:
         if stage == "measured":
             self.__apply_measured()
         elif stage == "marks":
-            self.__marks.apply()
+            if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
+                self.__stages.append("marks")  # the rest on a later UI tick, after the maps
         elif stage == "patterns":
             self.__apply_patterns()
         else:

@@ -7,6 +7,7 @@ relabelled (never removed) for the newest points, across runs. All visited point
 """
 from __future__ import annotations
 
+import time
 import typing
 
 from nion.swift.model import Graphics
@@ -35,7 +36,7 @@ class SurveyMarks:
         self.__display_item = display_item
         self.__shape = shape
         self.__points: list[tuple[int, tuple[int, int]]] = list()  # (step, (y, x)) of the newest points
-        self.__shown: list[tuple[int, tuple[int, int]]] = list()
+        self.__applied: dict[int, tuple[typing.Any, ...]] = dict()  # ring index -> (step, y, x, colour) shown
 
     def hide_old(self) -> None:
         """A new run: the previous run's marks become invisible until reused (no removal)."""
@@ -52,17 +53,30 @@ class SurveyMarks:
     def add(self, points: typing.Sequence[tuple[int, tuple[int, int]]]) -> None:
         self.__points = (self.__points + list(points))[-MAX_MARKS:]
 
-    def apply(self) -> None:
-        """Show the newest points: step k on graphic k mod MAX_MARKS, so a new point moves one graphic."""
+    def __wanted(self) -> dict[int, tuple[typing.Any, ...]]:
+        newest = self.__points[-1][0] if self.__points else None
+        return {step % MAX_MARKS: (step, y, x, NEWEST_COLOR if step == newest else POINT_COLOR)
+                for step, (y, x) in self.__points}
+
+    def apply(self, budget_s: float = 0.02) -> bool:
+        """Show the newest points in step order until budget_s is spent (at least one graphic); True when done.
+
+        Step k goes on graphic k mod MAX_MARKS, so a new point moves one graphic; a graphic is created only the
+        first time its ring slot is used on this survey."""
         display_item = self.__display_item
-        if display_item is None or display_item._closed or self.__points == self.__shown:
-            return
+        if display_item is None or display_item._closed:
+            return True
+        wanted = self.__wanted()
+        todo = sorted((index for index, mark in wanted.items() if self.__applied.get(index) != mark),
+                      key=lambda index: wanted[index][0])  # in step order: graphics are created one at a time
+        if not todo:
+            return True
         graphics = marks_on(display_item)
         height, width = self.__shape
-        newest = self.__points[-1][0] if self.__points else None
+        start = time.perf_counter()
         with display_item.display_item_changes():  # one notification for the batch
-            for step, (y, x) in self.__points:
-                index = step % MAX_MARKS
+            for index in todo:
+                step, y, x, color = wanted[index]
                 while len(graphics) <= index:
                     graphic = Graphics.PointGraphic()
                     graphic.graphic_id = GRAPHIC_ID
@@ -77,7 +91,9 @@ class SurveyMarks:
                     graphic.position = position
                 if graphic.label != str(step):
                     graphic.label = str(step)
-                color = NEWEST_COLOR if step == newest else POINT_COLOR
                 if graphic.stroke_color != color:
                     graphic.stroke_color = color
-        self.__shown = list(self.__points)
+                self.__applied[index] = wanted[index]
+                if time.perf_counter() - start > budget_s:
+                    break
+        return all(self.__applied.get(index) == mark for index, mark in wanted.items())
