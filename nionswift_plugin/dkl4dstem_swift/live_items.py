@@ -26,6 +26,7 @@ from nion.swift.model import DataGroup
 from nion.swift.model import DataItem
 
 from . import colour_scale
+from . import pattern_sequence
 from . import survey_marks
 from . import ui_gate
 
@@ -40,7 +41,7 @@ PREDICTION_TITLE = "DKL prediction"
 UNCERTAINTY_TITLE = "DKL uncertainty"
 ACQUISITION_TITLE = "DKL acquisition"
 MEASURED_TITLE = "DKL measured"
-PATTERNS_TITLE = "DKL measured patterns"
+PATTERNS_TITLE = pattern_sequence.PATTERNS_TITLE
 MAP_TITLES = (PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, MEASURED_TITLE)
 COLOR_MAPS = {PREDICTION_TITLE: "viridis", UNCERTAINTY_TITLE: "magma", ACQUISITION_TITLE: "plasma",
               MEASURED_TITLE: "viridis"}
@@ -115,13 +116,9 @@ class LiveItems:
         self.__steps: list[int] = list()
         self.__excluded: list[list[int]] = list()
         self.__marks = survey_marks.SurveyMarks(survey_display_item, self.__shape)
-        self.__patterns_applied = 0
-        self.__pattern_positions: list[list[int]] = list()
-        self.__pattern_probe_positions: list[list[float]] = list()
-        self.__pattern_timestamps: list[float] = list()
-        self.__patterns_item: DataItem.DataItem | None = None
-        self.__camera_metadata: dict[str, typing.Any] = dict()
-        self.__patterns_shape: tuple[int, ...] | None = None
+        self.__patterns = pattern_sequence.PatternSequence(instrument, self.__n_total,
+                                                           run_title(PATTERNS_TITLE, self.run), self.__metadata,
+                                                           self.__append)
         self.__transactions: list[typing.Any] = list()
         self.__live_items: list[DataItem.DataItem] = list()
         self.__scales: dict[str, colour_scale.ColourScale] = dict()
@@ -138,7 +135,7 @@ class LiveItems:
         for title in MAP_TITLES:
             steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
         if patterns_shape is not None:
-            steps.append(lambda: self.__create_patterns_item(tuple(patterns_shape)))
+            steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
         steps.append(self.__start_marks)
         ui_gate.when_idle(self.__document_controller, steps, on_done=on_ready, cancelled=lambda: self.__closed)
 
@@ -188,12 +185,12 @@ class LiveItems:
 
     @property
     def patterns_item(self) -> DataItem.DataItem | None:
-        return self.__patterns_item
+        return self.__patterns.item
 
     @property
     def display_items(self) -> list[DisplayItem.DisplayItem]:
         result = list()
-        for data_item in list(self.items.values()) + ([self.__patterns_item] if self.__patterns_item else []):
+        for data_item in list(self.items.values()) + ([self.__patterns.item] if self.__patterns.item else []):
             display_item = self.__document_model.get_display_item_for_data_item(data_item)
             if display_item:
                 result.append(display_item)
@@ -270,7 +267,7 @@ class LiveItems:
                 return
             self.__closed = True
         try:
-            self.__trim_patterns()
+            self.__patterns.trim()
             self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values),
                            positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps),
                            excluded=list(self.__excluded))
@@ -287,8 +284,12 @@ class LiveItems:
                 document_model.end_data_item_live(data_item)
 
         call_soon = getattr(document_model, "_call_soon", None)
+        def end_all() -> None:
+            for data_item in live_items:
+                end_live(data_item)
+
         if window_closing and callable(call_soon):
-            call_soon(lambda: [end_live(d) for d in live_items])
+            call_soon(end_all)
         else:
             ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items])  # type: ignore[misc]
 
@@ -364,7 +365,7 @@ class LiveItems:
             if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
                 self.__stages.append("marks")  # the rest on a later UI tick, after the maps
         elif stage == "patterns":
-            self.__apply_patterns()
+            self.__patterns.apply()
         else:
             maps_event = self.__latest_maps  # the newest maps when this piece runs
             if maps_event is None or self.__maps_shown.get(stage) is maps_event:
@@ -388,81 +389,21 @@ class LiveItems:
         self.__marks.add([(step, position) for step, position, _ in pending])
         self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values))
 
-    def __apply_patterns(self) -> None:
-        instrument = self.__instrument
-        if instrument is None:
-            return
-        new = instrument.recorded_since(self.__patterns_applied)
-        if not new:
-            return
-        if self.__patterns_item is None:
-            self.__create_patterns_item(tuple(new[0].pattern.shape))  # the detector shape was not known at Start
-        data_item = self.__patterns_item
-        assert data_item is not None
-        if not self.__camera_metadata:
-            self.__camera_metadata = {k: v for k, v in new[0].metadata.items() if k in ("exposure_ms", "binning", "camera")}
-        new = [r for r in new if r.pattern.shape == self.__patterns_shape]  # a camera change mid-run is not stacked
-        start = self.__patterns_applied
-        stop = min(start + len(new), self.__n_total)
-        count = stop - start
-        if count <= 0:
-            return
-        for record in new[:count]:
-            self.__pattern_positions.append(list(record.position))
-            self.__pattern_probe_positions.append(list(record.probe_position))
-            self.__pattern_timestamps.append(float(record.metadata.get("timestamp", 0.0)))
-        block = numpy.stack([r.pattern for r in new[:count]])
-        xdata = DataAndMetadata.new_data_and_metadata(block)
-        data_metadata = self.__patterns_data_metadata(data_item, stop)
-        data_item.set_data_and_metadata_partial(data_metadata, xdata, [slice(0, count)] + [slice(None)] * 2,
-                                                [slice(start, stop)] + [slice(None)] * 2, update_metadata=True)
-        self.__patterns_applied = stop
 
-    def __patterns_metadata(self, n: int) -> dict[str, typing.Any]:
-        return self.__metadata(PATTERNS_TITLE, n_measured=n, positions=list(self.__pattern_positions),
-                               probe_positions=list(self.__pattern_probe_positions),
-                               timestamps=list(self.__pattern_timestamps), camera=dict(self.__camera_metadata))
-
-    def __patterns_data_metadata(self, data_item: DataItem.DataItem, n: int) -> DataAndMetadata.DataMetadata:
-        xdata = data_item.xdata
-        assert xdata is not None
-        return DataAndMetadata.DataMetadata(data_shape_and_dtype=(xdata.data_shape, xdata.data_dtype),
-                                            intensity_calibration=xdata.intensity_calibration,
-                                            dimensional_calibrations=xdata.dimensional_calibrations,
-                                            metadata=self.__patterns_metadata(n),
-                                            data_descriptor=xdata.data_descriptor)
-
-    def __create_patterns_item(self, shape: tuple[int, ...]) -> None:
-        self.__patterns_shape = tuple(shape)
-        calibrations = [Calibration.Calibration()] + self.__camera_calibrations(shape)
-        data = numpy.zeros((self.__n_total,) + tuple(shape), dtype=numpy.float32)
-        xdata = DataAndMetadata.new_data_and_metadata(
-            data, intensity_calibration=Calibration.Calibration(units="counts"), dimensional_calibrations=calibrations,
-            data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 2), metadata=self.__patterns_metadata(0))
-        data_item = DataItem.new_data_item(xdata)
-        data_item.title = run_title(PATTERNS_TITLE, self.run)
-        self.__append(data_item)
-        self.__patterns_item = data_item
-
-    def __camera_calibrations(self, shape: tuple[int, ...]) -> list[Calibration.Calibration]:
-        camera = getattr(self.__instrument, "camera", None)
-        try:
-            calibrations = list(camera.get_camera_calibrations(camera.get_current_frame_parameters())) if camera else []
-        except Exception:
-            calibrations = []
-        if len(calibrations) != len(shape):
-            calibrations = [Calibration.Calibration() for _ in shape]
-        return calibrations
-
-    def __trim_patterns(self) -> None:
-        data_item = self.__patterns_item
-        if data_item is None or data_item._closed:
-            return
-        n = self.__patterns_applied
-        xdata = data_item.xdata
-        if xdata is None or n == xdata.data_shape[0] or n == 0:
-            return  # (a run stopped before its first pattern keeps the empty block; its metadata says 0 measured)
-        data_item.set_xdata(DataAndMetadata.new_data_and_metadata(
-            numpy.array(xdata.data[:n]), intensity_calibration=xdata.intensity_calibration,
-            dimensional_calibrations=xdata.dimensional_calibrations, data_descriptor=xdata.data_descriptor,
-            metadata=self.__patterns_metadata(n)))
+def follow_run(document_controller: typing.Any, previous: typing.Mapping[str, DataItem.DataItem], live_items: LiveItems) -> None:
+    """Display panels that show the previous run's maps show this run's from now on."""
+    workspace_controller = document_controller.workspace_controller
+    if workspace_controller is None or not previous:
+        return
+    document_model = document_controller.document_model
+    replacements = dict()
+    for title, old in previous.items():
+        new = live_items.items.get(title)
+        old_display = document_model.get_display_item_for_data_item(old) if not old._closed else None
+        new_display = document_model.get_display_item_for_data_item(new) if new is not None else None
+        if old_display is not None and new_display is not None:
+            replacements[id(old_display)] = new_display
+    for display_panel in workspace_controller.display_panels:
+        new_display = replacements.get(id(display_panel.display_item))
+        if new_display is not None:
+            display_panel.set_display_panel_display_item(new_display)

@@ -20,6 +20,7 @@ from dkl4dstem.errors import InputError
 
 from . import live_items as live_items_module
 from . import settings as settings_module
+from . import run_state
 from . import swift_instrument
 from . import ui_gate
 
@@ -34,63 +35,9 @@ REFERENCE_TITLE = "DKL vacuum reference"
 JOIN_TIMEOUT_S = 10.0        # window close: the loop ends within one step; this bounds a hung camera driver
 NAN_SEEDS_TO_STOP = 3        # a scalarizer that gives nothing at the first seed points stops the run there
 
-# one run per STEM controller, across all document windows
-_active_lock = threading.Lock()
-_active_instruments: set[int] = set()
-
-# the engine (torch, gpytorch, botorch) takes seconds to import: the extension starts it in the background when Swift
-# starts, and a Start that comes earlier waits for it without blocking the UI thread
-ENGINE_LOADING = threading.Event()
-
-
-def load_engine_in_background() -> None:
-    def load() -> None:
-        start = time.perf_counter()
-        try:
-            import dkl4dstem.experiment  # noqa: F401
-            _logger.info("dkl4dstem engine loaded in %.1f s", time.perf_counter() - start)
-        except Exception as e:
-            _logger.warning("dkl4dstem engine import failed: %s", e)
-        finally:
-            ENGINE_LOADING.clear()
-
-    ENGINE_LOADING.set()
-    threading.Thread(target=load, name="dkl-import", daemon=True).start()
-
-
-class _LastWarning(logging.Handler):
-    """The engine's last warning during a run (e.g. why a scalarizer failed), for the panel's message."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.last = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.last = record.getMessage()
-        except Exception:
-            pass
-
-
-@dataclasses.dataclass
-class RunStatus:
-    state: str = "idle"             # idle | acquiring | running | paused | stopping
-    message: str = ""
-    step: int = 0                   # measurements done
-    n_total: int = 0
-    phase: str = ""
-    last_value: float = math.nan
-    best_value: float = math.nan
-    best_position: tuple[int, int] | None = None
-    units: str = ""
-    decision_ms: float = math.nan
-    training_ms: float = math.nan
-    instrument_ms: float = math.nan
-    step_ms: float = math.nan
-
-    @property
-    def progress(self) -> int:
-        return int(round(100 * self.step / self.n_total)) if self.n_total else 0
+RunStatus = run_state.RunStatus
+ENGINE_LOADING = run_state.ENGINE_LOADING
+load_engine_in_background = run_state.load_engine_in_background
 
 
 class RunController:
@@ -117,7 +64,7 @@ class RunController:
         self.__reference_binning: int | None = None
         self.__seed_problem: str | None = None
         self.__nan_seeds = 0
-        self.__log_tail = _LastWarning()
+        self.__log_tail = run_state.LastWarning()
 
     # lifetime
 
@@ -284,7 +231,7 @@ class RunController:
             if self.experiment is not experiment or self.__closed:
                 return
             self.__last_items = dict(live_items.items)
-            self.__follow_run(previous_items, live_items)
+            live_items_module.follow_run(self.__document_controller, previous_items, live_items)
             if not experiment.stopped:
                 self.__set_status(message=f"Run {run}: seed points ...")
             self.thread = threading.Thread(target=self.__run, args=(experiment, instrument, live_items),
@@ -292,24 +239,6 @@ class RunController:
             self.thread.start()
 
         live_items.prepare(launch, patterns_shape=instrument.detector_shape)
-
-    def __follow_run(self, previous: typing.Mapping[str, DataItem.DataItem], live_items: live_items_module.LiveItems) -> None:
-        """Display panels that show the previous run's maps show this run's from now on."""
-        workspace_controller = self.__document_controller.workspace_controller
-        if workspace_controller is None or not previous:
-            return
-        document_model = self.__document_controller.document_model
-        replacements = dict()
-        for title, old in previous.items():
-            new = live_items.items.get(title)
-            old_display = document_model.get_display_item_for_data_item(old) if not old._closed else None
-            new_display = document_model.get_display_item_for_data_item(new) if new is not None else None
-            if old_display is not None and new_display is not None:
-                replacements[id(old_display)] = new_display
-        for display_panel in workspace_controller.display_panels:
-            new_display = replacements.get(id(display_panel.display_item))
-            if new_display is not None:
-                display_panel.set_display_panel_display_item(new_display)
 
     def stop(self, message: str = "Stopping after this step ...") -> None:
         """The loop sees the stop at once (an Event); the probe is released after the frame in flight."""
@@ -494,14 +423,14 @@ class RunController:
             self.__document_controller.queue_task(fn)
 
     def __claim_instrument(self, stem_controller: typing.Any) -> None:
-        with _active_lock:
-            if id(stem_controller) in _active_instruments:
+        with run_state.active_lock:
+            if id(stem_controller) in run_state.active_instruments:
                 raise InputError("another DKL run or acquisition is using this microscope (in another window)")
-            _active_instruments.add(id(stem_controller))
+            run_state.active_instruments.add(id(stem_controller))
             self.__stem_key = id(stem_controller)
 
     def __release_instrument(self) -> None:
-        with _active_lock:
+        with run_state.active_lock:
             if self.__stem_key is not None:
-                _active_instruments.discard(self.__stem_key)
+                run_state.active_instruments.discard(self.__stem_key)
                 self.__stem_key = None

@@ -78,14 +78,14 @@ class SurveyMarks:
             for index in todo:
                 step, y, x, color = wanted[index]
                 while len(graphics) <= index:
-                    graphic = Graphics.PointGraphic()
-                    graphic.graphic_id = GRAPHIC_ID
-                    graphic.is_bounds_constrained = True
-                    graphic.is_position_locked = True
-                    graphic.stroke_color = HIDDEN_COLOR
-                    display_item.add_graphic(graphic)
-                    graphics.append(graphic)
-                graphic = graphics[index]
+                    new_graphic = Graphics.PointGraphic()
+                    new_graphic.graphic_id = GRAPHIC_ID
+                    new_graphic.is_bounds_constrained = True
+                    new_graphic.is_position_locked = True
+                    new_graphic.stroke_color = HIDDEN_COLOR
+                    display_item.add_graphic(new_graphic)
+                    graphics.append(new_graphic)
+                graphic = typing.cast(Graphics.PointGraphic, graphics[index])
                 position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
                 if graphic.position != position:
                     graphic.position = position
