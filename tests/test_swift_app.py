@@ -114,7 +114,10 @@ def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tm
         assert run["error"] is None, run
         if run["run"] == 3:
             assert "Stopped" in run["message"], run
-            assert run["n_measured"] - run["at_click"] <= 1, run  # a real click on Stop: at most the frame in flight
+            # a real click on Stop: once Qt hands the click to the panel, at most the frame in flight follows; from
+            # the press at the X server (xdotool's own start and Qt's event latency included) at most one more
+            assert run["n_measured"] - run["at_stop_handled"] <= 1, run
+            assert run["n_measured"] - run["at_click"] <= 2, run
         else:
             assert "Finished" in run["message"], run
             assert run["n_measured"] == 8 + run["steps"], run

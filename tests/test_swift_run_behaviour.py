@@ -201,7 +201,7 @@ class TestRuns(SwiftTestCase):
             display_item = tc.document_model.get_display_item_for_data_item(uncertainty)
             bar = [g for g in display_item.graphics if g.graphic_id == colour_scale.GRAPHIC_ID]
             self.assertEqual(colour_scale.N_STEPS, len(bar))
-            self.assertEqual(f"{float(numpy.nanmax(uncertainty.data)):.3g} a.u.", bar[-1].label)
+            self.assertEqual(f"{float(numpy.nanmax(uncertainty.data)):.4g} a.u.", bar[-1].label)
             self.assertEqual("a.u.", uncertainty.xdata.intensity_calibration.units)
 
 

@@ -30,7 +30,7 @@ def _hex(color_map_id: str, fraction: float) -> str:
 
 
 def _fmt(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.3g}"
+    return "–" if not math.isfinite(value) else f"{value:.4g}"
 
 
 class ColourScale:

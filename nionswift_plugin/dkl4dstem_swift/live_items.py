@@ -137,7 +137,15 @@ class LiveItems:
         if patterns_shape is not None:
             steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
         steps.append(self.__start_marks)
-        ui_gate.when_idle(self.__document_controller, steps, on_done=on_ready, cancelled=lambda: self.__closed)
+        ui_gate.when_idle(self.__document_controller, [self.__timed(step) for step in steps], on_done=on_ready,
+                          cancelled=lambda: self.__closed)
+
+    def __timed(self, step: typing.Callable[[], None]) -> typing.Callable[[], None]:
+        def run() -> None:
+            start = time.perf_counter()
+            step()
+            self.stage_seconds.setdefault("create", list()).append(time.perf_counter() - start)
+        return run
 
     @property
     def is_ready(self) -> bool:
@@ -259,6 +267,7 @@ class LiveItems:
         The live state ends on a later UI tick with no thumbnail being computed (ending it reorders the data panel);
         when the window is closing, on the document model's next call-soon round, run by a window that stays open.
         """
+        finish_start = time.perf_counter()
         if self.is_ready:
             self.__stages = list()
             self.apply(force=True)
@@ -275,6 +284,7 @@ class LiveItems:
             _logger.warning("DKL final update failed: %s", e)
         for transaction in self.__transactions:
             transaction.close()
+        self.stage_seconds.setdefault("finish", list()).append(time.perf_counter() - finish_start)
         self.__transactions = list()
         live_items, self.__live_items = self.__live_items, list()
         document_model = self.__document_model

@@ -65,6 +65,7 @@ class RunController:
         self.__seed_problem: str | None = None
         self.__nan_seeds = 0
         self.__log_tail = run_state.LastWarning()
+        self.stop_requested: tuple[float, int] | None = None  # (time, measurements) when Stop reached the loop
 
     # lifetime
 
@@ -244,6 +245,8 @@ class RunController:
         """The loop sees the stop at once (an Event); the probe is released after the frame in flight."""
         if self.experiment is not None and self.status.state in ("running", "paused"):
             self.__signal_stop(self.experiment, self.instrument)
+            instrument = self.instrument
+            self.stop_requested = (time.time(), instrument.recorded_count if instrument is not None else -1)
             self.__set_status(state="stopping", message=message)
 
     def panel_closed(self) -> None:

@@ -20,8 +20,8 @@ STOP_RUN = 3          # the run stopped by a click
 RUNS = 5
 
 
-def click_button(ctx: typing.Any, text: str) -> list[int]:
-    """A real click: find the button's screen position in Qt, then move the X pointer there and click."""
+def find_button(ctx: typing.Any, text: str) -> list[int]:
+    """The button's centre on the screen, from Qt."""
     from PySide6 import QtWidgets
 
     def find() -> list[int]:
@@ -31,12 +31,14 @@ def click_button(ctx: typing.Any, text: str) -> list[int]:
                 return [centre.x(), centre.y()]
         raise RuntimeError(f"no visible '{text}' button")
 
-    x, y = ctx.call(find)
-    if shutil.which("xdotool") and os.environ.get("DISPLAY"):
-        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True, timeout=20)
-    else:
+    return ctx.call(find)
+
+
+def click(xy: list[int]) -> None:
+    """A real click: move the X pointer there and press the button (xdotool, through the X server)."""
+    if not (shutil.which("xdotool") and os.environ.get("DISPLAY")):
         raise RuntimeError("xdotool and DISPLAY are needed for the click")
-    return [x, y]
+    subprocess.run(["xdotool", "mousemove", str(xy[0]), str(xy[1]), "click", "1"], check=True, timeout=20)
 
 
 def main(ctx: typing.Any) -> None:
@@ -86,15 +88,20 @@ def main(ctx: typing.Any) -> None:
         if run == STOP_RUN:
             ctx.wait_until(lambda: handler.controller.status.step >= 24, 240, "steps before the Stop click")
             instrument = handler.controller.instrument
-            record["at_click"] = instrument.recorded_count
-            record["click_xy"] = click_button(ctx, "Stop")
+            record["click_xy"] = xy = find_button(ctx, "Stop")
+            record["at_click"] = instrument.recorded_count  # the count when the button is pressed
+            click(xy)
             t_click = time.time()
+            record["after_click"] = instrument.recorded_count
             while instrument.recorded_count - record["at_click"] <= 3 and not instrument.is_closed:
                 time.sleep(0.01)
                 if time.time() - t_click > 30:
                     break
             record["released_after_s"] = time.time() - t_click
             record["at_release"] = instrument.recorded_count
+            requested = handler.controller.stop_requested
+            record["stop_handled_after_s"] = requested[0] - t_click if requested else None
+            record["at_stop_handled"] = requested[1] if requested else None
             subprocess.run(["import", "-window", "root", os.path.join(out, "after_stop_click.png")], timeout=60)
         ctx.wait_until(lambda: handler.controller.status.state == "idle", 300, f"run {run} to end")
         result = handler.controller.result
