@@ -491,6 +491,7 @@ class TestReliability(SwiftTestCase):
                 self.assertEqual([], errors)
             finally:
                 del camera.grab_next_to_start
+            pump(dc, lambda: not live_dkl_items(tc), 10, "the end of the run's items")
             self.assertIn("Failed", handler.message.value)
             self.assertIn("simulated camera failure", handler.message.value)
             self.assertIsNone(tc.instrument.probe_position)

@@ -91,6 +91,7 @@ class LiveItems:
         self.__stages: list[str] = list()
         self.__dirty = False
         self.__forcing = False
+        self.__finishing = False
         self.__latest_event: typing.Any = None
         self.__status_event: typing.Any = None
         self.__document_controller = document_controller
@@ -221,12 +222,14 @@ class LiveItems:
                 dirty = self.__dirty
             if not dirty and not force:
                 return  # nothing new: no task until the next event
-            if not force and time.perf_counter() - self.__round_start < self.__interval_s:
+            if not force and not self.__finishing and time.perf_counter() - self.__round_start < self.__interval_s:
                 self.__requeue()  # too soon: look again on the next UI tick
                 return
             with self.__lock:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
+            if self.__finishing and not force:
+                self.__stages += ["final", "trim", "end"]
             self.__round_start = time.perf_counter()
             self.__round_cpu_s = 0.0
             self.apply_count += 1
@@ -264,9 +267,22 @@ class LiveItems:
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
 
-        The live state ends on a later UI tick with no thumbnail being computed (ending it reorders the data panel);
-        when the window is closing, on the document model's next call-soon round, run by a window that stays open.
+        Normally in pieces, one per UI tick (the last round, the final metadata, the trim, the end), so that the end
+        of a run is no long UI task either. The live state ends on later UI ticks with no thumbnail being computed
+        (ending it reorders the data panel). When the window is closing: everything now, and the live state ends on
+        the document model's next call-soon round, run by a window that stays open.
         """
+        if not window_closing and self.is_ready:
+            with self.__lock:
+                if self.__closed or self.__finishing:
+                    return
+                self.__finishing = True
+                self.__dirty = True
+            self.__queue_apply()
+            return
+        self.__finish_now(window_closing)
+
+    def __finish_now(self, window_closing: bool) -> None:
         finish_start = time.perf_counter()
         if self.is_ready:
             self.__stages = list()
@@ -277,11 +293,21 @@ class LiveItems:
             self.__closed = True
         try:
             self.__patterns.trim()
-            self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values),
-                           positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps),
-                           excluded=list(self.__excluded))
+            self.__final_measured()
         except Exception as e:
             _logger.warning("DKL final update failed: %s", e)
+        self.__end(window_closing)
+
+    def __final_measured(self) -> None:
+        self.__set_map(MEASURED_TITLE, self.__measured, self.__units, n_measured=len(self.__values),
+                       positions=list(self.__positions), values=list(self.__values), steps=list(self.__steps),
+                       excluded=list(self.__excluded))
+
+    def __end(self, window_closing: bool = False) -> None:
+        """Close the transactions and end the live state (see finish)."""
+        with self.__lock:
+            self.__closed = True
+        finish_start = time.perf_counter()
         for transaction in self.__transactions:
             transaction.close()
         self.stage_seconds.setdefault("finish", list()).append(time.perf_counter() - finish_start)
@@ -373,9 +399,18 @@ class LiveItems:
             self.__apply_measured()
         elif stage == "marks":
             if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
-                self.__stages.append("marks")  # the rest on a later UI tick, after the maps
+                # the rest on a later UI tick, after the maps (and before the end of a finishing run)
+                at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
+                self.__stages.insert(at, "marks")
         elif stage == "patterns":
             self.__patterns.apply()
+        elif stage == "final":
+            self.__final_measured()
+        elif stage == "trim":
+            self.__patterns.trim()
+        elif stage == "end":
+            self.__stages = list()
+            self.__end()
         else:
             maps_event = self.__latest_maps  # the newest maps when this piece runs
             if maps_event is None or self.__maps_shown.get(stage) is maps_event:
