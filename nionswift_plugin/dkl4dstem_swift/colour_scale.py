@@ -6,6 +6,7 @@ A fixed number of graphics per map, created once with the map; a data update cha
 from __future__ import annotations
 
 import math
+import time
 import typing
 
 import numpy
@@ -34,20 +35,38 @@ def _fmt(value: float) -> str:
 
 
 class ColourScale:
-    """Colour bar graphics on one map display item. UI thread only."""
+    """Colour bar graphics on one map display item, built a few graphics per UI tick (build). UI thread only."""
 
     def __init__(self, display_item: DisplayItem.DisplayItem, color_map_id: str, units: str) -> None:
         self.__display_item = display_item
+        self.__color_map_id = color_map_id
         self.__units = units
         self.__range: tuple[float, float] | None = None
+        self.__labelled: tuple[float, float] | None = None
         self.__graphics: list[Graphics.RectangleGraphic] = list()
+
+    @property
+    def is_built(self) -> bool:
+        return len(self.__graphics) == N_STEPS
+
+    @property
+    def labels(self) -> tuple[str | None, str | None]:
+        return self.__graphics[0].label, self.__graphics[-1].label
+
+    def build(self, budget_s: float) -> bool:
+        """Add bar graphics until budget_s is spent (at least one); True when the bar is complete."""
+        display_item = self.__display_item
+        if display_item._closed:
+            return True
         width = (RIGHT - LEFT) / N_STEPS
+        start = time.perf_counter()
         with display_item.display_item_changes():
-            for k in range(N_STEPS):
+            while not self.is_built and (not self.__graphics or time.perf_counter() - start < budget_s):
+                k = len(self.__graphics)
                 graphic = Graphics.RectangleGraphic()
                 graphic.graphic_id = GRAPHIC_ID
                 graphic.bounds = Geometry.FloatRect.from_tlhw(TOP, LEFT + k * width, HEIGHT, width)
-                color = _hex(color_map_id, (k + 0.5) / N_STEPS)
+                color = _hex(self.__color_map_id, (k + 0.5) / N_STEPS)
                 graphic.fill_color = color
                 graphic.stroke_color = color
                 graphic.is_position_locked = True
@@ -55,18 +74,21 @@ class ColourScale:
                 graphic.is_bounds_constrained = True
                 display_item.add_graphic(graphic)
                 self.__graphics.append(graphic)
-
-    @property
-    def labels(self) -> tuple[str | None, str | None]:
-        return self.__graphics[0].label, self.__graphics[-1].label
+                if time.perf_counter() - start >= budget_s:
+                    break
+        self.__label()
+        return self.is_built
 
     def update(self, data: numpy.ndarray) -> None:
         """Label the ends with the data range (Swift's automatic display limits)."""
         finite = numpy.asarray(data)[numpy.isfinite(data)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
-        if self.__range == (low, high) or self.__display_item._closed:
+        self.__range = (float(finite.min()), float(finite.max())) if finite.size else None
+        self.__label()
+
+    def __label(self) -> None:
+        if not self.is_built or self.__range is None or self.__range == self.__labelled or self.__display_item._closed:
             return
-        self.__range = (low, high)
+        self.__labelled = low, high = self.__range
         units = f" {self.__units}" if self.__units else ""
         with self.__display_item.display_item_changes():
             self.__graphics[0].label = _fmt(low)

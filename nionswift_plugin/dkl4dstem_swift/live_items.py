@@ -228,6 +228,8 @@ class LiveItems:
             with self.__lock:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
+            if not all(scale.is_built for scale in self.__scales.values()):
+                self.__stages.append("scales")
             if self.__finishing and not force:
                 self.__stages += ["final", "trim", "end"]
             self.__round_start = time.perf_counter()
@@ -397,6 +399,11 @@ class LiveItems:
     def __apply_stage(self, stage: str) -> None:
         if stage == "measured":
             self.__apply_measured()
+        elif stage == "scales":
+            budget = float("inf") if self.__forcing else MARKS_BUDGET_S
+            if not all(scale.build(budget) for scale in self.__scales.values() if not scale.is_built):
+                self.__stages.insert(self.__stages.index("final") if "final" in self.__stages else len(self.__stages),
+                                     "scales")
         elif stage == "marks":
             if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
                 # the rest on a later UI tick, after the maps (and before the end of a finishing run)
