@@ -1,10 +1,12 @@
 """A colour scale on a map: Swift 16 draws none, so a short row of filled, locked rectangle graphics in the map's
 colour map along its bottom edge, labelled with the lowest and highest value and the units.
 
-A fixed number of graphics per map, created once with the map; a data update changes two labels at most.
+A fixed number of graphics per map, built right after the map is created, before it is shown (Swift's Inspector
+rebuilds its sections whenever a graphic is added to the shown item); a data update changes two labels at most.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import typing
@@ -24,8 +26,13 @@ LEFT, RIGHT = 0.40, 0.85      # normalized image coordinates of the bar (room fo
 TOP, HEIGHT = 0.93, 0.04
 
 
+@functools.lru_cache(maxsize=16)
+def _lookup(color_map_id: str) -> numpy.ndarray:
+    return ColorMaps.generate_lookup_array(color_map_id)  # (256, 3) B, G, R; slow to generate: once per map kind
+
+
 def _hex(color_map_id: str, fraction: float) -> str:
-    lookup = ColorMaps.generate_lookup_array(color_map_id)  # (256, 3) B, G, R
+    lookup = _lookup(color_map_id)
     b, g, r = (int(v) for v in lookup[min(int(fraction * 255), 255)][:3])
     return f"#{r:02X}{g:02X}{b:02X}"
 
@@ -54,7 +61,7 @@ class ColourScale:
         return self.__graphics[0].label, self.__graphics[-1].label
 
     def build(self, budget_s: float) -> bool:
-        """Add bar graphics until budget_s is spent (at least one); True when the bar is complete."""
+        """Add bar graphics until budget_s is spent (at least one; all with an infinite budget); True when complete."""
         display_item = self.__display_item
         if display_item._closed:
             return True

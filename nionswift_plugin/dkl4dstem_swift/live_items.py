@@ -135,6 +135,7 @@ class LiveItems:
         steps: list[typing.Callable[[], None]] = [self.__create_group]
         for title in MAP_TITLES:
             steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
+            steps.append(lambda title=title: self.__build_scale(title))  # type: ignore[misc]
         if patterns_shape is not None:
             steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
         steps.append(self.__start_marks)
@@ -228,8 +229,6 @@ class LiveItems:
             with self.__lock:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
-            if not all(scale.is_built for scale in self.__scales.values()):
-                self.__stages.append("scales")
             if self.__finishing and not force:
                 self.__stages += ["final", "trim", "end"]
             self.__round_start = time.perf_counter()
@@ -364,6 +363,11 @@ class LiveItems:
             display_item.display_data_channel.color_map_id = COLOR_MAPS[title]
             self.__scales[title] = colour_scale.ColourScale(display_item, COLOR_MAPS[title], units)
 
+    def __build_scale(self, title: str) -> None:
+        scale = self.__scales.get(title)
+        if scale is not None:
+            scale.build(float("inf"))
+
     def __start_marks(self) -> None:
         survey = self.__survey_display_item
         if survey is not None and not survey._closed:
@@ -399,11 +403,6 @@ class LiveItems:
     def __apply_stage(self, stage: str) -> None:
         if stage == "measured":
             self.__apply_measured()
-        elif stage == "scales":
-            budget = float("inf") if self.__forcing else MARKS_BUDGET_S
-            if not all(scale.build(budget) for scale in self.__scales.values() if not scale.is_built):
-                self.__stages.insert(self.__stages.index("final") if "final" in self.__stages else len(self.__stages),
-                                     "scales")
         elif stage == "marks":
             if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
                 # the rest on a later UI tick, after the maps (and before the end of a finishing run)
