@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -131,5 +132,11 @@ def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tm
     assert [g for g in summary["groups"] if g.startswith("DKL")] == [f"DKL run {k}" for k in range(1, 6)], summary
     assert summary["marks"] <= 20 and summary["point_graphics"] <= 20, summary
     assert summary["live"] == [], summary
+    # the sixth run, ended by closing the document window: at most the frame in flight after the close began
+    closed = re.findall(r"DKL: closed during a run: (\d+) measurements when the close began, (\d+) at the end", log_text)
+    at_request = json.loads((out / "close.json").read_text())["at_close_request"]
+    print(f"window close: requested at {at_request}, {closed}")
+    assert len(closed) == 1, log_text[-4000:]
+    assert int(closed[0][1]) - int(closed[0][0]) <= 1, closed
     screenshot = out / "screenshot.png"
     assert screenshot.exists() and screenshot.stat().st_size > 50_000

@@ -468,6 +468,14 @@ class DKLPanel(Panel.Panel):
                                                             self.handler)
         column.add(scroll_area)
         self.widget = column
+        # a closing window stops a run at once (on_close comes first; Swift closes this panel only later)
+        self.__previous_on_close = document_controller.on_close
+        document_controller.on_close = self.__window_closing
+
+    def __window_closing(self) -> None:
+        self.handler.controller.window_closing()
+        if callable(self.__previous_on_close):
+            self.__previous_on_close()
 
     def create_dock_widget(self, title: str, positions: typing.Sequence[str], position: str) -> None:
         super().create_dock_widget(title, positions, position)
@@ -477,5 +485,8 @@ class DKLPanel(Panel.Panel):
     def close(self) -> None:
         # Swift closes panels when their document window closes: stop a run (within one step) and release the
         # probe before the widgets go away
+        if self.document_controller.on_close == self.__window_closing:
+            self.document_controller.on_close = self.__previous_on_close
+        self.__previous_on_close = None
         self.handler.controller.close(window_closing=True)
         super().close()

@@ -66,6 +66,7 @@ class RunController:
         self.__nan_seeds = 0
         self.__log_tail = run_state.LastWarning()
         self.stop_requested: tuple[float, int] | None = None  # (time, measurements) when Stop reached the loop
+        self.__close_began: int | None = None
 
     # lifetime
 
@@ -77,10 +78,17 @@ class RunController:
         with self.__lock:
             self.__closed = True
         experiment, thread, instrument = self.experiment, self.thread, self.instrument
+        running = thread is not None and thread.is_alive() and instrument is not None
+        at_close = instrument.recorded_count if running and instrument is not None else 0
+        if self.__close_began is not None:
+            at_close = self.__close_began  # the window began closing before Swift closed this panel
         if experiment is not None:
             self.__signal_stop(experiment, instrument)
         if thread is not None:
             thread.join(JOIN_TIMEOUT_S)
+        if (running or self.__close_began is not None) and instrument is not None:
+            _logger.info("DKL: closed during a run: %d measurements when the close began, %d at the end",
+                         at_close, instrument.recorded_count)
             if thread.is_alive():
                 _logger.warning("DKL experiment thread did not end within %s s", JOIN_TIMEOUT_S)
         if self.survey_thread is not None:
@@ -244,10 +252,17 @@ class RunController:
     def stop(self, message: str = "Stopping after this step ...") -> None:
         """The loop sees the stop at once (an Event); the probe is released after the frame in flight."""
         if self.experiment is not None and self.status.state in ("running", "paused"):
-            self.__signal_stop(self.experiment, self.instrument)
             instrument = self.instrument
             self.stop_requested = (time.time(), instrument.recorded_count if instrument is not None else -1)
+            self.__signal_stop(self.experiment, instrument)
             self.__set_status(state="stopping", message=message)
+
+    def window_closing(self) -> None:
+        """The document window begins to close (its on_close, before Swift closes workspace and panels): stop now."""
+        experiment, instrument = self.experiment, self.instrument
+        if experiment is not None and self.thread is not None and self.thread.is_alive():
+            self.__close_began = instrument.recorded_count if instrument is not None else None
+            self.__signal_stop(experiment, instrument)
 
     def panel_closed(self) -> None:
         """The panel's close button (Swift only hides the panel): a run never goes on unseen."""

@@ -126,4 +126,13 @@ def main(ctx: typing.Any) -> None:
         }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(ctx.call(summary), f, indent=1)
-    ctx.quit()
+    # a sixth run, ended by closing the document window as File > Close Window does; Swift then quits
+    ctx.call(lambda: setattr(handler.steps, "value", "200"))
+    assert ctx.call(handler.start, timeout_s=120), handler.message.value
+    ctx.wait_until(lambda: handler.controller.status.step >= 14, 240, "steps before closing the window")
+    instrument = handler.controller.instrument
+    with open(os.path.join(out, "close.json"), "w") as f:
+        json.dump({"at_close_request": instrument.recorded_count}, f)
+    ctx.call(dc.queue_request_close)
+    time.sleep(60)  # the app exits when its last window has closed
+    ctx.quit()  # (only reached when it did not)
