@@ -220,10 +220,12 @@ class TestLongRuns(SwiftTestCase):
             listener = survey.item_removed_event.listen(lambda key, value, index: removed.append(key))
             start_run(tc, handler, 10, 490)
             items = handler.controller.live_items
+            assert items is not None
             durations: list[float] = list()
             most_changed, most_marks = 0, 0
             end = time.perf_counter() + 900
             thread = handler.controller.thread
+            assert thread is not None
             while thread.is_alive():  # during the run (the one-off finish after it applies everything at once)
                 before = {t: d.modified_count for t, d in items.items.items()}
                 t0 = time.perf_counter()

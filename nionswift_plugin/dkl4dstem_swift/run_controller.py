@@ -86,11 +86,11 @@ class RunController:
             self.__signal_stop(experiment, instrument)
         if thread is not None:
             thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                _logger.warning("DKL experiment thread did not end within %s s", JOIN_TIMEOUT_S)
         if (running or self.__close_began is not None) and instrument is not None:
             _logger.info("DKL: closed during a run: %d measurements when the close began, %d at the end",
                          at_close, instrument.recorded_count)
-            if thread.is_alive():
-                _logger.warning("DKL experiment thread did not end within %s s", JOIN_TIMEOUT_S)
         if self.survey_thread is not None:
             self.survey_thread.join(JOIN_TIMEOUT_S)
         if instrument is not None:
@@ -259,8 +259,8 @@ class RunController:
 
     def window_closing(self) -> None:
         """The document window begins to close (its on_close, before Swift closes workspace and panels): stop now."""
-        experiment, instrument = self.experiment, self.instrument
-        if experiment is not None and self.thread is not None and self.thread.is_alive():
+        experiment, instrument, thread = self.experiment, self.instrument, self.thread
+        if experiment is not None and thread is not None and thread.is_alive():
             self.__close_began = instrument.recorded_count if instrument is not None else None
             self.__signal_stop(experiment, instrument)
 
