@@ -8,7 +8,9 @@ SwiftInstrument adapter and the same ExperimentConfig (live mode: wait_for_train
           as Swift's Qt timer does
 Runs come in pairs, in alternating order (bare first, then plug-in first), with a few idle seconds before each. Per-step time is the engine's own step_seconds (measure,
 decide, emit) over the model-driven steps, so both sides measure the same thing; the run's wall time per
-measurement is reported too. Budget: the plug-in adds <= 10 ms per step.
+measurement is reported too. Budget: the plug-in adds <= 10 ms per step. Also printed: the decision median (the
+engine's, as the panel shows it per step), every UI tick's wall time (median, p99, max: Swift's own work included),
+and the plug-in's own UI tasks and their pieces (create an item, measured map, marks, each map, patterns).
 
     python benchmarks/plugin_overhead.py [--survey 32] [--seeds 10] [--steps 40] [--repeats 2] [--out FILE]
 """
