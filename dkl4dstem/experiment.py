@@ -390,7 +390,8 @@ class _Run:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 value = float(self.scalarizer(pattern, self.calibration))
         except Exception as exc:
-            logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x, exc)
+            logger.warning("scalarizer %s failed at (%d, %d): %s", self.scalarizer.name, y, x,
+                           str(exc) or type(exc).__name__)  # never an empty reason
             return math.nan
         except (SystemExit, KeyboardInterrupt) as exc:  # from the user's code, not a signal (the CLI handles those)
             if isinstance(exc, KeyboardInterrupt) and self.experiment.stopped:

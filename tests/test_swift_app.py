@@ -1,5 +1,6 @@
 """The real Nion Swift application (PySide6 under Xvfb) with usim and the DKL plug-in: open the panel, acquire a
-survey, run about 10 steps, save a screenshot (in pytest's tmp folder).
+survey, do five runs in one session (one stopped by a real click on Stop), save screenshots under the test's tmp_path
+(never into tracked files; the path is printed). No retry: a failure is reported with the log and thread stacks.
 
 Skipped, with the reason, when Xvfb or PySide6 are missing. Each run uses a throwaway HOME whose Swift profile is
 created beforehand (no "Choose Project" dialog); the app runs in its own process group, killed on timeout.
@@ -10,6 +11,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
 def _free_display() -> int:
-    for n in range(91, 400):
+    for n in range(int(os.environ.get("DKL4DSTEM_DISPLAY_FROM", "57")), 400):
         if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
             return n
     raise RuntimeError("no free X display number")
@@ -88,40 +90,53 @@ def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tm
     })
     env.pop("XDG_DATA_HOME", None)
     env.pop("XDG_CONFIG_HOME", None)
-    # One retry: on a loaded 2-core machine the real app's UI thread has (rarely, ~2 in 25 runs) stalled for over
-    # a minute; a second failure in a row is a real failure and is reported with both logs.
-    failures = []
-    for attempt in range(2):
-        shutil.rmtree(out)
-        out.mkdir()
-        log_path = tmp_path / f"swift-{attempt}.log"
-        with open(log_path, "w") as log:
-            process = subprocess.Popen([sys.executable, "-m", "nionswift", "--ui", "qt", "--no-fallback"],
-                                       cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-            try:
-                rc = process.wait(TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                rc = -1
-        log_text = log_path.read_text()
-        if rc == 0:
-            break
-        failures.append(f"attempt {attempt + 1}: exit {rc}; log tail:\n{log_text[-3000:]}")
-    else:
-        pytest.fail("Nion Swift failed twice:\n" + "\n".join(failures))
-    assert rc == 0, f"Nion Swift exited with {rc}; log tail:\n{log_text[-4000:]}"
+    log_path = tmp_path / "swift.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "nionswift", "--ui", "qt", "--no-fallback"],
+                                   cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = process.wait(TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            rc = -1
+    log_text = log_path.read_text()
+    print(f"screenshots and summary in {out}")
+    assert rc == 0, f"Nion Swift exited with {rc}; log tail:\n{log_text[-6000:]}"
     assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' loaded" in log_text, log_text[-4000:]
     assert "Plug-in 'nionswift_plugin.dkl4dstem_swift' NOT loaded" not in log_text, log_text[-4000:]
     # Swift's own rendering thread may log tracebacks (nionui vs. PySide versions); none may come from our code
     ours = [line for line in log_text.splitlines() if line.strip().startswith('File "') and "dkl4dstem" in line]
     assert not ours, log_text[-6000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["error"] is None, summary
-    assert summary["n_measured"] >= 10, summary
-    assert summary["points"] == summary["n_measured"], summary
-    for title in ("DKL prediction", "DKL uncertainty", "DKL acquisition", "DKL measured", "DKL measured patterns"):
-        assert title in summary["titles"], summary
-    assert "Finished" in summary["message"], summary
+    print(json.dumps(summary["runs"], indent=1))
+    runs = summary["runs"]
+    assert len(runs) == 5, summary
+    for run in runs:
+        assert run["error"] is None, run
+        if run["run"] == 3:
+            assert "Stopped" in run["message"], run
+            # a real click on Stop: once Qt hands the click to the panel, at most the frame in flight follows
+            assert run["n_measured"] - run["at_stop_handled"] <= 1, run
+            # from the press at the X server, Qt's latency in delivering the click (the UI thread's longest tasks,
+            # mostly Swift's own display work) and xdotool's own start come on top: reported, not asserted (timing)
+            print(f"Stop: pressed at {run['at_click']}, handled {run['stop_handled_after_s']:.3f} s after xdotool "
+                  f"returned at {run['at_stop_handled']}, stopped at {run['n_measured']}")
+        else:
+            assert "Finished" in run["message"], run
+            assert run["n_measured"] == 8 + run["steps"], run
+    kinds = ("DKL prediction", "DKL uncertainty", "DKL acquisition", "DKL measured", "DKL measured patterns")
+    for run in range(1, 6):
+        for kind in kinds:
+            assert f"{kind} #{run}" in summary["titles"], summary["titles"]
+    assert len([t for t in summary["titles"] if t.startswith("DKL") and "#" in t]) == 5 * len(kinds), summary
+    assert [g for g in summary["groups"] if g.startswith("DKL")] == [f"DKL run {k}" for k in range(1, 6)], summary
+    assert summary["marks"] <= 20 and summary["point_graphics"] <= 20, summary
+    assert summary["live"] == [], summary
+    # the sixth run, ended by closing the document window: at most the frame in flight after the close began
+    closed = re.findall(r"DKL: closed during a run: (\d+) measurements when the close began, (\d+) at the end", log_text)
+    at_request = json.loads((out / "close.json").read_text())["at_close_request"]
+    print(f"window close: requested at {at_request}, {closed}")
+    assert len(closed) == 1, log_text[-4000:]
+    assert int(closed[0][1]) - int(closed[0][0]) <= 1, closed
     screenshot = out / "screenshot.png"
-    assert screenshot.exists() and screenshot.stat().st_size > 50_000  # docs/screenshot.png: scripts/swift_gui_demo.py
+    assert screenshot.exists() and screenshot.stat().st_size > 50_000

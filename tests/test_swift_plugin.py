@@ -28,6 +28,7 @@ from nionswift_plugin.dkl4dstem_swift import extension as extension_module
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
 from nionswift_plugin.dkl4dstem_swift import run_controller
+from nionswift_plugin.dkl4dstem_swift import survey_marks
 
 
 MAP_TITLES = live_items.MAP_TITLES
@@ -111,10 +112,19 @@ def select(dc: typing.Any, display_item: typing.Any) -> None:
     display_panel.set_display_panel_display_item(display_item)
 
 
-def item(tc: typing.Any, title: str) -> DataItem.DataItem:
+def item(tc: typing.Any, title: str, run: int | None = None) -> DataItem.DataItem:
+    """The item of that kind of the given run (default: the newest run), e.g. 'DKL prediction #2'."""
+    if title.startswith("DKL") and title not in ("DKL vacuum reference",):
+        if run is None:
+            run = live_items.next_run_number(tc.document_model) - 1
+        title = live_items.run_title(title, run)
     items = [d for d in tc.document_model.data_items if d.title == title]
-    assert len(items) == 1, [d.title for d in tc.document_model.data_items]
+    assert len(items) == 1, (title, [d.title for d in tc.document_model.data_items])
     return items[0]
+
+
+def live_dkl_items(tc: typing.Any) -> list[str]:
+    return [d.title for d in tc.document_model.data_items if d.is_live and d.title.startswith("DKL")]
 
 
 def spy_on_close(controller: typing.Any) -> dict[str, typing.Any]:
@@ -169,6 +179,7 @@ class TestFullRun(SwiftTestCase):
                 for title in MAP_TITLES:
                     self.assertTrue(item(tc, title).is_live, title)
                 pump(dc, lambda: handler.controller.status.state == "idle", 150, "run end")
+                pump(dc, lambda: not live_dkl_items(tc), 10, "the live state to end")
             finally:
                 probe.close()
             result = handler.controller.result
@@ -208,21 +219,24 @@ class TestFullRun(SwiftTestCase):
             self.assertEqual([list(p) for p in result.visited], pattern_md["positions"])
             self.assertEqual("vbf", pattern_md["settings"]["scalarizer"])
             self.assertGreater(float(numpy.abs(patterns.data[-1]).sum()), 0.0)
-            # one point graphic per measurement on the survey, labelled with its step, the newest highlighted
+            # the newest 20 points as point graphics on the survey, labelled with their step, the newest highlighted;
+            # step k on graphic k mod 20 (a bounded set of graphics, moved, never removed)
             points = [g for g in survey_display_item.graphics if isinstance(g, Graphics.PointGraphic)]
-            self.assertEqual(n, len(points))
-            self.assertEqual([str(k) for k in range(n)], [g.label for g in points])
-            self.assertEqual(live_items.NEWEST_COLOR, points[-1].stroke_color)
-            self.assertTrue(all(g.stroke_color == live_items.POINT_COLOR for g in points[:-1]))
+            self.assertEqual(survey_marks.MAX_MARKS, len(points))
+            by_label = {g.label: g for g in points}
+            self.assertEqual({str(k) for k in range(n - survey_marks.MAX_MARKS, n)}, set(by_label))
+            self.assertEqual(live_items.NEWEST_COLOR, by_label[str(n - 1)].stroke_color)
+            self.assertTrue(all(g.stroke_color == live_items.POINT_COLOR for g in points if g.label != str(n - 1)))
             # the probe went exactly where the engine says it measured, then was released
             set_positions = [p for p in probe.positions if p is not None]
             self.assertEqual(n, len(set_positions))
-            for p, (y, x), g, pp in zip(set_positions, result.visited, points, pattern_md["probe_positions"]):
+            for k, (p, (y, x), pp) in enumerate(zip(set_positions, result.visited, pattern_md["probe_positions"])):
                 self.assertTrue(0.0 <= p.y <= 1.0 and 0.0 <= p.x <= 1.0)
                 self.assertAlmostEqual((y + 0.5) / 32, p.y)
                 self.assertAlmostEqual((x + 0.5) / 32, p.x)
-                self.assertAlmostEqual(p.y, g.position.y)
-                self.assertAlmostEqual(p.x, g.position.x)
+                if str(k) in by_label:
+                    self.assertAlmostEqual(p.y, by_label[str(k)].position.y)
+                    self.assertAlmostEqual(p.x, by_label[str(k)].position.x)
                 self.assertAlmostEqual(p.y, pp[0])
                 self.assertAlmostEqual(p.x, pp[1])
             self.assertIsNone(probe.positions[-1])
@@ -266,7 +280,7 @@ class TestControl(SwiftTestCase):
             self.assertIn("Stopped", handler.message.value)
             self.assertIsNone(tc.instrument.probe_position)
             self.assertFalse(tc.camera_hardware_source.is_playing)
-            self.assertFalse(item(tc, live_items.PREDICTION_TITLE).is_live)
+            pump(dc, lambda: not item(tc, live_items.PREDICTION_TITLE).is_live, 10, "the live state to end")
             # the raw-pattern sequence is trimmed to what was measured
             self.assertEqual(len(handler.controller.result.visited), item(tc, live_items.PATTERNS_TITLE).data_shape[0])
 
@@ -408,12 +422,14 @@ class TestReliability(SwiftTestCase):
             handler2.steps.value = "200"
             self.assertTrue(handler2.start(handler.controller.survey_display_item), handler2.message.value)
             controller = handler2.controller
-            thread, instrument = controller.thread, controller.instrument
             pump(dc2, lambda: controller.status.step >= 6, 120, "steps")
+            thread, instrument = controller.thread, controller.instrument
             at_close = spy_on_close(controller)
-            dc2.close()
+            at_request = instrument.recorded_count
+            dc2.about_to_close("", "")  # what Qt calls when the window closes: on_close first, then close()
             self.assertFalse(thread.is_alive())
-            # from the moment Swift closes the panel: at most the step in flight
+            # from the moment the window begins to close: at most the step in flight
+            self.assertLessEqual(instrument.recorded_count - at_request, 1)
             self.assertLessEqual(instrument.recorded_count - at_close["count"], 1)
             self.assertLess(time.perf_counter() - at_close["t"], 10.0)
             self.assertIsNone(tc.instrument.probe_position)
@@ -435,8 +451,8 @@ class TestReliability(SwiftTestCase):
             handler2.steps.value = "200"
             self.assertTrue(handler2.start(panel.handler.controller.survey_display_item), handler2.message.value)
             controller = handler2.controller
-            thread, instrument = controller.thread, controller.instrument
             pump(dc, lambda: controller.status.step >= 6, 120, "steps")
+            thread, instrument = controller.thread, controller.instrument
             at_close = spy_on_close(controller)
             panel2.close()
             self.assertEqual(count_before, Panel.Panel.count)
@@ -477,6 +493,7 @@ class TestReliability(SwiftTestCase):
                 self.assertEqual([], errors)
             finally:
                 del camera.grab_next_to_start
+            pump(dc, lambda: not live_dkl_items(tc), 10, "the end of the run's items")
             self.assertIn("Failed", handler.message.value)
             self.assertIn("simulated camera failure", handler.message.value)
             self.assertIsNone(tc.instrument.probe_position)
@@ -518,34 +535,55 @@ class TestLifecycle(SwiftTestCase):
         self.assertEqual(panel_count, Panel.Panel.count)
         self.assertNotIn(panel_module.PANEL_ID, Panel.PanelManager().panel_ids)
 
-    def test_live_updates_are_coalesced_into_one_ui_task(self) -> None:
+    def test_live_updates_are_coalesced_latest_wins_in_small_ui_tasks(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller
             survey_display_item = acquire_survey(tc, panel.handler)
             xdata = survey_display_item.data_item.xdata
             applied: list[typing.Any] = list()
             items = live_items.LiveItems(dc, survey_display_item, xdata, {"settings": {"scalarizer": "vbf"}}, "a.u.", 100,
-                                         on_applied=applied.append)
+                                         on_applied=applied.append, run=7)
+            ready: list[bool] = list()
+            items.prepare(lambda: ready.append(True))
+            pump(dc, lambda: bool(ready), 10, "items created")
+            self.assertEqual(["DKL run 7"], [g.title for g in tc.document_model.data_groups])
+            self.assertEqual(4, len(items.data_group.display_items))
+            self.assertTrue(all(d.is_live for d in items.items.values()))
             try:
                 rng = numpy.random.default_rng(1)
+                print("events: rng seed 1")
 
                 class Event:
                     def __init__(self, k: int) -> None:
                         self.step, self.phase, self.position, self.value = k, "step", (k // 32, k % 32), float(k)
                         self.prediction = self.uncertainty = self.acquisition = rng.random((32, 32))
                         self.n_measured = k + 1
+                        self.excluded = False
 
                 events = [Event(k) for k in range(50)]
                 worker = threading.Thread(target=lambda: [items.post(e) for e in events])
                 worker.start()
                 worker.join()
                 self.assertEqual(0, items.apply_count)  # nothing touched the document from the worker thread
-                dc.periodic()
-                self.assertEqual(1, items.apply_count)  # fifty events, one UI update
+                # fifty events: one round of updates, in pieces of one item each (marks: a few graphics per UI tick),
+                # every piece with the newest state
+                versions = {title: d.modified_count for title, d in items.items.items()}
+                ticks = 0
+                while True:
+                    before = {title: d.modified_count for title, d in items.items.items()}
+                    dc.periodic()
+                    ticks += 1
+                    changed = [t for t, d in items.items.items() if d.modified_count != before[t]]
+                    self.assertLessEqual(len(changed), 1, changed)  # at most one data item per UI task
+                    if (all(d.modified_count != versions[t] for t, d in items.items.items())
+                            and len(items.graphics) == survey_marks.MAX_MARKS):
+                        break
+                    self.assertLess(ticks, 60)
+                self.assertEqual(1, items.apply_count)
                 self.assertEqual([events[-1]], applied)
                 self.assertTrue(numpy.allclose(events[-1].prediction, items.items[live_items.PREDICTION_TITLE].data))
-                self.assertEqual(50, len(items.graphics))
+                self.assertEqual(survey_marks.MAX_MARKS, len(items.graphics))  # bounded, whatever n is
                 self.assertEqual(50, int(numpy.count_nonzero(numpy.isfinite(items.items[live_items.MEASURED_TITLE].data))))
             finally:
                 items.finish()
-            self.assertFalse(items.items[live_items.PREDICTION_TITLE].is_live)
+            pump(dc, lambda: not items.items[live_items.PREDICTION_TITLE].is_live, 10, "the live state to end")

@@ -430,8 +430,10 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             self.document_controller.queue_task(retry)
             return True
         if display_item is None:
-            # no survey yet: acquire one, then start on it
-            return self.acquire_survey(lambda di: self.start(di) and None)
+            # no survey yet: refuse with the reason (nothing is acquired, no dose)
+            self.message.value = _("⚠ No survey: click 'Acquire Survey' (or select a HAADF image and use "
+                                   "DKL > Run on selected), then Start.")
+            return False
 
         def start() -> None:
             settings = self.collect_settings()
@@ -520,9 +522,25 @@ class DKLPanel(Panel.Panel):
                                                             self.handler)
         column.add(scroll_area)
         self.widget = column
+        # a closing window stops a run at once (on_close comes first; Swift closes this panel only later)
+        self.__previous_on_close = document_controller.on_close
+        document_controller.on_close = self.__window_closing
+
+    def __window_closing(self) -> None:
+        self.handler.controller.window_closing()
+        if callable(self.__previous_on_close):
+            self.__previous_on_close()
+
+    def create_dock_widget(self, title: str, positions: typing.Sequence[str], position: str) -> None:
+        super().create_dock_widget(title, positions, position)
+        # the close button only hides a dock panel: a run must not go on unseen
+        self.dock_widget.on_will_close = self.handler.controller.panel_closed
 
     def close(self) -> None:
         # Swift closes panels when their document window closes: stop a run (within one step) and release the
         # probe before the widgets go away
+        if self.document_controller.on_close == self.__window_closing:
+            self.document_controller.on_close = self.__previous_on_close
+        self.__previous_on_close = None
         self.handler.controller.close(window_closing=True)
         super().close()

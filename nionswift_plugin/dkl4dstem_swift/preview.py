@@ -23,6 +23,7 @@ from dkl4dstem.errors import InputError
 from . import live_items as live_items_module
 from . import region as region_module
 from . import run_controller
+from . import run_state
 from . import swift_instrument
 
 if typing.TYPE_CHECKING:
@@ -153,14 +154,14 @@ class Preview:
 
 
 def _claim(stem_controller: typing.Any) -> int:
-    """The microscope is used by one DKL acquisition at a time (run_controller's registry)."""
-    with run_controller._active_lock:
-        if id(stem_controller) in run_controller._active_instruments:
+    """The microscope is used by one DKL acquisition at a time (run_state's registry)."""
+    with run_state.active_lock:
+        if id(stem_controller) in run_state.active_instruments:
             raise InputError("another DKL run or acquisition is using this microscope")
-        run_controller._active_instruments.add(id(stem_controller))
+        run_state.active_instruments.add(id(stem_controller))
     return id(stem_controller)
 
 
 def _release(key: int) -> None:
-    with run_controller._active_lock:
-        run_controller._active_instruments.discard(key)
+    with run_state.active_lock:
+        run_state.active_instruments.discard(key)

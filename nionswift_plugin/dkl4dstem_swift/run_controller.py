@@ -20,7 +20,9 @@ from dkl4dstem.errors import InputError
 
 from . import live_items as live_items_module
 from . import settings as settings_module
+from . import run_state
 from . import swift_instrument
+from . import ui_gate
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -30,51 +32,12 @@ _logger = logging.getLogger(__name__)
 
 SURVEY_TITLE = "DKL survey"
 REFERENCE_TITLE = "DKL vacuum reference"
-JOIN_TIMEOUT_S = 30.0
+JOIN_TIMEOUT_S = 10.0        # window close: the loop ends within one step; this bounds a hung camera driver
+NAN_SEEDS_TO_STOP = 3        # a scalarizer that gives nothing at the first seed points stops the run there
 
-# one run per STEM controller, across all document windows
-_active_lock = threading.Lock()
-_active_instruments: set[int] = set()
-
-# the engine (torch, gpytorch, botorch) takes seconds to import: the extension starts it in the background when Swift
-# starts, and a Start that comes earlier waits for it without blocking the UI thread
-ENGINE_LOADING = threading.Event()
-
-
-def load_engine_in_background() -> None:
-    def load() -> None:
-        start = time.perf_counter()
-        try:
-            import dkl4dstem.experiment  # noqa: F401
-            _logger.info("dkl4dstem engine loaded in %.1f s", time.perf_counter() - start)
-        except Exception as e:
-            _logger.warning("dkl4dstem engine import failed: %s", e)
-        finally:
-            ENGINE_LOADING.clear()
-
-    ENGINE_LOADING.set()
-    threading.Thread(target=load, name="dkl-import", daemon=True).start()
-
-
-@dataclasses.dataclass
-class RunStatus:
-    state: str = "idle"             # idle | acquiring | running | paused | stopping
-    message: str = ""
-    step: int = 0                   # measurements done
-    n_total: int = 0
-    phase: str = ""
-    last_value: float = math.nan
-    best_value: float = math.nan
-    best_position: tuple[int, int] | None = None
-    units: str = ""
-    decision_ms: float = math.nan
-    training_ms: float = math.nan
-    instrument_ms: float = math.nan
-    step_ms: float = math.nan
-
-    @property
-    def progress(self) -> int:
-        return int(round(100 * self.step / self.n_total)) if self.n_total else 0
+RunStatus = run_state.RunStatus
+ENGINE_LOADING = run_state.ENGINE_LOADING
+load_engine_in_background = run_state.load_engine_in_background
 
 
 class RunController:
@@ -99,20 +62,35 @@ class RunController:
         self.__stem_key: int | None = None
         self.__last_items: dict[str, DataItem.DataItem] = dict()
         self.__reference_binning: int | None = None
+        self.__seed_problem: str | None = None
+        self.__nan_seeds = 0
+        self.__log_tail = run_state.LastWarning()
+        self.stop_requested: tuple[float, int] | None = None  # (time, measurements) when Stop reached the loop
+        self.__close_began: int | None = None
 
     # lifetime
 
     def close(self, *, window_closing: bool = False) -> None:
-        """Stop a running experiment (within one step), release the hardware, end the live state."""
+        """Stop a running experiment (within one step), release the hardware, end the live state.
+
+        Swift closes the panel when its document window closes: the stop signal reaches the loop at once (an Event,
+        not a UI task); the join only lets the step in flight finish so that its pattern is kept."""
         with self.__lock:
             self.__closed = True
         experiment, thread, instrument = self.experiment, self.thread, self.instrument
+        running = thread is not None and thread.is_alive() and instrument is not None
+        at_close = instrument.recorded_count if running and instrument is not None else 0
+        if self.__close_began is not None:
+            at_close = self.__close_began  # the window began closing before Swift closed this panel
         if experiment is not None:
-            experiment.stop()
+            self.__signal_stop(experiment, instrument)
         if thread is not None:
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
                 _logger.warning("DKL experiment thread did not end within %s s", JOIN_TIMEOUT_S)
+        if (running or self.__close_began is not None) and instrument is not None:
+            _logger.info("DKL: closed during a run: %d measurements when the close began, %d at the end",
+                         at_close, instrument.recorded_count)
         if self.survey_thread is not None:
             self.survey_thread.join(JOIN_TIMEOUT_S)
         if instrument is not None:
@@ -160,7 +138,8 @@ class RunController:
                 if on_done:
                     on_done(display_item)
 
-            self.__queue_ui(create)
+            # a new item in the data panel: only while no thumbnail is being computed (see ui_gate)
+            self.__queue_ui(lambda: ui_gate.when_idle(self.__document_controller, [create]))
 
         self.survey_thread = threading.Thread(target=acquire, name="dkl-survey", daemon=True)
         self.survey_thread.start()
@@ -195,9 +174,11 @@ class RunController:
     def start(self, survey_display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings, *,
               park_position: Geometry.FloatPoint | None = None,
               options: settings_module.RunOptions | None = None) -> None:
-        """Validate everything, then run the experiment on a worker thread. Raises InputError with a message.
+        """Validate everything (before any dose), create the run's items, then run the experiment on a worker thread.
 
-        options: region mask, forced points, a session to continue (settings.RunOptions)."""
+        Raises InputError with a message. options: region mask, forced points, a session to continue
+        (settings.RunOptions). The items are created on the next UI ticks on which no thumbnail is being computed
+        (ui_gate); the loop starts when they exist. A Stop before that ends the run without a measurement."""
         options = options or settings_module.RunOptions()
         if self.is_busy:
             raise InputError("a run or acquisition is already in progress")
@@ -222,46 +203,87 @@ class RunController:
         reference = options.reference if options.resume is not None else self.reference
         from dkl4dstem.experiment import Experiment
         from dkl4dstem.scalarizers import get_scalarizer
+        scalarizer = get_scalarizer(config.scalarizer, **config.scalarizer_params)
+        calibration = swift_instrument.detector_calibration_for(camera, stem_controller, reference)
+        scalarizer.check_calibration(calibration)  # e.g. bragg_distance without a vacuum reference: refused here
         instrument = swift_instrument.SwiftInstrument(stem_controller, scan, camera, survey=survey,
                                                       camera_settings=settings.camera, reference=reference,
                                                       park_position=park_position if settings.after_run == "park" else None)
-        units = get_scalarizer(config.scalarizer, **config.scalarizer_params).units_for(instrument.calibration())
+        units = scalarizer.units_for(calibration)
         self.__claim_instrument(stem_controller)
         try:
+            document_model = self.__document_controller.document_model
+            run = live_items_module.next_run_number(document_model)
             run_metadata = {"settings": settings.as_metadata(), "survey_uuid": str(data_item.uuid),
                             "survey_title": data_item.title, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "units": units, **options.as_metadata()}
-            self.live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
-                                                          run_metadata, units, settings.n_total, instrument,
-                                                          on_applied=self.__handle_event_applied)
-            self.__last_items = dict(self.live_items.items)
-            self.__remove_old_graphics(survey_display_item)
+            live_items = live_items_module.LiveItems(self.__document_controller, survey_display_item, survey_xdata,
+                                                     run_metadata, units, settings.n_total, instrument,
+                                                     on_applied=self.__handle_event_applied, run=run)
+            previous_items = dict(self.__last_items)
+            self.live_items = live_items
             self.instrument = instrument
             self.settings = settings
             self.survey_display_item = survey_display_item
             self.result = None
-            self.experiment = Experiment(instrument, config, session_path=settings.session_path or None,
-                                         on_event=self.__handle_event, exclude_mask=options.exclude_mask,
-                                         resume=options.resume, session_settings=dict(
-                                             plugin=settings.as_metadata(), survey_uuid=str(data_item.uuid),
-                                             survey_title=data_item.title, **options.as_metadata()))
+            self.__seed_problem = None
+            self.__nan_seeds = 0
+            experiment = Experiment(instrument, config, session_path=settings.session_path or None,
+                                    on_event=self.__handle_event, exclude_mask=options.exclude_mask,
+                                    resume=options.resume, session_settings=dict(
+                                        plugin=settings.as_metadata(), survey_uuid=str(data_item.uuid),
+                                        survey_title=data_item.title, **options.as_metadata()))
             for y, x in options.forced:
-                self.experiment.force_next(y, x)
-            self.__set_status(state="running", message="Running: seed points ...", step=0, n_total=settings.n_total,
-                              units=units, phase="seed", last_value=math.nan, best_value=math.nan, best_position=None,
-                              decision_ms=math.nan, training_ms=math.nan, instrument_ms=math.nan, step_ms=math.nan)
-            self.thread = threading.Thread(target=self.__run, args=(self.experiment, instrument, self.live_items),
-                                           name="dkl-experiment", daemon=True)
-            self.thread.start()
+                experiment.force_next(y, x)
+            self.experiment = experiment
+            self.__set_status(state="running", message=f"Run {run}: preparing its items ...", step=0,
+                              n_total=settings.n_total, units=units, phase="seed", last_value=math.nan,
+                              best_value=math.nan, best_position=None, decision_ms=math.nan, training_ms=math.nan,
+                              instrument_ms=math.nan, step_ms=math.nan)
         except Exception:
             self.__release_instrument()
             instrument.close()
             raise
 
-    def stop(self) -> None:
+        def launch() -> None:
+            if self.experiment is not experiment or self.__closed:
+                return
+            self.__last_items = dict(live_items.items)
+            live_items_module.follow_run(self.__document_controller, previous_items, live_items)
+            if not experiment.stopped:
+                self.__set_status(message=f"Run {run}: seed points ...")
+            self.thread = threading.Thread(target=self.__run, args=(experiment, instrument, live_items),
+                                           name="dkl-experiment", daemon=True)
+            self.thread.start()
+
+        live_items.prepare(launch, patterns_shape=instrument.detector_shape)
+
+    def stop(self, message: str = "Stopping after this step ...") -> None:
+        """The loop sees the stop at once (an Event); the probe is released after the frame in flight."""
         if self.experiment is not None and self.status.state in ("running", "paused"):
-            self.experiment.stop()
-            self.__set_status(state="stopping", message="Stopping after this step ...")
+            instrument = self.instrument
+            self.stop_requested = (time.time(), instrument.recorded_count if instrument is not None else -1)
+            self.__signal_stop(self.experiment, instrument)
+            self.__set_status(state="stopping", message=message)
+
+    def window_closing(self) -> None:
+        """The document window begins to close (its on_close, before Swift closes workspace and panels): stop now."""
+        experiment, instrument, thread = self.experiment, self.instrument, self.thread
+        if experiment is not None and thread is not None and thread.is_alive():
+            self.__close_began = instrument.recorded_count if instrument is not None else None
+            self.__signal_stop(experiment, instrument)
+
+    def panel_closed(self) -> None:
+        """The panel's close button (Swift only hides the panel): a run never goes on unseen."""
+        if self.experiment is not None and self.status.state in ("running", "paused"):
+            self.__seed_problem = "the DKL panel was closed during the run"
+            self.stop("Stopping: the DKL panel was closed during the run ...")
+
+    @staticmethod
+    def __signal_stop(experiment: typing.Any, instrument: swift_instrument.SwiftInstrument | None) -> None:
+        experiment.stop()
+        if instrument is not None and not instrument.is_closed:
+            threading.Thread(target=instrument.release_after_current, name="dkl-release", daemon=True).start()
 
     def pause(self) -> None:
         if self.experiment is not None and self.status.state == "running":
@@ -345,6 +367,16 @@ class RunController:
     # loop thread
 
     def __handle_event(self, event: typing.Any) -> None:
+        """Loop thread."""
+        if event.phase == "seed" and not event.excluded and self.__nan_seeds >= 0:
+            if math.isfinite(event.value):
+                self.__nan_seeds = -1  # a usable value: the scalarizer works here
+            else:
+                self.__nan_seeds += 1
+                if self.__nan_seeds >= NAN_SEEDS_TO_STOP and self.experiment is not None:
+                    self.__seed_problem = (f"scalarizer gave no usable value at the first {self.__nan_seeds} points"
+                                           f"{': ' + self.__log_tail.last if self.__log_tail.last else ''}")
+                    self.__signal_stop(self.experiment, self.instrument)
         live_items = self.live_items
         if live_items is not None and not self.__closed:
             live_items.post(event)
@@ -352,6 +384,9 @@ class RunController:
     def __run(self, experiment: typing.Any, instrument: swift_instrument.SwiftInstrument,
               live_items: live_items_module.LiveItems) -> None:
         result, error = None, None
+        engine_logger = logging.getLogger("dkl4dstem.experiment")
+        self.__log_tail.last = ""
+        engine_logger.addHandler(self.__log_tail)
         try:
             result = experiment.run()
             error = getattr(result, "error", None)
@@ -359,6 +394,7 @@ class RunController:
             _logger.exception("DKL experiment failed")
             error = f"{type(e).__name__}: {e}" if not isinstance(e, InputError) else str(e)
         finally:
+            engine_logger.removeHandler(self.__log_tail)
             instrument.close()
         self.__queue_ui(lambda: self.__finished(experiment, live_items, result, error))
 
@@ -373,6 +409,8 @@ class RunController:
         n = len(result.visited) if result is not None else self.status.step
         if error:
             message = f"Failed after {n} measurements: {error}. Camera stopped, probe released."
+        elif self.__seed_problem:
+            message = f"Stopped after {n} measurements: {self.__seed_problem}. Camera stopped, probe released."
         elif result is not None and result.stopped:
             message = f"Stopped after {n} measurements. Camera stopped, probe {self.__probe_words()}."
         else:
@@ -412,20 +450,14 @@ class RunController:
             self.__document_controller.queue_task(fn)
 
     def __claim_instrument(self, stem_controller: typing.Any) -> None:
-        with _active_lock:
-            if id(stem_controller) in _active_instruments:
+        with run_state.active_lock:
+            if id(stem_controller) in run_state.active_instruments:
                 raise InputError("another DKL run or acquisition is using this microscope (in another window)")
-            _active_instruments.add(id(stem_controller))
+            run_state.active_instruments.add(id(stem_controller))
             self.__stem_key = id(stem_controller)
 
     def __release_instrument(self) -> None:
-        with _active_lock:
+        with run_state.active_lock:
             if self.__stem_key is not None:
-                _active_instruments.discard(self.__stem_key)
+                run_state.active_instruments.discard(self.__stem_key)
                 self.__stem_key = None
-
-    def __remove_old_graphics(self, display_item: DisplayItem.DisplayItem) -> None:
-        """A new run on the same survey starts with a clean set of marks (the old run's items keep its points)."""
-        for graphic in list(display_item.graphics):
-            if graphic.type == "point-graphic" and str(graphic.label or "").isdigit():
-                display_item.remove_graphic(graphic).close()

@@ -224,6 +224,7 @@ class SwiftInstrument:
         self.__park_position = park_position
         self.__grab_timeout_s = grab_timeout_s or max(5.0, 20.0 * self.__camera_settings.exposure_ms / 1000.0)
         self.__lock = threading.RLock()
+        self.__measure_lock = threading.Lock()  # held while a frame is being taken
         self.__closed = False
         self.__camera_configured = False
         self.__recorded: list[RecordedPattern] = list()
@@ -276,6 +277,17 @@ class SwiftInstrument:
         return detector_calibration_for(self.__camera, self.__stem_controller, self.__reference)
 
     def measure(self, y: int, x: int) -> Measurement:
+        with self.__measure_lock:
+            return self.__measure(y, x)
+
+    def release_after_current(self) -> None:
+        """Any thread but the UI thread: wait for the frame in flight (if any), then stop the camera and release the
+        probe. A Stop does this on its own thread, so the probe is released within one measurement of the click,
+        whatever the loop (training, checkpoint) or Swift's UI thread are doing."""
+        with self.__measure_lock:
+            self.close()
+
+    def __measure(self, y: int, x: int) -> Measurement:
         if self.__closed:
             raise InstrumentError("the instrument was closed")
         survey = self.survey()

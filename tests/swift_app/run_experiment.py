@@ -1,16 +1,44 @@
 """Driver script for the real-application test: run by the dkl4dstem_test_driver plug-in inside Nion Swift.
 
-Opens the DKL 4D-STEM panel, acquires a usim HAADF survey, runs a short experiment (about 10 steps), shows the maps
-2x2 and saves a screenshot plus a JSON summary into $DKL4DSTEM_SWIFT_OUT, then quits Swift."""
+Opens the DKL 4D-STEM panel, acquires a usim HAADF survey and does five runs in one session: short ones, and one
+long run stopped mid-run by a real mouse click on the panel's Stop button (xdotool, through the X server). Shows the
+maps 2x2, saves screenshots and a JSON summary into $DKL4DSTEM_SWIFT_OUT, then quits Swift."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 import typing
 
 from nionswift_plugin.dkl4dstem_swift import extension
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
+from nionswift_plugin.dkl4dstem_swift import survey_marks
+
+STOP_RUN = 3          # the run stopped by a click
+RUNS = 5
+
+
+def find_button(ctx: typing.Any, text: str) -> list[int]:
+    """The button's centre on the screen, from Qt."""
+    from PySide6 import QtWidgets
+
+    def find() -> list[int]:
+        for widget in QtWidgets.QApplication.allWidgets():
+            if isinstance(widget, QtWidgets.QPushButton) and widget.text() == text and widget.isVisible():
+                centre = widget.mapToGlobal(widget.rect().center())
+                return [centre.x(), centre.y()]
+        raise RuntimeError(f"no visible '{text}' button")
+
+    return ctx.call(find)
+
+
+def click(xy: list[int]) -> None:
+    """A real click: move the X pointer there and press the button (xdotool, through the X server)."""
+    if not (shutil.which("xdotool") and os.environ.get("DISPLAY")):
+        raise RuntimeError("xdotool and DISPLAY are needed for the click")
+    subprocess.run(["xdotool", "mousemove", str(xy[0]), str(xy[1]), "click", "1"], check=True, timeout=20)
 
 
 def main(ctx: typing.Any) -> None:
@@ -19,6 +47,7 @@ def main(ctx: typing.Any) -> None:
     assert getattr(dc, "_" + extension.MENU_ID, None) is not None, "the DKL menu is missing"
     panel = ctx.call(lambda: dc.find_dock_panel(panel_module.PANEL_ID))
     assert panel is not None, "the DKL 4D-STEM panel is not registered"
+
     def arrange() -> None:
         # room for the whole DKL panel on the right: hide the panels that share that dock
         for panel_id in ("histogram-panel", "info-panel", "inspector-panel", "session-panel", "activity-panel"):
@@ -38,40 +67,72 @@ def main(ctx: typing.Any) -> None:
         handler.binning.value = "8"
         handler.window.value = "8"
         handler.seeds.value = "8"
-        handler.steps.value = os.environ.get("DKL4DSTEM_SWIFT_STEPS", "10")
         handler.set_scalarizer("vbf")
         handler.extra_config = {"initial_iterations": 60, "update_iterations": 10, "hidden": (32, 16)}
 
     ctx.call(configure)
     ctx.call(lambda: dc.perform_action(extension.ACQUIRE_ACTION_ID))
     ctx.wait_until(lambda: handler.controller.survey_display_item is not None and handler.idle.value, 60, "survey")
-    t0 = time.time()
-    ok = ctx.call(handler.start, timeout_s=120)
-    assert ok, handler.message.value
-    # (a Start that comes while the engine is still loading begins when it is ready)
-    ctx.wait_until(lambda: handler.controller.status.state != "idle" or handler.controller.result is not None, 120,
-                   "the run to start")
-    ctx.call(handler.show_maps)
-    ctx.wait_until(lambda: handler.controller.status.step >= 12, 240, "a few steps")
-    ctx.call(handler.show_maps)
-    ctx.wait_until(lambda: handler.controller.status.state == "idle", 240, "run end")
-    run_s = time.time() - t0
-    time.sleep(1.5)  # let the displays repaint
-    ctx.call(lambda: None)
     out = ctx.out_dir
+    runs = list()
+    for run in range(1, RUNS + 1):
+        steps = {1: 12, STOP_RUN: 200}.get(run, 4)
+        ctx.call(lambda: setattr(handler.steps, "value", str(steps)))
+        t0 = time.time()
+        ok = ctx.call(handler.start, timeout_s=120)
+        assert ok, handler.message.value
+        ctx.wait_until(lambda: handler.controller.thread is not None or handler.idle.value, 120, f"run {run} to start")
+        if run == 1:
+            ctx.call(handler.show_maps)
+        record: dict[str, typing.Any] = {"run": run, "steps": steps}
+        if run == STOP_RUN:
+            ctx.wait_until(lambda: handler.controller.status.step >= 24, 240, "steps before the Stop click")
+            instrument = handler.controller.instrument
+            record["click_xy"] = xy = find_button(ctx, "Stop")
+            record["at_click"] = instrument.recorded_count  # the count when the button is pressed
+            click(xy)
+            t_click = time.time()
+            record["after_click"] = instrument.recorded_count
+            while instrument.recorded_count - record["at_click"] <= 3 and not instrument.is_closed:
+                time.sleep(0.01)
+                if time.time() - t_click > 30:
+                    break
+            record["released_after_s"] = time.time() - t_click
+            record["at_release"] = instrument.recorded_count
+            requested = handler.controller.stop_requested
+            record["stop_handled_after_s"] = requested[0] - t_click if requested else None
+            record["at_stop_handled"] = requested[1] if requested else None
+            subprocess.run(["import", "-window", "root", os.path.join(out, "after_stop_click.png")], timeout=60)
+        ctx.wait_until(lambda: handler.controller.status.state == "idle", 300, f"run {run} to end")
+        result = handler.controller.result
+        record.update(seconds=time.time() - t0, message=handler.message.value,
+                      n_measured=len(result.visited) if result else 0, error=getattr(result, "error", None),
+                      timing_text=handler.timing_text.value)
+        runs.append(record)
+    time.sleep(2.0)  # let the displays and thumbnails repaint
+    ctx.call(lambda: None)
     ctx.screenshot(os.path.join(out, "screenshot.png"))
+    subprocess.run(["import", "-window", "root", os.path.join(out, "root.png")], timeout=60)
 
     def summary() -> dict[str, typing.Any]:
-        result = handler.controller.result
         survey = handler.controller.survey_display_item
         return {
-            "message": handler.message.value, "step_text": handler.step_text.value, "best_text": handler.best_text.value,
-            "timing_text": handler.timing_text.value, "n_measured": len(result.visited) if result else 0,
-            "error": getattr(result, "error", None), "run_seconds": run_s,
-            "titles": sorted(d.title for d in dc.document_model.data_items),
-            "points": sum(1 for g in survey.graphics if g.type == "point-graphic"),
+            "runs": runs, "titles": sorted(d.title for d in dc.document_model.data_items),
+            "groups": [g.title for g in dc.document_model.data_groups],
+            "marks": len(survey_marks.marks_on(survey)),
+            "point_graphics": sum(1 for g in survey.graphics if g.type == "point-graphic"),
+            "live": [d.title for d in dc.document_model.data_items if d.is_live],
             "probe_position": str(handler.controller.instrument and None),
         }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(ctx.call(summary), f, indent=1)
-    ctx.quit()
+    # a sixth run, ended by closing the document window as File > Close Window does; Swift then quits
+    ctx.call(lambda: setattr(handler.steps, "value", "200"))
+    assert ctx.call(handler.start, timeout_s=120), handler.message.value
+    ctx.wait_until(lambda: handler.controller.status.step >= 14, 240, "steps before closing the window")
+    instrument = handler.controller.instrument
+    with open(os.path.join(out, "close.json"), "w") as f:
+        json.dump({"at_close_request": instrument.recorded_count}, f)
+    ctx.call(dc.queue_request_close)
+    time.sleep(60)  # the app exits when its last window has closed
+    ctx.quit()  # (only reached when it did not)

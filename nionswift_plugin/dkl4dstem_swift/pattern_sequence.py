@@ -1,0 +1,114 @@
+"""The run's raw patterns as one sequence data item (measurement order), filled in blocks from what the instrument
+recorded, with positions, probe positions and timestamps in its metadata. UI thread only."""
+from __future__ import annotations
+
+import typing
+
+import numpy
+
+from nion.data import Calibration
+from nion.data import DataAndMetadata
+from nion.swift.model import DataItem
+
+if typing.TYPE_CHECKING:
+    from . import swift_instrument
+
+PATTERNS_TITLE = "DKL measured patterns"
+
+
+class PatternSequence:
+
+    def __init__(self, instrument: swift_instrument.SwiftInstrument | None, n_total: int, title: str,
+                 metadata: typing.Callable[..., dict[str, typing.Any]],
+                 append: typing.Callable[[DataItem.DataItem], None]) -> None:
+        self.__instrument = instrument
+        self.__n_total = n_total
+        self.__title = title
+        self.__metadata = metadata
+        self.__append = append
+        self.item: DataItem.DataItem | None = None
+        self.n_applied = 0
+        self.__shape: tuple[int, ...] | None = None
+        self.__positions: list[list[int]] = list()
+        self.__probe_positions: list[list[float]] = list()
+        self.__timestamps: list[float] = list()
+        self.__camera_metadata: dict[str, typing.Any] = dict()
+
+    def apply(self) -> None:
+        instrument = self.__instrument
+        if instrument is None:
+            return
+        new = instrument.recorded_since(self.n_applied)
+        if not new:
+            return
+        if self.item is None:
+            self.create(tuple(new[0].pattern.shape))  # the detector shape was not known at Start
+        data_item = self.item
+        assert data_item is not None
+        if not self.__camera_metadata:
+            self.__camera_metadata = {k: v for k, v in new[0].metadata.items() if k in ("exposure_ms", "binning", "camera")}
+        new = [r for r in new if r.pattern.shape == self.__shape]  # a camera change mid-run is not stacked
+        start = self.n_applied
+        stop = min(start + len(new), self.__n_total)
+        count = stop - start
+        if count <= 0:
+            return
+        for record in new[:count]:
+            self.__positions.append(list(record.position))
+            self.__probe_positions.append(list(record.probe_position))
+            self.__timestamps.append(float(record.metadata.get("timestamp", 0.0)))
+        block = numpy.stack([r.pattern for r in new[:count]])
+        xdata = DataAndMetadata.new_data_and_metadata(block)
+        data_metadata = self.__data_metadata(data_item, stop)
+        data_item.set_data_and_metadata_partial(data_metadata, xdata, [slice(0, count)] + [slice(None)] * 2,
+                                                [slice(start, stop)] + [slice(None)] * 2, update_metadata=True)
+        self.n_applied = stop
+
+    def __metadata_for(self, n: int) -> dict[str, typing.Any]:
+        return self.__metadata(PATTERNS_TITLE, n_measured=n, positions=list(self.__positions),
+                               probe_positions=list(self.__probe_positions),
+                               timestamps=list(self.__timestamps), camera=dict(self.__camera_metadata))
+
+    def __data_metadata(self, data_item: DataItem.DataItem, n: int) -> DataAndMetadata.DataMetadata:
+        xdata = data_item.xdata
+        assert xdata is not None
+        return DataAndMetadata.DataMetadata(data_shape_and_dtype=(xdata.data_shape, xdata.data_dtype),
+                                            intensity_calibration=xdata.intensity_calibration,
+                                            dimensional_calibrations=xdata.dimensional_calibrations,
+                                            metadata=self.__metadata_for(n),
+                                            data_descriptor=xdata.data_descriptor)
+
+    def create(self, shape: tuple[int, ...]) -> None:
+        self.__shape = tuple(shape)
+        calibrations = [Calibration.Calibration()] + self.__camera_calibrations(shape)
+        data = numpy.zeros((self.__n_total,) + tuple(shape), dtype=numpy.float32)
+        xdata = DataAndMetadata.new_data_and_metadata(
+            data, intensity_calibration=Calibration.Calibration(units="counts"), dimensional_calibrations=calibrations,
+            data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 2), metadata=self.__metadata_for(0))
+        data_item = DataItem.new_data_item(xdata)
+        data_item.title = self.__title
+        self.__append(data_item)
+        self.item = data_item
+
+    def __camera_calibrations(self, shape: tuple[int, ...]) -> list[Calibration.Calibration]:
+        camera = getattr(self.__instrument, "camera", None)
+        try:
+            calibrations = list(camera.get_camera_calibrations(camera.get_current_frame_parameters())) if camera else []
+        except Exception:
+            calibrations = []
+        if len(calibrations) != len(shape):
+            calibrations = [Calibration.Calibration() for _ in shape]
+        return calibrations
+
+    def trim(self) -> None:
+        data_item = self.item
+        if data_item is None or data_item._closed:
+            return
+        n = self.n_applied
+        xdata = data_item.xdata
+        if xdata is None or n == xdata.data_shape[0] or n == 0:
+            return  # (a run stopped before its first pattern keeps the empty block; its metadata says 0 measured)
+        data_item.set_xdata(DataAndMetadata.new_data_and_metadata(
+            numpy.array(xdata.data[:n]), intensity_calibration=xdata.intensity_calibration,
+            dimensional_calibrations=xdata.dimensional_calibrations, data_descriptor=xdata.data_descriptor,
+            metadata=self.__metadata_for(n)))

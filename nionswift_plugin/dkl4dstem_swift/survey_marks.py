@@ -1,0 +1,99 @@
+"""The newest measured points as labelled point graphics on the survey: a fixed ring of at most MAX_MARKS graphics.
+
+Every graphic is a project write, a widget and an Inspector section in Swift, and adding or removing one rebuilds the
+Inspector: cost that grows with the number of graphics (a 160-point run once froze Swift for half a minute). So the
+survey never holds more than MAX_MARKS point graphics of ours: they are created once per survey, then moved and
+relabelled (never removed) for the newest points, across runs. All visited points are in the run's "measured" map.
+"""
+from __future__ import annotations
+
+import time
+import typing
+
+from nion.swift.model import Graphics
+from nion.utils import Geometry
+
+if typing.TYPE_CHECKING:
+    from nion.swift.model import DisplayItem
+
+MAX_MARKS = 20
+GRAPHIC_ID = "dkl4dstem.point"
+POINT_COLOR = "#FF0"      # recent points
+NEWEST_COLOR = "#F00"     # the newest point
+HIDDEN_COLOR = "transparent"  # a mark not (yet) used by this run
+
+
+def marks_on(display_item: DisplayItem.DisplayItem | None) -> list[Graphics.Graphic]:
+    if display_item is None or display_item._closed:
+        return list()
+    return [g for g in display_item.graphics if g.graphic_id == GRAPHIC_ID]
+
+
+class SurveyMarks:
+    """Ring of point graphics on one survey display item. UI thread only."""
+
+    def __init__(self, display_item: DisplayItem.DisplayItem | None, shape: tuple[int, int]) -> None:
+        self.__display_item = display_item
+        self.__shape = shape
+        self.__points: list[tuple[int, tuple[int, int]]] = list()  # (step, (y, x)) of the newest points
+        self.__applied: dict[int, tuple[typing.Any, ...]] = dict()  # ring index -> (step, y, x, colour) shown
+
+    def hide_old(self) -> None:
+        """A new run: the previous run's marks become invisible until reused (no removal)."""
+        graphics = marks_on(self.__display_item)
+        if not graphics:
+            return
+        assert self.__display_item is not None
+        with self.__display_item.display_item_changes():
+            for graphic in graphics:
+                if graphic.stroke_color != HIDDEN_COLOR:
+                    graphic.stroke_color = HIDDEN_COLOR
+                    graphic.label = None
+
+    def add(self, points: typing.Sequence[tuple[int, tuple[int, int]]]) -> None:
+        self.__points = (self.__points + list(points))[-MAX_MARKS:]
+
+    def __wanted(self) -> dict[int, tuple[typing.Any, ...]]:
+        newest = self.__points[-1][0] if self.__points else None
+        return {step % MAX_MARKS: (step, y, x, NEWEST_COLOR if step == newest else POINT_COLOR)
+                for step, (y, x) in self.__points}
+
+    def apply(self, budget_s: float = 0.02) -> bool:
+        """Show the newest points in step order until budget_s is spent (at least one graphic); True when done.
+
+        Step k goes on graphic k mod MAX_MARKS, so a new point moves one graphic; a graphic is created only the
+        first time its ring slot is used on this survey."""
+        display_item = self.__display_item
+        if display_item is None or display_item._closed:
+            return True
+        wanted = self.__wanted()
+        todo = sorted((index for index, mark in wanted.items() if self.__applied.get(index) != mark),
+                      key=lambda index: wanted[index][0])  # in step order: graphics are created one at a time
+        if not todo:
+            return True
+        graphics = marks_on(display_item)
+        height, width = self.__shape
+        start = time.perf_counter()
+        with display_item.display_item_changes():  # one notification for the batch
+            for index in todo:
+                step, y, x, color = wanted[index]
+                while len(graphics) <= index:
+                    new_graphic = Graphics.PointGraphic()
+                    new_graphic.graphic_id = GRAPHIC_ID
+                    new_graphic.is_bounds_constrained = True
+                    new_graphic.is_position_locked = True
+                    new_graphic.stroke_color = HIDDEN_COLOR
+                    display_item.add_graphic(new_graphic)
+                    graphics.append(new_graphic)
+                graphic = typing.cast(Graphics.PointGraphic, graphics[index])
+                position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
+                if graphic.position != position:
+                    graphic.position = position
+                if graphic.label != str(step):
+                    graphic.label = str(step)
+                if graphic.stroke_color != color:
+                    graphic.stroke_color = color
+                self.__applied[index] = wanted[index]
+                if time.perf_counter() - start > budget_s:
+                    break
+        return all(self.__applied.get(index) == mark for index, mark in wanted.items())
