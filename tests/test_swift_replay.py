@@ -66,7 +66,9 @@ class TestReplayOnDataItem(SwiftTestCase):
             survey_items = [d for d in tc.document_model.data_items if d.title.startswith("DKL survey: virtual ADF")]
             self.assertEqual(1, len(survey_items))
             self.assertEqual("nm", survey_items[0].xdata.dimensional_calibrations[1].units)
-            prediction = [d for d in tc.document_model.data_items if d.title == live_items.PREDICTION_TITLE]
+            prediction = [d for d in tc.document_model.data_items if d.title == live_items.run_title(live_items.PREDICTION_TITLE, 1)]
+            # the end of a run is applied in pieces over several UI ticks: wait for its live state to end
+            pump(dc, lambda: not prediction[-1].is_live, 30, "the live state to end")
             self.assertTrue(numpy.isfinite(prediction[-1].data).all())
             self.assertFalse(prediction[-1].is_live)
             graphics = run.survey_display_item.graphics

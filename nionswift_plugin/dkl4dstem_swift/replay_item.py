@@ -81,15 +81,18 @@ class ReplayRun:
                                        if self.survey_display_item.data_item else None)
             metadata = {"source_uuid": str(data_item.uuid), "source_title": data_item.title, "units": units,
                         "calibration_sources": self.instrument.calibration_sources, **config.to_dict()}
+            run = live_items_module.next_run_number(document_controller.document_model)
             self.live_items = live_items_module.LiveItems(document_controller, self.survey_display_item, survey_xdata,
-                                                          metadata, units, config.seeds + config.steps)
+                                                          metadata, units, config.seeds + config.steps, run=run)
             self.experiment = Experiment(self.instrument, config, session_path=session_path,
                                          on_event=self.__on_event)
         except BaseException:
             self.instrument.close()
             raise
         self.thread = threading.Thread(target=self.__run, name="dkl-replay", daemon=True)
-        self.thread.start()
+        # the run's items are created on thumbnail-idle UI ticks (ui_gate: no deadlock with Swift's thumbnail
+        # threads), then the loop starts; a Stop before that ends the replay without a measurement
+        self.live_items.prepare(self.thread.start)
 
     def __create_survey_item(self, source: DataItem.DataItem, image: typing.Any) -> DisplayItem.DisplayItem:
         scan_calibrations = list(source.xdata.dimensional_calibrations[:2]) if source.xdata else []
@@ -107,6 +110,9 @@ class ReplayRun:
 
     @property
     def is_running(self) -> bool:
+        """Preparing its items or measuring."""
+        if self.thread.ident is None:
+            return not self.__closed and not self.experiment.stopped
         return self.thread.is_alive()
 
     def stop(self) -> None:
@@ -147,7 +153,8 @@ class ReplayRun:
                 return
             self.__closed = True
         self.experiment.stop()
-        self.thread.join(JOIN_TIMEOUT_S)
+        if self.thread.ident is not None:  # started once its items existed
+            self.thread.join(JOIN_TIMEOUT_S)
         self.instrument.close()
         if self.window_open:  # a closed window has closed its document's items already
             self.live_items.finish()
