@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("data", nargs="?", help=".npy / .npz / .h5 4D-STEM data (optional with --resume)")
     run.add_argument("--out", default=None, help="output folder (summary.json, session.h5, figures)")
     _add_model_options(run)
-    run.add_argument("--seeds", type=positive_int, default=None, help="random seed points (default 10)")
+    run.add_argument("--seeds", type=count, default=None, help="random seed points (default 10; 0 with --init-from)")
     run.add_argument("--steps", type=count, default=None, help="DKL-chosen steps after the seeds (default 100)")
     run.add_argument("--acquisition", choices=("ei", "ucb", "uncertainty"), default=None)
     run.add_argument("--xi", type=nonnegative_float, default=None, help="EI exploration offset (default 0.01)")
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noiseless-acquisition", action="store_true", default=None,
                      help="EI / UCB on the noiseless latent function (the paper's) instead of the next measurement")
     run.add_argument("--no-truth", action="store_true", help="skip the ground-truth map from all patterns")
+    run.add_argument("--no-pretrain", action="store_true", default=None,
+                     help="no self-supervised pre-training of the network on the survey before the first fit")
+    run.add_argument("--init-from", metavar="DIR", default=None, help="start from the model and points of an "
+                     "earlier run (its output directory or session.h5), e.g. the same sample in another region")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
     rec = sub.add_parser("reconstruct", help="paper Fig. 3: DKL maps from random subsets vs the full-data truth")
@@ -124,6 +128,10 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
         values["latent_grid"] = False
     if args.noiseless_acquisition:
         values["observation_noise"] = False
+    if getattr(args, "no_pretrain", None):
+        values["pretrain"] = False
+    if getattr(args, "init_from", None):
+        values["init_from"] = os.path.abspath(args.init_from)
     return ExperimentConfig(**values)
 
 
@@ -138,13 +146,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("run needs a DATA file (or --resume DIR)")
     if not args.out:
         raise InputError("run needs --out DIR")
-    config = _config(args, session.settings if session else None)
+    stored = dict(session.settings) if session else {}
+    if args.init_from and not session:  # the earlier run's window, scalarizer, network unless given here
+        from dkl4dstem import transfer
+        stored = {k: v for k, v in transfer.read_settings(args.init_from).items() if k in transfer.MODEL_SETTINGS}
+    config = _config(args, stored or None)
     instrument = open_replay(args.data, args.data_key)
     try:
         if instrument.data.nbytes <= CHECK_FINITE_BYTES:
             check_finite(instrument.data)
         survey = instrument.survey()
         config.validate(survey.shape)
+        if config.init_from:  # a bad model is refused here, before any dose (the experiment checks it again)
+            from dkl4dstem.transfer import load_transfer
+            load_transfer(config.init_from, config)
         os.makedirs(args.out, exist_ok=True)
         session_path = os.path.join(args.out, "session.h5")
         if session is None and os.path.exists(session_path) and not args.overwrite:

@@ -29,6 +29,7 @@ from dkl4dstem.scalarizers import Scalarizer, get_scalarizer
 from dkl4dstem.session import SessionData, SessionWriter
 from dkl4dstem.survey import validate_survey
 from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior
+from dkl4dstem.transfer import TransferModel, load_transfer, restandardize, write_standardization
 
 __all__ = ["Experiment", "ExperimentConfig", "ExperimentResult", "StepEvent"]
 
@@ -162,9 +163,29 @@ class _Run:
         self.posterior: TrainedPosterior | None = None
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
         self.writer: SessionWriter | None = None
-        self.trainer = BackgroundTrainer(self.patches, self.config)
+        self.transfer: TransferModel | None = None
+        self.trainer = self._new_trainer()
         self.error: str | None = None
         self._failures = 0  # consecutive positions whose frames all failed
+
+    def _new_trainer(self) -> BackgroundTrainer:
+        """With `init_from` (transfer.py): the earlier run's model as initial weights, its points as prior data
+        (rows of the patch array past the survey's, never candidates). Checked here, before any dose."""
+        if not self.config.init_from:
+            return BackgroundTrainer(self.patches, self.config)
+        self.transfer = load_transfer(self.config.init_from, self.config)
+        restandardize(self.patches, self.survey_image, self.transfer)  # as the network learned them
+        n_prior = len(self.transfer.values)
+        self.patches = numpy.concatenate([self.patches, self.transfer.patches])
+        prior = (list(range(self.n_candidates, self.n_candidates + n_prior)), self.transfer.values.tolist())
+        trainer = BackgroundTrainer(self.patches, self.config, prior)
+        trainer.load_state(self.transfer.state)
+        trainer.model.mark_initial()
+        return trainer
+
+    def _with_prior(self, values: numpy.ndarray) -> numpy.ndarray:
+        """The values the targets are standardized over: this run's plus a transferred run's."""
+        return values if self.transfer is None else numpy.concatenate([self.transfer.values, values])
 
     @property
     def total(self) -> int:
@@ -173,6 +194,8 @@ class _Run:
     def execute(self) -> ExperimentResult:
         try:
             self._open_session()
+            if self.config.pretrain and self.transfer is None:  # on the training thread while seeds are measured
+                self.trainer.start_pretraining()
             self._replay_resumed()
             self._run_seeds()
             self._run_steps()
@@ -201,6 +224,7 @@ class _Run:
         detector_shape = self._detector_shape()
         self.writer = SessionWriter(path, settings, self.survey_image, detector_shape,
                                     reference=self.calibration.reference, resume=resume)
+        write_standardization(self.writer.file, self.survey_image, self.transfer)  # for a later run's init_from
 
     def _known_detector_shape(self) -> tuple[int, ...] | None:
         """Pattern shape known before measuring: reference, instrument, or the resumed session."""
@@ -249,7 +273,7 @@ class _Run:
     def _run_seeds(self) -> None:
         # A fixed permutation per seed: a resumed run continues the same seed sequence, skipping measured points.
         order = numpy.random.default_rng(self.config.seed).permutation(self.n_candidates)
-        for index in (int(i) for i in order):
+        for index in self._seed_candidates(order):
             if self.experiment.stopped or self.phases.count("seed") >= self.config.seeds:
                 break
             if self.blocked[index]:
@@ -259,10 +283,23 @@ class _Run:
             value, instrument_seconds = self._measure(index, "seed")
             self._emit(index, value, "seed", None, 0.0, 0.0, instrument_seconds, time.perf_counter() - step_start)
 
+    def _seed_candidates(self, order: numpy.ndarray) -> typing.Iterator[int]:
+        """Seed positions in order (measured or excluded ones are skipped by the caller): the permutation's first,
+        then, with pre-training, the points spread over the pre-trained embedding from it (pretrain.spread_points;
+        pre-training runs while the first is measured), then the rest of the permutation. Deterministic per seed,
+        so a resumed run continues the same sequence."""
+        from dkl4dstem import pretrain
+        yield int(order[0])
+        if self.config.pretrain and self.transfer is None and pretrain.SPREAD_SEEDS and self.config.seeds > 1:
+            self.trainer.join()
+            latent = self.trainer.model.embed(self.patches[:self.n_candidates])
+            yield from pretrain.spread_points(latent, self.config.seeds, int(order[0]))[1:]
+        yield from (int(i) for i in order[1:])
+
     def _run_steps(self) -> None:
         if self.experiment.stopped or len(self.indices) >= self.total:
             return
-        if not self._training_values().size:
+        if not self._training_values().size and self.transfer is None:
             raise InstrumentError("no seed point gave a usable value; check the camera and the scalarizer")
         self.trainer.fit_now(self.indices, self.values, iterations=self.config.initial_iterations)
         self.posterior = self.trainer.take_result(wait=True)
@@ -367,8 +404,10 @@ class _Run:
         assert self.posterior is not None
         self.posterior.catch_up(self.indices, self.values)
         valid = self._training_values()
-        mean, variance, target_mean, target_std = self.posterior.predict(valid)
-        best_raw = float(valid.max() if self.config.maximize else valid.min())
+        mean, variance, target_mean, target_std = self.posterior.predict(self._with_prior(valid))
+        mean, variance = mean[:self.n_candidates], variance[:self.n_candidates]  # transfer: drop the prior rows
+        incumbent = valid if valid.size else self._with_prior(valid)  # no own point yet: the earlier run's best
+        best_raw = float(incumbent.max() if self.config.maximize else incumbent.min())
         best_std = (best_raw - target_mean) / target_std
         # EI and UCB on the predictive distribution of the next *measurement* (as gpax does), not of the noiseless
         # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
