@@ -60,8 +60,8 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
     k = int(k_text) if k_text else seed_points
     if variant == "base":
         return ExperimentConfig(scalarizer=scalarizer, seeds=k, steps=total - k, seed=seed, pretrain=False)
-    variant, plus, _ = variant.partition("+")
-    pretrain.SPREAD_SEEDS = bool(plus)  # METHOD+spread: seed points spread over the pre-trained embedding
+    variant, plus, spread = variant.partition("+spread")  # METHOD+spreadN: N seed points spread over the embedding
+    pretrain.SPREAD_SEEDS = (int(spread) if spread else 1 << 30) if plus else 0
     variant, _, sigma = variant.partition("~")  # METHOD~SIGMA: centre weighting (0: none)
     pretrain.CENTRE_SIGMA = float(sigma) if sigma else 1 / 6
     method, _, std = variant.partition("@")

@@ -290,10 +290,11 @@ class _Run:
         so a resumed run continues the same sequence."""
         from dkl4dstem import pretrain
         yield int(order[0])
-        if self.config.pretrain and self.transfer is None and pretrain.SPREAD_SEEDS and self.config.seeds > 1:
+        count = min(self.config.seeds, pretrain.SPREAD_SEEDS)
+        if self.config.pretrain and self.transfer is None and count > 1:
             self.trainer.join()
             latent = self.trainer.model.embed(self.patches[:self.n_candidates])
-            yield from pretrain.spread_points(latent, self.config.seeds, int(order[0]))[1:]
+            yield from pretrain.spread_points(latent, count, int(order[0]))[1:]
         yield from (int(i) for i in order[1:])
 
     def _run_steps(self) -> None:

@@ -32,7 +32,7 @@ MAX_PATCHES = 4096
 ITERATIONS = 300
 LEARNING_RATE = 0.01
 LATENT_STD = 1.0
-SPREAD_SEEDS = True
+SPREAD_SEEDS = 1 << 30  # how many of the seed points are spread over the embedding (the rest: random)
 CENTRE_SIGMA = 1 / 6  # of the window: the weighting that says "the structure under the probe matters most"
 
 

@@ -51,11 +51,11 @@ def session_path(path: str | os.PathLike[str]) -> str:
     if os.path.isdir(path):
         candidate = os.path.join(path, SESSION_FILE)
         if not os.path.isfile(candidate):
-            raise InputError(f"--init-from {path}: no {SESSION_FILE} there (give a run's output directory or its "
+            raise InputError(f"earlier session {path}: no {SESSION_FILE} there (give a run's output directory or its "
                              "session file)")
         return candidate
     if not os.path.isfile(path):
-        raise InputError(f"--init-from {path}: no such file or directory")
+        raise InputError(f"earlier session {path}: no such file or directory")
     return path
 
 
@@ -88,7 +88,7 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, typing.Any]:
         with h5py.File(filename, "r") as file:
             return typing.cast(dict[str, typing.Any], json.loads(file.attrs["settings"]))
     except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"--init-from {filename}: not a readable dkl4dstem session ({exc})") from None
+        raise InputError(f"earlier session {filename}: not a readable dkl4dstem session ({exc})") from None
 
 
 def load_transfer(path: str | os.PathLike[str], config: ExperimentConfig) -> TransferModel:
@@ -108,15 +108,15 @@ def load_transfer(path: str | os.PathLike[str], config: ExperimentConfig) -> Tra
             stored = {k: float(file["model"].attrs[k]) for k in ("patch_mean", "patch_std")
                       if "model" in file and k in file["model"].attrs}
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise InputError(f"--init-from {filename}: not a readable dkl4dstem session ({exc})") from None
+        raise InputError(f"earlier session {filename}: not a readable dkl4dstem session ({exc})") from None
     if state is None:
-        raise InputError(f"--init-from {filename}: the session holds no trained model (it stopped before the "
+        raise InputError(f"earlier session {filename}: the session holds no trained model (it stopped before the "
                          "first fit, or its checkpoints are unreadable)")
     check_compatible(settings, config, filename)
     _check_state(state, config, filename)
     finite = numpy.isfinite(values)
     if not finite.any():
-        raise InputError(f"--init-from {filename}: the session has no measured point with a usable value")
+        raise InputError(f"earlier session {filename}: the session has no measured point with a usable value")
     window = int(settings["window"])
     own_mean, own_std = survey_standardization(survey)
     mean, std = stored.get("patch_mean", own_mean), stored.get("patch_std", own_std)
@@ -138,7 +138,7 @@ def check_compatible(settings: dict[str, typing.Any], config: ExperimentConfig, 
         if name == "scalarizer_params":
             theirs, mine[name] = _params(theirs or {}), _params(mine[name])
         if theirs != mine[name]:
-            raise InputError(f"--init-from {filename}: its model was trained with {name} {theirs!r}, this run uses "
+            raise InputError(f"earlier session {filename}: its model was trained with {name} {theirs!r}, this run uses "
                              f"{mine[name]!r}")
 
 
@@ -162,4 +162,4 @@ def _check_state(state: dict[str, typing.Any], config: ExperimentConfig, filenam
         model.load_state(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"--init-from {filename}: its model does not fit this configuration ({first})") from None
+        raise InputError(f"earlier session {filename}: its model does not fit this configuration ({first})") from None

@@ -15,3 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def graphene_path() -> str:
     """The abTEM-simulated Si-doped graphene shipped in resources/ (see resources/README.md)."""
     return os.path.join(REPO, "resources", "graphene_si.npz")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")

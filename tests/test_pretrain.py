@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+import h5py
 import numpy
 import pytest
 import torch
@@ -44,11 +45,31 @@ def test_pretraining_gives_a_reproducible_standardized_embedding(graphene_path: 
     numpy.testing.assert_array_equal(z, embeddings[1])
     numpy.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-3)
     numpy.testing.assert_allclose(z.std(axis=0), pretrain.LATENT_STD, rtol=1e-3)
-    if method == "pca":  # the embedding follows the survey's leading principal components
-        scores = pretrain.pca_scores(torch.as_tensor(patches), 2).numpy()
+    if method == "pca":  # the embedding follows the leading principal components of the centre-weighted patches
+        weighted = torch.as_tensor(patches) * pretrain.centre_weights(patches.shape[1])
+        scores = pretrain.pca_scores(weighted, 2).numpy()
         correlation = [abs(numpy.corrcoef(z[:, k], scores[:, k])[0, 1]) for k in range(2)]
         print("correlation with the PCA scores", correlation)
         assert min(correlation) > 0.9
+
+
+def test_pretrained_embedding_singles_out_the_strongest_deflections(graphene_path: str) -> None:
+    """Without any measured value, the first pre-trained latent coordinate ranks the top-1% |CoM| positions (all at
+    Si sites) above the rest, and the spread seed points reach them: why pre-training shortens the search."""
+    data = numpy.load(graphene_path)
+    truth = numpy.hypot(*numpy.moveaxis(data["abtem_com_mrad"], -1, 0)).reshape(-1)
+    top = truth >= numpy.quantile(truth, 0.99)
+    patches = extract_patches(data["survey"], 12)
+    model = DKLModel(patches.shape[1], seed=0)
+    pretrain.pretrain(model, patches, seed=0)
+    z = model.embed(patches).numpy()
+    auc = float((z[top, 0][:, None] > z[~top, 0][None, :]).mean())
+    auc = max(auc, 1 - auc)  # the sign of a principal component is arbitrary
+    first = int(numpy.random.default_rng(0).permutation(len(patches))[0])
+    spread = pretrain.spread_points(torch.as_tensor(z), 10, first)
+    print("AUC of latent 0 for the top 1%:", auc, "spread seed points", spread, "top among them", top[spread].sum())
+    assert auc > 0.9
+    assert top[spread].any()
 
 
 def test_refits_restart_from_the_pretrained_weights(graphene_path: str) -> None:
@@ -70,6 +91,7 @@ def test_refits_restart_from_the_pretrained_weights(graphene_path: str) -> None:
         torch.testing.assert_close(trainer.model.net.state_dict()[key], value)
 
 
+@pytest.mark.slow
 def test_transfer_chooses_the_first_position_without_seed_points(graphene_path: str, tmp_path) -> None:
     """Source run on the top half, then the bottom half with --seeds 0: the transferred model picks at once."""
     top = _region(graphene_path, tmp_path, slice(0, 16), "top.npz")
@@ -85,16 +107,17 @@ def test_transfer_chooses_the_first_position_without_seed_points(graphene_path: 
     assert summary["phases"] == ["step"] * 5  # no seed point: every position chosen by the model
     # three random picks reach the top 5% with probability 0.14; the earlier run's model knows where |CoM| is high
     assert max(quantiles[:3]) > 0.95
-    # the session keeps what a further transfer needs: model checkpoints and the patch standardization
-    import h5py
+    # the session keeps what a further transfer needs: model checkpoints and the patch standardization the network
+    # was trained with (the source region's, which this run's patches were brought to)
+    source_survey = numpy.load(top)["survey"].astype(numpy.float64)
     with h5py.File(os.path.join(out, "session.h5"), "r") as session:
         assert len(session["model"]) >= 1
-        survey = session["survey"][()].astype(numpy.float64)
-        assert session["model"].attrs["patch_mean"] == pytest.approx(survey.mean(), rel=1e-5)
-        assert session["model"].attrs["patch_std"] == pytest.approx(survey.std(), rel=1e-5)
+        assert session["model"].attrs["patch_mean"] == pytest.approx(source_survey.mean(), rel=1e-5)
+        assert session["model"].attrs["patch_std"] == pytest.approx(source_survey.std(), rel=1e-5)
         assert json.loads(session.attrs["settings"])["init_from"] == os.path.abspath(source)
 
 
+@pytest.mark.slow
 def test_init_from_bad_input_is_refused_before_any_dose(graphene_path: str, tmp_path, capsys) -> None:
     no_model = os.path.join(tmp_path, "no_model")  # seed points only: stopped before the first fit
     assert main(["run", graphene_path, "--out", no_model, "--seeds", "4", "--steps", "0", "--no-truth"]) == 0

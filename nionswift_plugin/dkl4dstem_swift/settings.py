@@ -139,3 +139,15 @@ def params_hint(name: str) -> str:
     names = ", ".join(f"{k}={'default' if isinstance(v, float) and math.isnan(v) else format(v, 'g')}"
                       for k, v in scalarizer.params.items())
     return f"{name}: {names}" + ("  (needs a vacuum reference)" if scalarizer.requires_reference else "")
+
+
+def parse_init_from(text: str, config: ExperimentConfig) -> str:
+    """'' (a fresh model) or an earlier session (.h5, or a run's folder) to start from, checked against these
+    settings without torch; the model itself is checked again when the run starts, before any dose."""
+    from dkl4dstem import transfer
+    text = str(text or "").strip()
+    if not text:
+        return ""
+    path = transfer.session_path(pathlib.Path(text).expanduser())
+    transfer.check_compatible(transfer.read_settings(path), config, path)
+    return path
