@@ -9,8 +9,11 @@ the means with 95% bootstrap intervals (over seeds) and the ratio of the mean fi
     python benchmarks/pretrain_transfer.py DATA.npz --crop 0:48,0:24 --make-source out/src --source-budget 10,50
     python benchmarks/pretrain_transfer.py DATA.npz --crop 0:48,24:48 --variants base,pca,transfer:0,transfer:3 \
         --init-from out/src --seeds 0-19 --out out/pt_transfer.json
+    # or a source run per seed (seed for seed), so the seeds vary the earlier run as well
+    python benchmarks/pretrain_transfer.py DATA.npz --crop 0:48,24:48 --source-data DATA.npz --source-crop 0:48,0:24 \
+        --variants base,pca,transfer:0,transfer:3 --seeds 0-19 --out out/pt_transfer.json
 
-Variants: `base` (pre-training off), `pca` / `autoencoder` (pre-training with that objective), `METHOD@STD`
+Variants: `base` (pre-training off), `pretrain` (pre-training as shipped), `pca` / `autoencoder` (pre-training with that objective), `METHOD@STD`
 (latent std after pre-training), `VARIANT/K` (K seed points instead of --seed-points), `transfer:K` (`--init-from`, K seed points, pre-training off; the budget of
 measurements stays `--seed-points + --steps`). The JSON is rewritten after every seed.
 """
@@ -31,6 +34,7 @@ import numpy
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 FRACTIONS = (0.01, 0.025)
+PRETRAIN_DEFAULTS: dict[str, typing.Any] = {}
 
 
 def crop_npz(path: str, crop: str) -> str:
@@ -38,8 +42,9 @@ def crop_npz(path: str, crop: str) -> str:
     (y0, y1), (x0, x1) = [tuple(int(v) for v in part.split(":")) for part in crop.split(",")]
     source = numpy.load(path)
     arrays = {k: source[k] for k in source.files}
+    scan_shape = arrays["data"].shape[:2]
     for key, value in list(arrays.items()):
-        if value.ndim >= 2 and value.shape[:2] == arrays["data"].shape[:2]:
+        if value.ndim >= 2 and value.shape[:2] == scan_shape:
             arrays[key] = value[y0:y1, x0:x1]
     out = os.path.join(tempfile.mkdtemp(prefix="dkl4dstem-crop-"), f"crop_{y0}_{y1}_{x0}_{x1}.npz")
     numpy.savez(out, **arrays)
@@ -51,6 +56,7 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
     from dkl4dstem import pretrain
     from dkl4dstem.experiment import ExperimentConfig
 
+    restore_defaults()
     total = seed_points + steps
     if variant.startswith("transfer:"):
         k = int(variant.split(":")[1])
@@ -58,8 +64,9 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
                                 init_from=init_from)
     variant, _, k_text = variant.partition("/")
     k = int(k_text) if k_text else seed_points
-    if variant == "base":
-        return ExperimentConfig(scalarizer=scalarizer, seeds=k, steps=total - k, seed=seed, pretrain=False)
+    if variant in ("base", "pretrain"):  # today's model without / with pre-training as shipped
+        return ExperimentConfig(scalarizer=scalarizer, seeds=k, steps=total - k, seed=seed,
+                                pretrain=variant == "pretrain")
     variant, plus, spread = variant.partition("+spread")  # METHOD+spreadN: N seed points spread over the embedding
     pretrain.SPREAD_SEEDS = (int(spread) if spread else 1 << 30) if plus else 0
     variant, _, sigma = variant.partition("~")  # METHOD~SIGMA: centre weighting (0: none)
@@ -68,6 +75,17 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
     pretrain.DEFAULT_METHOD = method  # read when the trainer starts pre-training
     pretrain.LATENT_STD = float(std) if std else 1.0
     return ExperimentConfig(scalarizer=scalarizer, seeds=k, steps=total - k, seed=seed, pretrain=True)
+
+
+def restore_defaults() -> None:
+    """Variants set pretrain's module constants; the shipped values come back before every run."""
+    from dkl4dstem import pretrain
+
+    names = ("DEFAULT_METHOD", "LATENT_STD", "SPREAD_SEEDS", "CENTRE_SIGMA")
+    if not PRETRAIN_DEFAULTS:
+        PRETRAIN_DEFAULTS.update({name: getattr(pretrain, name) for name in names})
+    for name, value in PRETRAIN_DEFAULTS.items():
+        setattr(pretrain, name, value)
 
 
 def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoints: dict[int, float]
@@ -92,13 +110,19 @@ def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoint
             "seconds": time.perf_counter() - start, "error": result.error}
 
 
-def make_source(path: str, out: str, budget: str, scalarizer: str) -> None:
+def make_source(path: str, out: str, budget: str, scalarizer: str, seed: int = 0) -> None:
+    """An earlier run with today's defaults (the CLI's, pre-training included) to transfer from."""
+    import contextlib
+    import io
+
     from dkl4dstem.cli import main
 
     seeds, steps = budget.split(",")
-    code = main(["run", path, "--out", out, "--seeds", seeds, "--steps", steps, "--scalarizer", scalarizer,
-                 "--overwrite", "--no-truth"])
-    print(f"source run on {path} -> {out} (exit {code})")
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", path, "--out", out, "--seeds", seeds, "--steps", steps, "--scalarizer", scalarizer,
+                     "--seed", str(seed), "--overwrite", "--no-truth"])
+    if code:
+        raise SystemExit(f"source run on {path} failed (exit {code})")
 
 
 def seed_list(text: str) -> list[int]:
@@ -116,7 +140,10 @@ def main() -> None:
     parser.add_argument("--source-budget", default="10,50", help="seeds,steps of the source run")
     parser.add_argument("--scalarizer", default="com_magnitude")
     parser.add_argument("--variants", default="base,pca,autoencoder")
-    parser.add_argument("--init-from", default=None)
+    parser.add_argument("--init-from", default=None, help="one earlier run for every seed")
+    parser.add_argument("--source-data", default=None, help="instead: a source run on this data per seed (seed "
+                        "for seed), so the seeds vary the earlier run too")
+    parser.add_argument("--source-crop", default=None, help="y0:y1,x0:x1 region of --source-data")
     parser.add_argument("--seed-points", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seeds", default="0-4")
@@ -125,6 +152,7 @@ def main() -> None:
     data = crop_npz(args.data, args.crop) if args.crop else args.data
     if args.make_source:
         make_source(data, args.make_source, args.source_budget, args.scalarizer)
+        print(f"source run on {data} -> {args.make_source}")
         return
 
     from dkl4dstem.groundtruth import ground_truth_map
@@ -143,9 +171,19 @@ def main() -> None:
             "init_from": args.init_from, "scalarizer": args.scalarizer, "candidates": int(target.size),
             "seed_points": args.seed_points, "steps": args.steps, "seeds": [], "load": os.getloadavg()[0]}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    source_data = None
+    if args.source_data:
+        source_data = crop_npz(args.source_data, args.source_crop) if args.source_crop else args.source_data
+        meta.update(source_data=os.path.basename(args.source_data), source_crop=args.source_crop,
+                    source_budget=args.source_budget)
     for seed in seed_list(args.seeds):
+        init_from = args.init_from
+        if source_data is not None:
+            restore_defaults()
+            init_from = tempfile.mkdtemp(prefix="dkl4dstem-source-")
+            make_source(source_data, init_from, args.source_budget, args.scalarizer, seed)
         for variant in variants:
-            config = config_for(variant, seed, args.seed_points, args.steps, args.scalarizer, args.init_from)
+            config = config_for(variant, seed, args.seed_points, args.steps, args.scalarizer, init_from)
             results[variant].append(run_variant(data, target, config, checkpoints))
         print(json.dumps({"seed": seed, **{v: (r[-1]["first_top1"], r[-1]["nrmse_at"]) for v, r in results.items()}}),
               flush=True)

@@ -28,11 +28,11 @@ if typing.TYPE_CHECKING:
 
 METHODS = ("pca", "autoencoder")
 DEFAULT_METHOD = "pca"
-MAX_PATCHES = 4096
-ITERATIONS = 300
-LEARNING_RATE = 0.01
+MAX_PATCHES = 2048
+ITERATIONS = 150
+LEARNING_RATE = 0.02
 LATENT_STD = 1.0
-SPREAD_SEEDS = 1 << 30  # how many of the seed points are spread over the embedding (the rest: random)
+SPREAD_SEEDS = 3  # seed points spread over the embedding (the first of them random), the rest random
 CENTRE_SIGMA = 1 / 6  # of the window: the weighting that says "the structure under the probe matters most"
 
 
