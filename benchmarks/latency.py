@@ -65,8 +65,14 @@ def measure_pretraining(patches: numpy.ndarray, window: int, repeats: int, size:
     from dkl4dstem.experiment import ExperimentConfig
     from dkl4dstem.trainer import BackgroundTrainer
 
-    pretraining, spreading = [], []
+    from dkl4dstem.model import DKLModel
+
+    pretraining, spreading, cpu = [], [], []
     for seed in range(repeats):
+        # CPU time of the same work on this thread (1 torch thread): what it needs of a free core, whatever the load
+        start = time.thread_time()
+        pretrain.pretrain(DKLModel(patches.shape[1], seed=seed), patches, seed=seed)
+        cpu.append(time.thread_time() - start)
         config = ExperimentConfig(window=window, seed=seed)
         trainer = BackgroundTrainer(patches, config)
         start = time.perf_counter()
@@ -80,7 +86,7 @@ def measure_pretraining(patches: numpy.ndarray, window: int, repeats: int, size:
     row = {"kind": "pretrain", "size": size, "candidates": len(patches), "window": window,
            "method": pretrain.DEFAULT_METHOD, "patches_used": min(len(patches), pretrain.MAX_PATCHES),
            "iterations": pretrain.ITERATIONS, "pretrain_ms": 1e3 * float(numpy.median(pretraining)),
-           "spread_ms": 1e3 * float(numpy.median(spreading)),
+           "spread_ms": 1e3 * float(numpy.median(spreading)), "pretrain_cpu_ms": 1e3 * float(numpy.median(cpu)),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "torch_threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0]}
     print(json.dumps(row), flush=True)
@@ -185,11 +191,12 @@ def main() -> None:
         json.dump({"meta": meta, "rows": rows}, file, indent=1)
     print(f"# latency benchmark {meta['date']} on {meta['machine']}, {meta['cores']} cores, "
           f"torch threads {meta['torch_threads']}")
-    print("| survey | window | pre-training ms (trainer thread, waited for) | seed spread ms | patches used |")
-    print("|---|---|---|---|---|")
+    print("| survey | window | pre-training ms (trainer thread, waited for) | its CPU ms | seed spread ms "
+          "| patches used | load |")
+    print("|---|---|---|---|---|---|---|")
     for row in (r for r in rows if r.get("kind") == "pretrain"):
-        print(f"| {row['size']}² | {row['window']} | {row['pretrain_ms']:.0f} | {row['spread_ms']:.0f} "
-              f"| {row['patches_used']} |")
+        print(f"| {row['size']}² | {row['window']} | {row['pretrain_ms']:.0f} | {row['pretrain_cpu_ms']:.0f} "
+              f"| {row['spread_ms']:.0f} | {row['patches_used']} | {row['load_avg_1min']:.1f} |")
     rows = [r for r in rows if r.get("kind") != "pretrain"]
     print("| survey | window | n | posterior | decision ms | training ms | full step ms | refit round ms "
           "| mean step ms (with refits) | peak RSS MB |")
