@@ -134,7 +134,9 @@ def seed_list(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data")
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="one table from runs on other seeds of the same "
+                        "data (the variants they share)")
     parser.add_argument("--crop", default=None, help="y0:y1,x0:x1 region of the scan")
     parser.add_argument("--make-source", default=None, metavar="DIR", help="only run a source run into DIR")
     parser.add_argument("--source-budget", default="10,50", help="seeds,steps of the source run")
@@ -149,6 +151,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "pretrain_transfer.json"))
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
+    if not args.data:
+        parser.error("DATA is required unless --merge is given")
     data = crop_npz(args.data, args.crop) if args.crop else args.data
     if args.make_source:
         make_source(data, args.make_source, args.source_budget, args.scalarizer)
@@ -190,6 +197,19 @@ def main() -> None:
         meta["seeds"].append(seed)
         with open(args.out, "w") as file:
             json.dump({"meta": meta, "results": results}, file, indent=1)
+    print_table(meta, results)
+
+
+def merge(paths: list[str], out: str) -> None:
+    runs = [json.load(open(path)) for path in paths]
+    variants = [v for v in runs[0]["results"] if all(v in run["results"] for run in runs)]
+    meta = {**runs[0]["meta"], "seeds": [s for run in runs for s in run["meta"]["seeds"]],
+            "merged_from": [os.path.basename(p) for p in paths], "dates": [run["meta"]["date"] for run in runs]}
+    if len(set(meta["seeds"])) != len(meta["seeds"]):
+        raise SystemExit("pretrain_transfer: a seed is in more than one file")
+    results = {v: [r for run in runs for r in run["results"][v][:len(run["meta"]["seeds"])]] for v in variants}
+    with open(out, "w") as file:
+        json.dump({"meta": meta, "results": results}, file, indent=1)
     print_table(meta, results)
 
 
