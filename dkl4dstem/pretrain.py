@@ -108,8 +108,8 @@ def pretrain(model: DKLModel, patches: numpy.ndarray, *, seed: int = 0, method: 
     start = time.perf_counter()
     net = model.net
     x = torch.as_tensor(subsample(patches, seed), device=model.device)
-    latent_dim = int(net[-1].out_features)  # type: ignore[union-attr]
-    hidden = [int(layer.out_features) for layer in net if isinstance(layer, torch.nn.Linear)][:-1]
+    linears = [layer for layer in net if isinstance(layer, torch.nn.Linear)]
+    latent_dim, hidden = linears[-1].out_features, [layer.out_features for layer in linears[:-1]]
     weights = centre_weights(x.shape[1]).to(x.device) if CENTRE_SIGMA else torch.ones(x.shape[1], device=x.device)
     if method == "pca":
         target = pca_scores(x * weights, latent_dim)
