@@ -129,8 +129,9 @@ def load_transfer(path: str | os.PathLike[str], config: ExperimentConfig) -> Tra
 
 def check_compatible(settings: dict[str, typing.Any], config: ExperimentConfig, filename: str) -> None:
     """The model must have been trained for the same patches, latent space and scalar."""
-    mine: dict[str, typing.Any] = {"window": config.window, "latent_dim": config.latent_dim, "hidden": list(config.hidden),
-            "scalarizer": config.scalarizer, "scalarizer_params": dict(config.scalarizer_params)}
+    mine: dict[str, typing.Any] = {
+        "window": config.window, "latent_dim": config.latent_dim, "hidden": list(config.hidden),
+        "scalarizer": config.scalarizer, "scalarizer_params": dict(config.scalarizer_params)}
     for name in MODEL_SETTINGS:
         theirs = settings.get(name)
         if name == "hidden" and theirs is not None:
