@@ -70,7 +70,7 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
     variant, plus, spread = variant.partition("+spread")  # METHOD+spreadN: N seed points spread over the embedding
     pretrain.SPREAD_SEEDS = (int(spread) if spread else 1 << 30) if plus else 0
     variant, _, sigma = variant.partition("~")  # METHOD~SIGMA: centre weighting (0: none)
-    pretrain.CENTRE_SIGMA = float(sigma) if sigma else 1 / 6
+    pretrain.CENTRE_SIGMA = float(sigma) if sigma else 1 / 6  # the value of the selection runs
     method, _, std = variant.partition("@")
     pretrain.DEFAULT_METHOD = method  # read when the trainer starts pre-training
     pretrain.LATENT_STD = float(std) if std else 1.0

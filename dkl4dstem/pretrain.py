@@ -33,7 +33,7 @@ ITERATIONS = 150
 LEARNING_RATE = 0.02
 LATENT_STD = 1.0
 SPREAD_SEEDS = 3  # seed points spread over the embedding (the first of them random), the rest random
-CENTRE_SIGMA = 1 / 6  # of the window: the weighting that says "the structure under the probe matters most"
+CENTRE_SIGMA = 0.25  # of the window: the weighting that says "the structure under the probe matters most"
 
 
 @dataclasses.dataclass
