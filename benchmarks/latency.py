@@ -6,6 +6,8 @@ one `BackgroundTrainer` round on its own thread, waited for as in replay mode: w
 candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every
 `refit_interval(n)` points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean
 step". Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes JSON.
+A first table times the self-supervised pre-training on the survey (`dkl4dstem/pretrain.py`, on the trainer's
+thread, waited for) and spreading the seed points over its embedding, per survey size and window.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 
@@ -48,9 +50,47 @@ def measure_size(size: int, ns: list[int], windows: list[int], repeats: int, lat
     survey = synthetic_survey(size)
     target = (survey ** 2).reshape(-1)
     for window in windows:
+        rows.append(measure_pretraining(extract_patches(survey, window), window, repeats, size))
         rows += measure_steps(extract_patches(survey, window), target, ns, window, repeats, size=size,
                               latent_grid=latent_grid)
     return rows
+
+
+def measure_pretraining(patches: numpy.ndarray, window: int, repeats: int, size: int) -> dict[str, typing.Any]:
+    """Pre-training on the survey (pretrain.py) as the run does it on the trainer thread, waited for, and the
+    seed points spread over its embedding (embed every candidate + farthest-point order)."""
+    import torch
+
+    from dkl4dstem import pretrain
+    from dkl4dstem.experiment import ExperimentConfig
+    from dkl4dstem.trainer import BackgroundTrainer
+
+    from dkl4dstem.model import DKLModel
+
+    pretraining, spreading, cpu = [], [], []
+    for seed in range(repeats):
+        # CPU time of the same work on this thread (1 torch thread): what it needs of a free core, whatever the load
+        start = time.thread_time()
+        pretrain.pretrain(DKLModel(patches.shape[1], seed=seed), patches, seed=seed)
+        cpu.append(time.thread_time() - start)
+        config = ExperimentConfig(window=window, seed=seed)
+        trainer = BackgroundTrainer(patches, config)
+        start = time.perf_counter()
+        trainer.start_pretraining()
+        trainer.join()
+        pretraining.append(time.perf_counter() - start)
+        assert not trainer.failures, trainer.failures
+        start = time.perf_counter()
+        pretrain.spread_points(trainer.model.embed(patches), config.seeds, 0)
+        spreading.append(time.perf_counter() - start)
+    row = {"kind": "pretrain", "size": size, "candidates": len(patches), "window": window,
+           "method": pretrain.DEFAULT_METHOD, "patches_used": min(len(patches), pretrain.MAX_PATCHES),
+           "iterations": pretrain.ITERATIONS, "pretrain_ms": 1e3 * float(numpy.median(pretraining)),
+           "spread_ms": 1e3 * float(numpy.median(spreading)), "pretrain_cpu_ms": 1e3 * float(numpy.median(cpu)),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "torch_threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0]}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], window: int, repeats: int,
@@ -151,6 +191,13 @@ def main() -> None:
         json.dump({"meta": meta, "rows": rows}, file, indent=1)
     print(f"# latency benchmark {meta['date']} on {meta['machine']}, {meta['cores']} cores, "
           f"torch threads {meta['torch_threads']}")
+    print("| survey | window | pre-training ms (trainer thread, waited for) | its CPU ms | seed spread ms "
+          "| patches used | load |")
+    print("|---|---|---|---|---|---|---|")
+    for row in (r for r in rows if r.get("kind") == "pretrain"):
+        print(f"| {row['size']}² | {row['window']} | {row['pretrain_ms']:.0f} | {row['pretrain_cpu_ms']:.0f} "
+              f"| {row['spread_ms']:.0f} | {row['patches_used']} | {row['load_avg_1min']:.1f} |")
+    rows = [r for r in rows if r.get("kind") != "pretrain"]
     print("| survey | window | n | posterior | decision ms | training ms | full step ms | refit round ms "
           "| mean step ms (with refits) | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Merlin .mib, EMPAD .raw/.xml, Gatan .dm3/.dm4 and Velox .emd (extra io)")
     run.add_argument("--out", default=None, help="output folder (summary.json, session.h5, figures)")
     _add_model_options(run)
-    run.add_argument("--seeds", type=positive_int, default=None, help="random seed points (default 10)")
+    run.add_argument("--seeds", type=count, default=None, help="random seed points (default 10; 0 with --init-from)")
     run.add_argument("--steps", type=count, default=None, help="DKL-chosen steps after the seeds (default 100)")
     run.add_argument("--acquisition", choices=("ei", "ucb", "uncertainty", "map"), default=None,
                      help="ei / ucb look for the extreme value; uncertainty measures where sigma is largest; map "
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--survey-dose-ratio", type=nonnegative_float, default=0.01, metavar="R",
                      help="dose of one survey pixel relative to one diffraction pattern, for the printed dose "
                      "(default 0.01: a 10 us HAADF dwell vs a 1 ms camera frame at the same current)")
+    run.add_argument("--no-pretrain", action="store_true", default=None,
+                     help="no self-supervised pre-training of the network on the survey before the first fit")
+    run.add_argument("--init-from", metavar="DIR", default=None, help="start from the model and points of an "
+                     "earlier run (its output directory or session.h5), e.g. the same sample in another region")
     run.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER",
                      help="compute the ground truth on dask (local, or at a scheduler address)")
     rec = sub.add_parser("reconstruct", help="paper Fig. 3: DKL maps from random subsets vs the full-data truth")
@@ -216,6 +220,10 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
         values["latent_grid"] = False
     if args.noiseless_acquisition:
         values["observation_noise"] = False
+    if getattr(args, "no_pretrain", None):
+        values["pretrain"] = False
+    if getattr(args, "init_from", None):
+        values["init_from"] = os.path.abspath(args.init_from)
     return ExperimentConfig(**values)
 
 
@@ -242,7 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError("run needs --out DIR")
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} is a file; give a folder for the run's outputs")
-        config = _config(args, session.settings if session else None)
+        stored = dict(session.settings) if session else {}
+        if args.init_from and not session:  # the earlier run's window, scalarizer, network unless given here
+            from dkl4dstem import transfer
+            stored = {k: v for k, v in transfer.read_settings(args.init_from).items() if k in transfer.MODEL_SETTINGS}
+        config = _config(args, stored or None)
         return _run(args, config, session)
     finally:
         if lock is not None:
@@ -315,6 +327,9 @@ def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionDat
         config.validate(survey.shape)
         preflight.check_before_dose(get_scalarizer(config.scalarizer, **config.scalarizer_params),
                                     instrument.calibration(), instrument.detector_shape)
+        if config.init_from:  # a bad model is refused here, before any dose (the experiment checks it again)
+            from dkl4dstem.transfer import load_transfer
+            load_transfer(config.init_from, config)
         fingerprint = data_fingerprint(instrument.data)
         if session is None:
             own_lock = _prepare_out(args.out, args.overwrite)

@@ -43,12 +43,16 @@ class ExperimentConfig:
     device: str | None = None
     checkpoint_every: int = 25
     measure_timeout_s: float | None = None  # None: the instrument's `measure_timeout_s` (None there: no limit)
+    pretrain: bool = True           # self-supervised pre-training of the network on the survey (pretrain.py)
+    init_from: str | None = None    # start from an earlier run's model and points (transfer.py); seeds may be 0
 
     def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
         """Refuse settings that cannot work, before any dose is spent."""
         for name in ("window", "seeds", "latent_dim", "initial_iterations", "refit_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            if int(getattr(self, name)) < (0 if name == "seeds" and self.init_from else 1):
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}"
+                                 + (" (0 seed points need a model to start from: --init-from)" if name == "seeds"
+                                    else ""))
         for name in ("steps", "update_iterations", "max_retries", "refit_iterations"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be zero or a positive integer, got {getattr(self, name)}")

@@ -32,6 +32,7 @@ from dkl4dstem.session import SessionData, SessionWriter, resume_differences
 from dkl4dstem.survey import validate_survey
 from dkl4dstem.trainer import BackgroundTrainer, TrainedPosterior, standardization
 from dkl4dstem.watchdog import CameraNotResponding, TimedMeasure
+from dkl4dstem.transfer import TransferModel, load_transfer, restandardize, write_standardization
 
 __all__ = ["Experiment", "ExperimentConfig", "ExperimentResult", "StepEvent"]
 
@@ -192,9 +193,29 @@ class _Run:
         self.design: FeatureSpaceDesign | None = None  # --acquisition map
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
         self.writer: SessionWriter | None = None
-        self.trainer = BackgroundTrainer(self.patches, self.config)
+        self.transfer: TransferModel | None = None
+        self.trainer = self._new_trainer()
         self.error: str | None = None
         self._failures = 0  # consecutive positions whose frames all failed
+
+    def _new_trainer(self) -> BackgroundTrainer:
+        """With `init_from` (transfer.py): the earlier run's model as initial weights, its points as prior data
+        (rows of the patch array past the survey's, never candidates). Checked here, before any dose."""
+        if not self.config.init_from:
+            return BackgroundTrainer(self.patches, self.config)
+        self.transfer = load_transfer(self.config.init_from, self.config)
+        restandardize(self.patches, self.survey_image, self.transfer)  # as the network learned them
+        n_prior = len(self.transfer.values)
+        self.patches = numpy.concatenate([self.patches, self.transfer.patches])
+        prior = (list(range(self.n_candidates, self.n_candidates + n_prior)), self.transfer.values.tolist())
+        trainer = BackgroundTrainer(self.patches, self.config, prior)
+        trainer.load_state(self.transfer.state)
+        trainer.model.mark_initial()
+        return trainer
+
+    def _with_prior(self, values: numpy.ndarray) -> numpy.ndarray:
+        """The values the targets are standardized over: this run's plus a transferred run's."""
+        return values if self.transfer is None else numpy.concatenate([self.transfer.values, values])
 
     @property
     def total(self) -> int:
@@ -203,6 +224,8 @@ class _Run:
     def execute(self) -> ExperimentResult:
         try:
             self._open_session()
+            if self.config.pretrain and self.transfer is None:  # on the training thread while seeds are measured
+                self.trainer.start_pretraining()
             self._replay_resumed()
             self._run_seeds()
             self._run_steps()
@@ -235,6 +258,7 @@ class _Run:
         detector_shape = self._detector_shape()
         self.writer = SessionWriter(path, settings, self.survey_image, detector_shape,
                                     reference=self.calibration.reference, resume=resume)
+        write_standardization(self.writer.file, self.survey_image, self.transfer)  # for a later run's init_from
 
     def _known_detector_shape(self) -> tuple[int, ...] | None:
         """Pattern shape known before measuring: reference, instrument, or the resumed session."""
@@ -287,7 +311,7 @@ class _Run:
     def _run_seeds(self) -> None:
         # A fixed permutation per seed: a resumed run continues the same seed sequence, skipping measured points.
         order = numpy.random.default_rng(self.config.seed).permutation(self.n_candidates)
-        for index in (int(i) for i in order):
+        for index in self._seed_candidates(order):
             if self.experiment.stopped or self.phases.count("seed") >= self.config.seeds:
                 break
             if self.blocked[index]:
@@ -298,10 +322,24 @@ class _Run:
             value, instrument_seconds = self._measure(index, "seed")
             self._emit(index, value, "seed", None, 0.0, 0.0, instrument_seconds, time.perf_counter() - step_start)
 
+    def _seed_candidates(self, order: numpy.ndarray) -> typing.Iterator[int]:
+        """Seed positions in order (measured or excluded ones are skipped by the caller): the permutation's first,
+        then, with pre-training, the points spread over the pre-trained embedding from it (pretrain.spread_points;
+        pre-training runs while the first is measured), then the rest of the permutation. Deterministic per seed,
+        so a resumed run continues the same sequence."""
+        from dkl4dstem import pretrain
+        yield int(order[0])
+        count = min(self.config.seeds, pretrain.SPREAD_SEEDS)
+        if self.config.pretrain and self.transfer is None and count > 1:
+            self.trainer.join()
+            latent = self.trainer.model.embed(self.patches[:self.n_candidates])
+            yield from pretrain.spread_points(latent, count, int(order[0]))[1:]
+        yield from (int(i) for i in order[1:])
+
     def _run_steps(self) -> None:
         if self.experiment.stopped or len(self.indices) >= self.total:
             return
-        if not self._training_values().size:
+        if not self._training_values().size and self.transfer is None:
             raise InstrumentError("no seed point gave a usable value; check the camera and the scalarizer")
         self.trainer.fit_now(self.indices, self.values, iterations=self.config.initial_iterations)
         self.posterior = self.trainer.take_result(wait=True)
@@ -432,8 +470,10 @@ class _Run:
         assert self.posterior is not None
         self.posterior.catch_up(self.indices, self.values)
         valid = self._training_values()
-        mean, variance, target_mean, target_std = self.posterior.predict(valid)
-        best_raw = float(valid.max() if self.config.maximize else valid.min())
+        mean, variance, target_mean, target_std = self.posterior.predict(self._with_prior(valid))
+        mean, variance = mean[:self.n_candidates], variance[:self.n_candidates]  # transfer: drop the prior rows
+        incumbent = valid if valid.size else self._with_prior(valid)  # no own point yet: the earlier run's best
+        best_raw = float(incumbent.max() if self.config.maximize else incumbent.min())
         best_std = (best_raw - target_mean) / target_std
         # EI and UCB on the predictive distribution of the next *measurement* (as gpax does), not of the noiseless
         # latent function: measured values are noisy and so is the incumbent; on three abTEM datasets this found
@@ -466,10 +506,12 @@ class _Run:
         """
         assert self.posterior is not None
         model = self.map_posterior or self.posterior
+        targets = self._with_prior(valid)  # standardized as the posterior's targets (a transferred run's included)
         if model is not self.posterior:
             model.catch_up(self.indices, self.values)
-            mean, variance, _, _ = model.predict(valid)
-        target_mean, target_std = standardization(valid)
+            mean, variance, _, _ = model.predict(targets)
+            mean, variance = mean[:self.n_candidates], variance[:self.n_candidates]  # transfer: drop the prior rows
+        target_mean, target_std = standardization(targets)
         measurement_variance = (variance + model.noise) * target_std ** 2
         prediction = mean * target_std + target_mean
         if next_index is not None:

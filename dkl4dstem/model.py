@@ -224,3 +224,7 @@ class DKLModel:
     def load_state(self, state: dict[str, typing.Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.gp.load_state_dict(state["gp"])
+
+    def mark_initial(self) -> None:
+        """The current weights (pre-trained or transferred, `pretrain.py`) become what refits restart from."""
+        self._initial_state = snapshot(self.state())

@@ -94,8 +94,10 @@ class TrainedPosterior:
 
 
 class BackgroundTrainer:
-    def __init__(self, patches: numpy.ndarray, config: ExperimentConfig) -> None:
+    def __init__(self, patches: numpy.ndarray, config: ExperimentConfig,
+                 prior: tuple[list[int], list[float]] | None = None) -> None:
         self.patches = patches
+        self.prior = prior or ([], [])  # an earlier run's points (rows of `patches` past the survey's: transfer.py)
         self.config = config
         self.model = DKLModel(patches.shape[1], latent_dim=config.latent_dim, hidden=config.hidden,
                               learning_rate=config.learning_rate, seed=config.seed, device=config.device)
@@ -142,7 +144,7 @@ class BackgroundTrainer:
     def _train_unguarded(self, indices: list[int], values: list[float], iterations: int, from_initial: bool,
                          refit: bool) -> None:
         start = time.perf_counter()
-        train_indices, train_values = new_points(indices, values, known=())
+        train_indices, train_values = new_points([*self.prior[0], *indices], [*self.prior[1], *values], known=())
         targets = numpy.array(train_values, dtype=numpy.float64)
         target_mean, target_std = standardization(targets)
         if iterations > 0:
@@ -195,6 +197,27 @@ class BackgroundTrainer:
                 cache.add_many(missing, missing_values)
             except torch.linalg.LinAlgError:  # nothing was added; the loop's rank-1 catch-up cannot fail
                 return
+
+    def start_pretraining(self, method: str | None = None) -> None:
+        """Self-supervised pre-training on the survey (pretrain.py) on the training thread, e.g. while the seed
+        points are measured; the next round (`fit_now` joins) starts from its weights, and so does every refit."""
+        from dkl4dstem import pretrain
+
+        def run() -> None:
+            configure_threads()
+            try:
+                pretrain.pretrain(self.model, self.patches, seed=self.config.seed,
+                                  method=method or pretrain.DEFAULT_METHOD, should_stop=self._cancel.is_set)
+                self.model.mark_initial()
+                with self._lock:
+                    self._state = snapshot(self.model.state())
+            except Exception as exc:  # the random initial weights stay; the experiment goes on
+                self.failures.append(f"pre-training failed: {type(exc).__name__}: {exc}")
+                logger.warning("pre-training failed; training starts from random weights: %s", exc, exc_info=True)
+
+        self.join()
+        self._thread = threading.Thread(target=run, name="dkl4dstem-pretraining", daemon=True)
+        self._thread.start()
 
     def fit_now(self, indices: list[int], values: list[float], iterations: int) -> None:
         self.join()

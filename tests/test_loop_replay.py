@@ -110,7 +110,7 @@ def test_expected_improvement_is_taken_on_the_next_measurement(graphene_path: st
     if observation_noise:
         assert noise > 1e-4  # the trained noise (>= the likelihood's 1e-4 floor) is in the variance
     else:
-        assert noise == 0.0
+        assert noise < 1e-6  # none (the root finder's rounding at most), far below the likelihood's 1e-4 floor
 
 
 def test_stop_takes_effect_within_one_step_and_closes_the_instrument(graphene_path: str) -> None:
@@ -172,8 +172,9 @@ def test_peer_benchmark_starts_from_the_loops_seed_points(graphene_path: str) ->
     assert spec is not None and spec.loader is not None
     peers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peers)
-    for seed in (0, 3):
-        result = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=10, steps=0, seed=seed)).run()
+    for seed in (0, 3):  # random seed points: without pre-training (with it, all but the first are spread)
+        config = ExperimentConfig(seeds=10, steps=0, seed=seed, pretrain=False)
+        result = Experiment(open_replay(graphene_path), config).run()
         expected = [y * 32 + x for y, x in result.visited]
         assert [int(i) for i in peers.seed_indices(32 * 32, 10, seed)] == expected
 

@@ -704,8 +704,8 @@ BAD_ARGUMENTS = [
     (["--window", "0"], "argument --window: 0 must be > 0"),
     (["--window", "-3"], "argument --window"),
     (["--window", "abc"], "'abc' is not a valid int"),
-    (["--seeds", "-1"], "argument --seeds: -1 must be > 0"),
-    (["--seeds", "0"], "argument --seeds: 0 must be > 0"),
+    (["--seeds", "-1"], "argument --seeds: -1 must be >= 0"),
+    (["--seeds", "0"], "0 seed points need a model to start from: --init-from"),  # 0 is for --init-from
     (["--steps", "-1"], "argument --steps: -1 must be >= 0"),
     (["--xi", "-1"], "argument --xi: -1 must be >= 0.0"),
     (["--xi", "nan"], "argument --xi"),

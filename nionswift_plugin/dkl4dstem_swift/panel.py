@@ -80,6 +80,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.goal_index = Model.PropertyModel[int](0)
         self.after_run_index = Model.PropertyModel[int](0)
         self.session_path = Model.PropertyModel[str]("")
+        self.init_from = Model.PropertyModel[str]("")  # start from an earlier session's model (transfer.py)
         self.survey_text = Model.PropertyModel[str](_("Survey: none"))
         self.message = Model.PropertyModel[str](_("Acquire a survey, then Start."))
         self.step_text = Model.PropertyModel[str](_("Step – of –"))
@@ -170,6 +171,10 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             u.create_row(u.create_label(text="", width=LABEL_WIDTH),
                          button(_("Continue run"), "continue_clicked"),
                          u.create_label(text=_("from that session file")), u.create_stretch(), spacing=4),
+            u.create_row(u.create_label(text=_("Start from"), width=LABEL_WIDTH),
+                         u.create_line_edit(text="@binding(init_from.value)",
+                                            placeholder_text=_("an earlier session .h5 (blank: a fresh model)")),
+                         spacing=4),
             spacing=4)
         control = u.create_column(
             u.create_row(button(_("Add region"), "add_region_clicked"), button(_("Exclude area"), "exclude_area_clicked"),
@@ -301,13 +306,14 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         engine_settings: dict[str, typing.Any] = dict(
             scalarizer=name, scalarizer_params=params,
             window=p.parse_int(self.window.value or "", "Window", 1),
-            seeds=p.parse_int(self.seeds.value or "", "Seed points", 1),
+            seeds=p.parse_int(self.seeds.value or "", "Seed points", 0 if (self.init_from.value or "").strip() else 1),
             steps=p.parse_int(self.steps.value or "", "Steps", 0),
             acquisition=p.ACQUISITION_FUNCTIONS[acquisition_index],
             xi=p.parse_float(self.xi.value or "", "xi", 0.0), beta=p.parse_float(self.beta.value or "", "beta", 0.0),
             maximize=(self.goal_index.value or 0) == 0,
             wait_for_training=False)  # live: the microscope never waits for the network
         config = ExperimentConfig(**(engine_settings | self.extra_config))
+        config.init_from = p.parse_init_from(self.init_from.value or "", config) or None
         return p.RunSettings(
             scan_id=self.scan_id, camera_id=self.camera_id, survey=survey, camera=camera, config=config,
             after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],

@@ -183,3 +183,15 @@ def parse_resume_path(text: str) -> str:
     if not path.is_file():
         raise InputError(f"session file {path} does not exist")
     return str(path)
+
+
+def parse_init_from(text: str, config: ExperimentConfig) -> str:
+    """'' (a fresh model) or an earlier session (.h5, or a run's folder) to start from, checked against these
+    settings without torch; the model itself is checked again when the run starts, before any dose."""
+    from dkl4dstem import transfer
+    text = str(text or "").strip()
+    if not text:
+        return ""
+    path = transfer.session_path(pathlib.Path(text).expanduser())
+    transfer.check_compatible(transfer.read_settings(path), config, path)
+    return path
