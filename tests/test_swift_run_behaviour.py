@@ -69,7 +69,7 @@ class TestStop(SwiftTestCase):
             start_run(tc, handler, 4, 300)
             # Start shows the survey in the selected display panel (panel.set_survey): the user goes back to the
             # busy image, so that the display and the inspector do the work of every move below. (Without it the
-            # pump was a tight pure-Python loop that only starved the torch fit of the GIL, not a UI load.)
+            # pump was a tight pure-Python loop, 0.3 ms a tick, which can starve the torch fit of the GIL: no UI load.)
             select(dc, busy)
             self.assertIs(busy, dc.selected_display_panel.display_item)
             instrument = handler.controller.instrument
