@@ -21,7 +21,7 @@ from nionswift_plugin.dkl4dstem_swift import colour_scale
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import survey_marks
 
-from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump
+from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 N_KINDS = len(live_items.MAP_TITLES) + 1  # four maps and the raw patterns per run
 
@@ -67,6 +67,11 @@ class TestStop(SwiftTestCase):
             handler.controller.survey_display_item = survey
             busy = load_ui(tc, 200)  # (2000 took minutes to build headless: Swift work grows faster than n)
             start_run(tc, handler, 4, 300)
+            # Start shows the survey in the selected display panel (panel.set_survey): the user goes back to the
+            # busy image, so that the display and the inspector do the work of every move below. (Without it the
+            # pump was a tight pure-Python loop, 0.3 ms a tick, which can starve the torch fit of the GIL: no UI load.)
+            select(dc, busy)
+            self.assertIs(busy, dc.selected_display_panel.display_item)
             instrument = handler.controller.instrument
             probe = RecordingProbe(tc.instrument)
             try:
