@@ -360,8 +360,10 @@ class ControlsMixin:
         experiment = self.controller.experiment
         forced = list(self.run_options.forced_earlier) + list(getattr(experiment, "forced_measured", []))
         live = self.controller.live_items
+        if live is not None:
+            live.add_run_metadata(forced=[list(p) for p in forced])
         measured_item = live.items.get(live_items_module.MEASURED_TITLE) if live is not None else None
-        if measured_item is not None and not measured_item._closed:
+        if measured_item is not None and not measured_item._closed:  # at once too: the end may be written already
             metadata = dict(measured_item.metadata)
             metadata.setdefault(live_items_module.METADATA_KEY, dict())["forced"] = [list(p) for p in forced]
             measured_item.metadata = metadata

@@ -376,6 +376,12 @@ class LiveItems:
 
     # internals
 
+    def add_run_metadata(self, **values: typing.Any) -> None:
+        """What is known only at the end (e.g. the forced points): in the metadata of every item written from now on
+        (the end of a run is written in pieces over several UI ticks, so setting it on an item once would be lost)."""
+        with self.__lock:
+            self.__run_metadata.update(values)
+
     def __metadata(self, title: str, **extra: typing.Any) -> dict[str, typing.Any]:
         d = {"title": title, "kind": title, "settings": self.__run_metadata.get("settings", dict())}
         d.update({k: v for k, v in self.__run_metadata.items() if k != "settings"})
