@@ -319,15 +319,6 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],
             session_path=p.parse_session_path(self.session_path.value or "") if check_session else "")
 
-    def __try(self, fn: typing.Callable[[], None]) -> bool:
-        try:
-            fn()
-            return True
-        except InputError as e:
-            self.message.value = f"⚠ {e}"
-        except Exception as e:  # never an exception dialog: the panel says what happened
-            self.message.value = f"⚠ {type(e).__name__}: {e}"
-        return False
 
     # survey and marks
 
@@ -363,7 +354,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             self.set_survey(display_item)
             if on_done:
                 on_done(display_item)
-        return self.__try(lambda: self.controller.acquire_survey(self.collect_settings(), done))
+        return self.try_action(lambda: self.controller.acquire_survey(self.collect_settings(), done))
 
     def acquire_survey_clicked(self, widget: typing.Any = None) -> None:
         self.acquire_survey()
@@ -414,7 +405,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
 
         def start() -> None:
             self.controller.acquire_reference(display_item, position, self.collect_settings())
-        if self.__try(start):
+        if self.try_action(start):
             self.reference_text.value = _("Reference: acquiring ...")
 
     # run
@@ -445,7 +436,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             settings = self.collect_settings()
             self.start_with(display_item, settings, self.collect_options(display_item))
             self.set_survey(display_item)
-        return self.__try(start)
+        return self.try_action(start)
 
     def start_with(self, display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings,
                    options: settings_module.RunOptions) -> None:
@@ -468,7 +459,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.controller.stop()
 
     def show_maps_clicked(self, widget: typing.Any = None) -> None:
-        self.__try(self.show_maps)
+        self.try_action(self.show_maps)
 
     def show_maps(self) -> None:
         """Survey (with the visited points), prediction, uncertainty and acquisition side by side (2x2)."""
