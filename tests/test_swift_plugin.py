@@ -306,6 +306,37 @@ class TestControl(SwiftTestCase):
             handler.stop_clicked()
             pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
             self.assertIsNone(tc.instrument.probe_position)
+            dc.periodic()
+            dc.periodic()  # the tick on which the run's probe guard is disposed
+            self.assertIsNone(tc.instrument.probe_position)
+
+    def test_stale_probe_echo_after_release_is_undone(self) -> None:
+        """Swift's probe graphic (nion.instrumentation ProbeView) can write a measured position back onto the probe
+        from the UI thread after the worker released it (about 1 pause/resume run in 4 ended with the probe on the
+        sample). Here the echo is what the graphic's change handler does: set that position on the UI thread."""
+        with self.swift() as (tc, panel):
+            from nion.utils import Geometry
+            from nionswift_plugin.dkl4dstem_swift import swift_instrument
+            acquire_survey(tc, panel.handler)
+            survey = swift_instrument.survey_from_xdata(panel.handler.controller.survey_display_item.data_item.xdata)
+            instrument = swift_instrument.SwiftInstrument(tc.instrument, tc.scan_hardware_source,
+                                                          tc.camera_hardware_source, survey=survey)
+            worker = threading.Thread(target=lambda: [instrument.measure(23, 16), instrument.release_after_current()])
+            worker.start()
+            worker.join(30)
+            self.assertFalse(worker.is_alive())
+            self.assertIsNone(tc.instrument.probe_position)
+            measured = swift_instrument.probe_point(23, 16, survey.shape)
+            tc.instrument.probe_position = measured  # the stale echo
+            self.assertIsNone(tc.instrument.probe_position, "a stale echo of a measured position put the probe back")
+            self.assertEqual(1, instrument.probe_echoes_undone)
+            users = Geometry.FloatPoint(y=0.3, x=0.6)
+            tc.instrument.probe_position = users  # someone else's move is left alone
+            self.assertEqual(users, tc.instrument.probe_position)
+            instrument.dispose()
+            tc.instrument.probe_position = measured  # after dispose nothing is guarded
+            self.assertEqual(measured, tc.instrument.probe_position)
+            tc.instrument.probe_position = None
 
     def test_park_after_run_at_mark(self) -> None:
         with self.swift() as (tc, panel):

@@ -116,6 +116,9 @@ class Preview:
                 _release(key)
             if not self.__closed:
                 self.__document_controller.queue_task(lambda: self.__done(result, on_done))
+                # a tick later: stop guarding the released probe against Swift's stale echoes (ProbeGuard)
+                self.__document_controller.queue_task(
+                    lambda: self.__document_controller.queue_task(instrument.dispose))
 
         self.__thread = threading.Thread(target=measure, name="dkl-preview", daemon=True)
         self.__thread.start()

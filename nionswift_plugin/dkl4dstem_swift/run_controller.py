@@ -94,7 +94,7 @@ class RunController:
         if self.survey_thread is not None:
             self.survey_thread.join(JOIN_TIMEOUT_S)
         if instrument is not None:
-            instrument.close()  # idempotent; normally already done by Experiment.run
+            instrument.dispose()  # closes (idempotent; normally already done by Experiment.run), ends the probe guard
         if self.live_items is not None:
             self.live_items.finish(window_closing=window_closing)
         self.__release_instrument()
@@ -242,7 +242,7 @@ class RunController:
                               instrument_ms=math.nan, step_ms=math.nan)
         except Exception:
             self.__release_instrument()
-            instrument.close()
+            instrument.dispose()
             raise
 
         def launch() -> None:
@@ -339,6 +339,7 @@ class RunController:
 
             def done() -> None:
                 self.__release_instrument()
+                self.__queue_ui(instrument.dispose)  # next tick: after Swift's probe graphic caught up (ProbeGuard)
                 if pattern is None:
                     self.__set_status(state="idle", message=f"Vacuum reference failed: {error}")
                     return
@@ -405,6 +406,10 @@ class RunController:
             return
         live_items.finish()
         self.__release_instrument()
+        if self.instrument is not None:
+            # next tick: Swift's probe graphic has caught up with the release by then; until then a stale echo of a
+            # measured position is undone (swift_instrument.ProbeGuard)
+            self.__queue_ui(self.instrument.dispose)
         self.result = result
         n = len(result.visited) if result is not None else self.status.step
         if error:
