@@ -14,7 +14,46 @@ import numpy
 CHUNK_BYTES = 64 << 20
 
 
-class NpyPatterns:
+def pread_exact(fd: int, size: int, position: int, path: str) -> bytearray:
+    """`size` bytes at `position`, read with pread (no page stays mapped); a short file is an OSError."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = os.preadv(fd, [view[done:]], position + done)
+        if got <= 0:
+            raise OSError(f"{path}: file is truncated")
+        done += got
+    return buffer
+
+
+class ScanIndexing:
+    """`[y, x]`, `[rows]` and dask-style slice tuples over a (scan_y, scan_x, ...) array-like that defines `shape`,
+    `pattern(y, x)` and `rows(start, stop)`: what the engine and the ground truth index with."""
+
+    shape: tuple[int, ...]
+
+    def pattern(self, y: int, x: int) -> numpy.ndarray:
+        raise NotImplementedError
+
+    def rows(self, start: int, stop: int) -> numpy.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: typing.Any) -> numpy.ndarray:
+        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, (int, numpy.integer)) for k in key):
+            y, x = (int(k) for k in key)
+            if not (0 <= y < self.shape[0] and 0 <= x < self.shape[1]):
+                raise IndexError(f"position ({y}, {x}) outside the scan {self.shape[:2]}")
+            return self.pattern(y, x)
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, (int, numpy.integer)):
+            return self.rows(int(first), int(first) + 1)[(0, *rest)]
+        if isinstance(first, slice) and first.step in (None, 1):
+            start, stop, _ = first.indices(self.shape[0])
+            return self.rows(start, stop)[(slice(None), *rest)]
+        raise TypeError(f"unsupported index {key!r}")
+
+
+class NpyPatterns(ScanIndexing):
     """Array-like view of a C-ordered 4D `.npy` file: `[y, x]`, `[rows]` and dask-style slice tuples."""
 
     def __init__(self, path: str) -> None:
@@ -42,15 +81,8 @@ class NpyPatterns:
     def _read(self, first_item: int, count: int) -> numpy.ndarray:
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        size = count * self.dtype.itemsize
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        done = 0
-        while done < size:
-            got = os.preadv(self._fd, [view[done:]], self.offset + first_item * self.dtype.itemsize + done)
-            if got <= 0:
-                raise OSError(f"{self.path}: file is truncated")
-            done += got
+        buffer = pread_exact(self._fd, count * self.dtype.itemsize, self.offset + first_item * self.dtype.itemsize,
+                             self.path)
         return numpy.frombuffer(buffer, dtype=self.dtype, count=count)
 
     def rows(self, start: int, stop: int) -> numpy.ndarray:
@@ -58,20 +90,9 @@ class NpyPatterns:
         block = self._read(start * self._row_items, max(0, stop - start) * self._row_items)
         return block.reshape((max(0, stop - start), *self.shape[1:]))
 
-    def __getitem__(self, key: typing.Any) -> numpy.ndarray:
-        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, (int, numpy.integer)) for k in key):
-            y, x = (int(k) for k in key)
-            if not (0 <= y < self.shape[0] and 0 <= x < self.shape[1]):
-                raise IndexError(f"position ({y}, {x}) outside the scan {self.shape[:2]}")
-            start = (y * self.shape[1] + x) * self._pattern_items
-            return self._read(start, self._pattern_items).reshape(self.shape[2:])
-        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(first, (int, numpy.integer)):
-            return self.rows(int(first), int(first) + 1)[(0, *rest)]
-        if isinstance(first, slice) and first.step in (None, 1):
-            start, stop, _ = first.indices(self.shape[0])
-            return self.rows(start, stop)[(slice(None), *rest)]
-        raise TypeError(f"unsupported index {key!r}")
+    def pattern(self, y: int, x: int) -> numpy.ndarray:
+        start = (y * self.shape[1] + x) * self._pattern_items
+        return self._read(start, self._pattern_items).reshape(self.shape[2:])
 
     def close(self) -> None:
         if self._fd is not None:

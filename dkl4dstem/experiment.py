@@ -496,7 +496,8 @@ class _Run:
 
     def _maps(self, mean: torch.Tensor, variance: torch.Tensor, acquisition: torch.Tensor, valid: numpy.ndarray,
               next_index: int | None) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
-        """Prediction and uncertainty maps in scalar units, after the decision (off the probe's critical path).
+        """Prediction and uncertainty maps in scalar units, computed after the decision is timed (not counted in
+        decision_seconds, but still before the next move: a few ms at n = 100-200, see RESULTS.md).
 
         They come from the map model, the last fresh fit (first fit or refit) conditioned on every point since:
         the warm-started rounds between refits keep fitting the network to the measured points, and their

@@ -14,6 +14,7 @@ import typing
 
 import numpy
 
+from dkl4dstem.bigfile import ScanIndexing, pread_exact
 from dkl4dstem.errors import InputError
 
 CALIBRATIONS = ("nm_per_px", "mrad_per_px", "semiangle_mrad")
@@ -133,7 +134,7 @@ def scan_shape_for(n_frames: int, scan_shape: tuple[int, int] | None, source: st
     return scan_shape
 
 
-class ScanView:
+class ScanView(ScanIndexing):
     """A flat frame stack (n, det_y, det_x) seen as (scan_y, scan_x, det_y, det_x); reads only what is asked."""
 
     def __init__(self, frames: typing.Any, scan_shape: tuple[int, int]) -> None:
@@ -150,19 +151,8 @@ class ScanView:
         block = numpy.asarray(self.frames[start * width:max(start, stop) * width])
         return block.reshape((max(0, stop - start), *self.shape[1:]))
 
-    def __getitem__(self, key: typing.Any) -> numpy.ndarray:
-        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, (int, numpy.integer)) for k in key):
-            y, x = (int(k) for k in key)
-            if not (0 <= y < self.shape[0] and 0 <= x < self.shape[1]):
-                raise IndexError(f"position ({y}, {x}) outside the scan {self.shape[:2]}")
-            return numpy.asarray(self.frames[y * self.shape[1] + x])
-        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(first, (int, numpy.integer)):
-            return self.rows(int(first), int(first) + 1)[(0, *rest)]
-        if isinstance(first, slice) and first.step in (None, 1):
-            start, stop, _ = first.indices(self.shape[0])
-            return self.rows(start, stop)[(slice(None), *rest)]
-        raise TypeError(f"unsupported index {key!r}")
+    def pattern(self, y: int, x: int) -> numpy.ndarray:
+        return numpy.asarray(self.frames[y * self.shape[1] + x])
 
 
 class RawFrames:
@@ -189,14 +179,7 @@ class RawFrames:
     def _read(self, first: int, count: int) -> numpy.ndarray:
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        size = count * self.stride
-        buffer = bytearray(size)
-        view, done = memoryview(buffer), 0
-        while done < size:
-            got = os.preadv(self._fd, [view[done:]], self.offset + first * self.stride + done)
-            if got <= 0:
-                raise OSError(f"{self.path}: file is truncated")
-            done += got
+        buffer = pread_exact(self._fd, count * self.stride, self.offset + first * self.stride, self.path)
         frames = numpy.ndarray((count, *self.raw_shape), dtype=self.dtype, buffer=buffer, offset=self.header,
                                strides=(self.stride, self.raw_shape[1] * self.dtype.itemsize, self.dtype.itemsize))
         frames = frames[:, :self.shape[1]]
