@@ -1,6 +1,6 @@
 """Streaming writers of a large 4D file in each lazily read format, for `large_replay.py --format`.
 
-The layouts are those the readers in `dkl4dstem/readers/` parse (and that the tests check against the formats'
+The layouts are those the readers in `dkl4dstem/data/readers/` parse (and that the tests check against the formats'
 own libraries); written row by row so the writer never holds more than one scan row.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For each dataset, seed and budget (measurements, seed points included): our loop (default EI unless
 --acquisition) is stopped there and its maps are scored over the unmeasured positions against the ground truth
-from all patterns (`dkl4dstem.calibration_metrics`): the fraction with |prediction - truth| <= 1 and 2 sigma
+from all patterns (`dkl4dstem.evaluation.calibration`): the fraction with |prediction - truth| <= 1 and 2 sigma
 (targets 0.55-0.85 and 0.85-0.99), the mean Gaussian NLPD (target: below `baseline`, a flat prediction with the
 measured values' mean and std), and the NRMSE. The peers (AtomAI dklGPR, gpax viDKL; their venvs from
 benchmarks/install_peers.sh, driven by benchmarks/peers.py --fit-sets) are fitted on exactly the points our run
@@ -42,7 +42,7 @@ METRICS = ("coverage_1sigma", "coverage_2sigma", "nlpd", "baseline_nlpd", "nrmse
 
 def score(prediction: numpy.ndarray, sigma: numpy.ndarray, truth: numpy.ndarray, measured: numpy.ndarray,
           values: numpy.ndarray) -> dict[str, float]:
-    from dkl4dstem.calibration_metrics import baseline_nlpd, calibration_metrics
+    from dkl4dstem.evaluation.calibration import baseline_nlpd, calibration_metrics
 
     return {**calibration_metrics(prediction, sigma, truth, measured),
             "baseline_nlpd": baseline_nlpd(values, truth, measured)}
@@ -52,7 +52,7 @@ def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acq
              ) -> tuple[dict[str, dict[str, typing.Any]], list[int]]:
     """Our loop up to the largest budget; scores of its maps at each budget, and the visited indices."""
     from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.instruments.replay import open_replay
 
     height, width = truth.shape
     scores: dict[str, dict[str, typing.Any]] = {}
@@ -91,7 +91,7 @@ def random_subset(visited: list[int], n: int, size: int, seed: int) -> list[int]
 def run_random(survey: numpy.ndarray, truth: numpy.ndarray, indices: list[int], seed: int
                ) -> dict[str, typing.Any]:
     """Our model fitted once on a random subset (the `reconstruct` path), with its calibrated uncertainty."""
-    from dkl4dstem.reconstruct import fit_subset
+    from dkl4dstem.evaluation.reconstruct import fit_subset
 
     flat = truth.reshape(-1)
     prediction, sigma = fit_subset(survey, indices, [float(flat[i]) for i in indices], seed=seed)
@@ -138,9 +138,9 @@ def main() -> None:
         print_table(records)
         return
     sys.path.insert(0, ROOT)
-    from dkl4dstem.groundtruth import ground_truth_map
-    from dkl4dstem.patches import extract_patches
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.evaluation.groundtruth import ground_truth_map
+    from dkl4dstem.data.patches import extract_patches
+    from dkl4dstem.instruments.replay import open_replay
     from dkl4dstem.runtime import ensure_threads_configured
     from dkl4dstem.scalarizers import get_scalarizer
 

@@ -6,12 +6,12 @@ one `BackgroundTrainer` round on its own thread, waited for as in replay mode: w
 candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every
 `refit_interval(n)` points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean
 step". Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes JSON.
-A first table times the self-supervised pre-training on the survey (`dkl4dstem/pretrain.py`, on the trainer's
+A first table times the self-supervised pre-training on the survey (`dkl4dstem/models/pretrain.py`, on the trainer's
 thread, waited for) and spreading the seed points over its embedding, per survey size and window.
 
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 
-Large surveys use the latent-grid posterior by default (`dkl4dstem/latentgrid.py`; the "posterior" column says
+Large surveys use the latent-grid posterior by default (`dkl4dstem/posterior/latentgrid.py`; the "posterior" column says
 which path ran); --exact forces the exact posterior at every candidate, for comparison.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
 
 def measure_size(size: int, ns: list[int], windows: list[int], repeats: int, latent_grid: bool = True
                  ) -> list[dict[str, typing.Any]]:
-    from dkl4dstem.patches import extract_patches
+    from dkl4dstem.data.patches import extract_patches
 
     rows = []
     survey = synthetic_survey(size)
@@ -61,11 +61,11 @@ def measure_pretraining(patches: numpy.ndarray, window: int, repeats: int, size:
     seed points spread over its embedding (embed every candidate + farthest-point order)."""
     import torch
 
-    from dkl4dstem import pretrain
+    from dkl4dstem.models import pretrain
     from dkl4dstem.experiment import ExperimentConfig
-    from dkl4dstem.trainer import BackgroundTrainer
+    from dkl4dstem.models.trainer import BackgroundTrainer
 
-    from dkl4dstem.model import DKLModel
+    from dkl4dstem.models.dkl import DKLModel
 
     pretraining, spreading, cpu = [], [], []
     for seed in range(repeats):
@@ -98,9 +98,9 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
     """Time the loop's own pieces at each n: one decision, then what the background trainer does per step."""
     import torch
 
-    from dkl4dstem import acquisition
+    from dkl4dstem.acquisition import functions as acquisition
     from dkl4dstem.experiment import ExperimentConfig
-    from dkl4dstem.trainer import BackgroundTrainer, refit_interval
+    from dkl4dstem.models.trainer import BackgroundTrainer, refit_interval
 
     rows = []
     n_candidates = len(target)

@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
-    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.instruments.replay import ReplayInstrument
     import torch
 
     from dkl4dstem.runtime import ensure_threads_configured

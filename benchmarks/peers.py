@@ -9,7 +9,7 @@ drivers, so it must never import dkl4dstem. Everything a driver needs comes back
         --n-list 10,50,100,200 --repeats 3 --out timing.json
 
 Inputs (identical for every method so all see the same candidates and targets):
-  --patches  (N, w*w) float32, standardized, row = y*W + x (what dkl4dstem.patches.extract_patches returns)
+  --patches  (N, w*w) float32, standardized, row = y*W + x (what dkl4dstem.data.patches.extract_patches returns)
   --target   (N,) or (H, W) float ground-truth scalar per candidate (e.g. |CoM| from all patterns)
   --data     .npz replay file (keys survey, data, ...). Only used when --patches / --target are missing:
              patches are then cut from `survey` with the same rule as dkl4dstem (reflection padding, even
@@ -63,7 +63,7 @@ XI = 0.01
 
 # ----------------------------------------------------------------------------------------------- inputs
 def extract_patches(image: numpy.ndarray, window: int) -> numpy.ndarray:
-    """Same rule as dkl4dstem.patches.extract_patches (copied: peer venvs do not have dkl4dstem)."""
+    """Same rule as dkl4dstem.data.patches.extract_patches (copied: peer venvs do not have dkl4dstem)."""
     image = numpy.asarray(image, dtype=numpy.float64)
     before = window // 2
     after = window - 1 - before

@@ -53,7 +53,7 @@ def crop_npz(path: str, crop: str) -> str:
 
 def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer: str, init_from: str | None
                ) -> typing.Any:
-    from dkl4dstem import pretrain
+    from dkl4dstem.models import pretrain
     from dkl4dstem.experiment import ExperimentConfig
 
     restore_defaults()
@@ -79,7 +79,7 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
 
 def restore_defaults() -> None:
     """Variants set pretrain's module constants; the shipped values come back before every run."""
-    from dkl4dstem import pretrain
+    from dkl4dstem.models import pretrain
 
     names = ("DEFAULT_METHOD", "LATENT_STD", "SPREAD_SEEDS", "CENTRE_SIGMA")
     if not PRETRAIN_DEFAULTS:
@@ -91,8 +91,8 @@ def restore_defaults() -> None:
 def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoints: dict[int, float]
                 ) -> dict[str, typing.Any]:
     from dkl4dstem.experiment import Experiment, StepEvent
-    from dkl4dstem.groundtruth import nrmse
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.evaluation.groundtruth import nrmse
+    from dkl4dstem.instruments.replay import open_replay
     from sample_efficiency import first_hit
 
     instrument = open_replay(path)
@@ -162,8 +162,8 @@ def main() -> None:
         print(f"source run on {data} -> {args.make_source}")
         return
 
-    from dkl4dstem.groundtruth import ground_truth_map
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.evaluation.groundtruth import ground_truth_map
+    from dkl4dstem.instruments.replay import open_replay
     from dkl4dstem.runtime import ensure_threads_configured
     from dkl4dstem.scalarizers import get_scalarizer
 

@@ -45,8 +45,8 @@ def first_hit(visited_indices: list[int], target: numpy.ndarray) -> int | None:
 def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, seed: int, scalarizer: str,
              acquisition: str = "ei") -> dict[str, object]:
     from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
-    from dkl4dstem.groundtruth import nrmse
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.evaluation.groundtruth import nrmse
+    from dkl4dstem.instruments.replay import open_replay
 
     instrument = open_replay(path)
     height, width = instrument.scan_shape
@@ -69,7 +69,7 @@ def run_ours(path: str, target: numpy.ndarray, n_seed_points: int, steps: int, s
 
 def run_random(path: str, target: numpy.ndarray, seed: int, window: int) -> dict[str, object]:
     """Random order; NRMSE from a DKL fitted on the random subset (the paper's Fig. 3 protocol)."""
-    from dkl4dstem.reconstruct import reconstruct
+    from dkl4dstem.evaluation.reconstruct import reconstruct
 
     n = target.size
     order = numpy.random.default_rng(1000 + seed).permutation(n)
@@ -127,9 +127,9 @@ def main() -> None:
     if not args.data:
         parser.error("DATA is required unless --merge is given")
 
-    from dkl4dstem.groundtruth import ground_truth_map
-    from dkl4dstem.patches import extract_patches
-    from dkl4dstem.replay import open_replay
+    from dkl4dstem.evaluation.groundtruth import ground_truth_map
+    from dkl4dstem.data.patches import extract_patches
+    from dkl4dstem.instruments.replay import open_replay
     from dkl4dstem.runtime import ensure_threads_configured
     from dkl4dstem.scalarizers import get_scalarizer
 

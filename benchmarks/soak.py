@@ -31,8 +31,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent  # noqa: E402
-from dkl4dstem.replay import ReplayInstrument  # noqa: E402
-from dkl4dstem.session import read_session  # noqa: E402
+from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
+from dkl4dstem.experiment.session import read_session  # noqa: E402
 
 
 def rss_mib() -> float:

@@ -65,7 +65,7 @@ def main() -> None:
 
     import torch
 
-    from dkl4dstem.patches import extract_patches
+    from dkl4dstem.data.patches import extract_patches
     from dkl4dstem.runtime import configure_threads
 
     threads = configure_threads(args.threads or None)

@@ -1,4 +1,30 @@
 """dkl4dstem: deep-kernel-learning automated 4D-STEM experiments (engine; no Nion Swift import here)."""
 from __future__ import annotations
 
+import importlib
+import typing
+
+# Names resolve on first use (PEP 562): importing the package stays cheap (`dkl4dstem --help` loads no torch).
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Experiment": "dkl4dstem.experiment.loop",
+    "ExperimentResult": "dkl4dstem.experiment.loop",
+    "StepEvent": "dkl4dstem.experiment.loop",
+    "ExperimentConfig": "dkl4dstem.config",
+    "Instrument": "dkl4dstem.instruments.base",
+    "ReplayInstrument": "dkl4dstem.instruments.replay",
+    "open_replay": "dkl4dstem.instruments.replay",
+    "Survey": "dkl4dstem.data.survey",
+    "DetectorCalibration": "dkl4dstem.data.diffraction",
+    "Measurement": "dkl4dstem.data.diffraction",
+    "get_scalarizer": "dkl4dstem.scalarizers.registry",
+    "available_scalarizers": "dkl4dstem.scalarizers.registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -16,27 +16,27 @@ from dkl4dstem import __version__
 from dkl4dstem.errors import InputError
 
 if typing.TYPE_CHECKING:  # torch, gpytorch, scipy and matplotlib load only once a run starts: --help is instant
-    from dkl4dstem import outputs
+    from dkl4dstem.reports import outputs
     from dkl4dstem.config import ExperimentConfig
-    from dkl4dstem.experiment import Experiment, ExperimentResult
-    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.experiment.loop import Experiment, ExperimentResult
+    from dkl4dstem.instruments.replay import ReplayInstrument
     import numpy
 
-    from dkl4dstem.session import SessionData, SessionLock
+    from dkl4dstem.experiment.session import SessionData, SessionLock
 
 
 def open_replay(*args: typing.Any, **kwargs: typing.Any) -> ReplayInstrument:
-    from dkl4dstem import replay
+    from dkl4dstem.instruments import replay
     return replay.open_replay(*args, **kwargs)
 
 
 def read_session(path: str) -> SessionData:
-    from dkl4dstem import session
+    from dkl4dstem.experiment import session
     return session.read_session(path)
 
 
 def check_finite(data: typing.Any) -> None:
-    from dkl4dstem import groundtruth
+    from dkl4dstem.evaluation import groundtruth
     groundtruth.check_finite(data)
 
 DEMO_DATA = "graphene_si.npz"
@@ -76,7 +76,7 @@ READER_OPTIONS = ("scan_shape", "nm_per_px", "mrad_per_px", "semiangle_mrad", "r
 
 def _reader_options(args: argparse.Namespace) -> dict[str, typing.Any]:
     """open_replay keywords from the calibration flags."""
-    from dkl4dstem.readers.base import parse_scan_shape
+    from dkl4dstem.data.readers.base import parse_scan_shape
     options = {name: getattr(args, name, None) for name in READER_OPTIONS}
     options["scan_shape"] = parse_scan_shape(options["scan_shape"])
     return options
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def scalarizer_help() -> str:
     """The scalarizers with their units and parameters, for `run --help`."""
-    from dkl4dstem import scalarizers
+    from dkl4dstem.scalarizers import registry as scalarizers
     lines = ["scalarizers (--scalarizer NAME, parameters with --param NAME=VALUE):"]
     for name in scalarizers.available_scalarizers():
         try:
@@ -229,7 +229,7 @@ def _config(args: argparse.Namespace, stored: dict[str, typing.Any] | None) -> E
 
 def cmd_run(args: argparse.Namespace) -> int:
     session: SessionData | None = None
-    from dkl4dstem.session import SessionLock
+    from dkl4dstem.experiment.session import SessionLock
 
     lock: SessionLock | None = None
     try:
@@ -252,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"--out {args.out} is a file; give a folder for the run's outputs")
         stored = dict(session.settings) if session else {}
         if args.init_from and not session:  # the earlier run's window, scalarizer, network unless given here
-            from dkl4dstem import transfer
+            from dkl4dstem.models import transfer
             stored = {k: v for k, v in transfer.read_settings(args.init_from).items() if k in transfer.MODEL_SETTINGS}
         config = _config(args, stored or None)
         return _run(args, config, session)
@@ -277,7 +277,7 @@ def _check_resume_out(args: argparse.Namespace) -> None:
 def _check_trusted_scalarizer(args: argparse.Namespace, session: SessionData) -> None:
     """A session file may come from anyone: its 'module:function' scalarizer is imported only if the user names it
     again on the command line, or passes --trust-session-scalarizer."""
-    from dkl4dstem.scalarizers import runs_user_code
+    from dkl4dstem.scalarizers.registry import runs_user_code
 
     stored = str(session.settings.get("scalarizer", ""))
     if runs_user_code(stored) and args.scalarizer is None and not args.trust_session_scalarizer:
@@ -292,7 +292,7 @@ def _prepare_out(out: str, overwrite: bool) -> SessionLock:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    from dkl4dstem.session import SessionLock
+    from dkl4dstem.experiment.session import SessionLock
 
     lock = SessionLock(_session_path(out))
     try:
@@ -314,9 +314,9 @@ def _prepare_out(out: str, overwrite: bool) -> SessionLock:
 
 def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionData | None) -> int:
     """Checks before dose, the lock of a new run's folder, the run, its outputs."""
-    from dkl4dstem import preflight
-    from dkl4dstem.scalarizers import get_scalarizer
-    from dkl4dstem.session import data_fingerprint
+    from dkl4dstem.experiment import preflight
+    from dkl4dstem.scalarizers.registry import get_scalarizer
+    from dkl4dstem.experiment.session import data_fingerprint
 
     instrument = open_replay(args.data, args.data_key, **_reader_options(args))
     own_lock: SessionLock | None = None
@@ -328,13 +328,13 @@ def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionDat
         preflight.check_before_dose(get_scalarizer(config.scalarizer, **config.scalarizer_params),
                                     instrument.calibration(), instrument.detector_shape)
         if config.init_from:  # a bad model is refused here, before any dose (the experiment checks it again)
-            from dkl4dstem.transfer import load_transfer
+            from dkl4dstem.models.transfer import load_transfer
             load_transfer(config.init_from, config)
         fingerprint = data_fingerprint(instrument.data)
         if session is None:
             own_lock = _prepare_out(args.out, args.overwrite)
-        from dkl4dstem import outputs
-        from dkl4dstem.experiment import Experiment
+        from dkl4dstem.reports import outputs
+        from dkl4dstem.experiment.loop import Experiment
 
         recorder = outputs.RunRecorder(config)
         experiment = Experiment(instrument, config, session_path=_session_path(args.out), on_event=recorder,
@@ -362,7 +362,7 @@ def _write_outputs(args: argparse.Namespace, survey: numpy.ndarray, config: Expe
                    instrument: typing.Any) -> dict[str, typing.Any] | None:
     """summary.json first, then the ground truth and the figures. A signal (Ctrl-C, SIGTERM, SIGHUP) cuts the
     ground truth short; while the summary and the figures are written it is held until they are done."""
-    from dkl4dstem import outputs
+    from dkl4dstem.reports import outputs
 
     signals = _PostRunSignals()
     try:
@@ -451,9 +451,10 @@ def _main_thread() -> bool:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from dkl4dstem import outputs, preflight
-    from dkl4dstem.reconstruct import reconstruct
-    from dkl4dstem.scalarizers import get_scalarizer
+    from dkl4dstem.reports import outputs
+    from dkl4dstem.experiment import preflight
+    from dkl4dstem.evaluation.reconstruct import reconstruct
+    from dkl4dstem.scalarizers.registry import get_scalarizer
     try:
         fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     except ValueError:
@@ -483,7 +484,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dkl4dstem import outputs
+    from dkl4dstem.reports import outputs
 
     data = outputs.resource_path(DEMO_DATA)
     print(f"dkl4dstem demo: {os.path.basename(data)} (abTEM-simulated Si-doped graphene), figures in {args.out}/")

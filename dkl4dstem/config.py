@@ -9,7 +9,7 @@ import math
 import typing
 
 from dkl4dstem.errors import InputError
-from dkl4dstem.scalarizers import get_scalarizer
+from dkl4dstem.scalarizers.registry import get_scalarizer
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
 

@@ -21,10 +21,10 @@ import zlib
 
 import numpy
 
-from dkl4dstem.diffraction import DetectorCalibration, Measurement
+from dkl4dstem.data.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InstrumentError
 from dkl4dstem.scalarizers import get_scalarizer
-from dkl4dstem.survey import Survey
+from dkl4dstem.data.survey import Survey
 
 FAULTS = ("raise", "error", "timeout", "hang", "nan", "inf", "empty", "wrong_shape", "not_2d", "none")
 
@@ -254,7 +254,8 @@ def report_points_cli(argv: list[str]) -> int:
     """`python -m tests.faults run DATA --out DIR ...`: the real `dkl4dstem` CLI, plus one stdout line
     `MEASURED <n> <y> <x> <value>` (flushed) as soon as the engine reports point n as measured. With
     DKL4DSTEM_FAULTS_FAST=1 the model trains briefly (recorded in the session settings, so a resume does too)."""
-    from dkl4dstem import cli, experiment
+    from dkl4dstem import cli
+    from dkl4dstem.experiment import loop as experiment
 
     original_init = experiment.Experiment.__init__
     fast = os.environ.get("DKL4DSTEM_FAULTS_FAST") == "1"

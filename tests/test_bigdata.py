@@ -8,10 +8,10 @@ import textwrap
 import numpy
 import pytest
 
-from dkl4dstem.bigfile import NpyPatterns
-from dkl4dstem.diffraction import DetectorCalibration
-from dkl4dstem.groundtruth import ground_truth_map
-from dkl4dstem.replay import ReplayInstrument, open_replay
+from dkl4dstem.data.bigfile import NpyPatterns
+from dkl4dstem.data.diffraction import DetectorCalibration
+from dkl4dstem.evaluation.groundtruth import ground_truth_map
+from dkl4dstem.instruments.replay import ReplayInstrument, open_replay
 from dkl4dstem.scalarizers import get_scalarizer
 
 
@@ -64,7 +64,7 @@ def test_a_pass_over_a_large_npy_keeps_rss_bounded(tmp_path) -> None:
     del data
     script = textwrap.dedent(f"""
         import resource
-        from dkl4dstem.replay import open_replay
+        from dkl4dstem.instruments.replay import open_replay
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         instrument = open_replay({str(path)!r})
         image = instrument.survey().image

@@ -8,13 +8,13 @@ import numpy
 import pytest
 import torch
 
-from dkl4dstem.calibration_metrics import baseline_nlpd, calibration_metrics
+from dkl4dstem.evaluation.calibration import baseline_nlpd, calibration_metrics
 from dkl4dstem.experiment import Experiment, ExperimentConfig
-from dkl4dstem.mapping import FeatureSpaceDesign, patch_features
-from dkl4dstem.patches import extract_patches
-from dkl4dstem.posterior import PosteriorCache
-from dkl4dstem.recalibration import PrequentialCalibration, loo_variance_scale
-from dkl4dstem.replay import open_replay
+from dkl4dstem.acquisition.mapping import FeatureSpaceDesign, patch_features
+from dkl4dstem.data.patches import extract_patches
+from dkl4dstem.posterior.cache import PosteriorCache
+from dkl4dstem.posterior.recalibration import PrequentialCalibration, loo_variance_scale
+from dkl4dstem.instruments.replay import open_replay
 
 
 def test_metrics_of_a_gaussian_with_the_right_sigma_hit_the_nominal_coverage() -> None:
@@ -127,7 +127,7 @@ def test_loop_maps_carry_calibrated_sigma_on_abtem_graphene(graphene_path: str, 
     the truth at the unmeasured positions about as often as it claims (loose bounds: one seed, 30 points)."""
     seed = 4
     print("seed", seed, "acquisition", acquisition)
-    from dkl4dstem.groundtruth import ground_truth_map
+    from dkl4dstem.evaluation.groundtruth import ground_truth_map
     from dkl4dstem.scalarizers import get_scalarizer
 
     instrument = open_replay(graphene_path)
@@ -149,8 +149,8 @@ def test_loop_maps_carry_calibrated_sigma_on_abtem_graphene(graphene_path: str, 
 @pytest.mark.slow
 def test_one_shot_fit_on_a_random_subset_has_cross_validated_sigma(graphene_path: str) -> None:
     """`reconstruct.fit_subset` (the benchmark's random-subset maps): sigma from 5-fold CV with fresh fits."""
-    from dkl4dstem.groundtruth import ground_truth_map
-    from dkl4dstem.reconstruct import fit_subset
+    from dkl4dstem.evaluation.groundtruth import ground_truth_map
+    from dkl4dstem.evaluation.reconstruct import fit_subset
     from dkl4dstem.scalarizers import get_scalarizer
 
     seed = 6

@@ -9,14 +9,14 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from dkl4dstem.acquisition import acquisition_values, choose_next
+from dkl4dstem.acquisition.functions import acquisition_values, choose_next
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig
-from dkl4dstem.latentgrid import LatentGrid
-from dkl4dstem.model import DKLModel
-from dkl4dstem.patches import extract_patches
-from dkl4dstem.posterior import PosteriorCache
-from dkl4dstem.trainer import BackgroundTrainer, next_refit
+from dkl4dstem.posterior.latentgrid import LatentGrid
+from dkl4dstem.models.dkl import DKLModel
+from dkl4dstem.data.patches import extract_patches
+from dkl4dstem.posterior.cache import PosteriorCache
+from dkl4dstem.models.trainer import BackgroundTrainer, next_refit
 
 
 def test_patches_are_centred_reflected_and_standardized() -> None:

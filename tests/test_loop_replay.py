@@ -12,7 +12,7 @@ import scipy.optimize
 import scipy.stats
 
 from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
-from dkl4dstem.replay import open_replay
+from dkl4dstem.instruments.replay import open_replay
 from dkl4dstem.scalarizers import get_scalarizer
 
 FAST = dict(initial_iterations=60, update_iterations=10, refit_every=10, refit_iterations=40)
@@ -182,8 +182,8 @@ def test_peer_benchmark_starts_from_the_loops_seed_points(graphene_path: str) ->
 
 def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
     """>= 32,768 positions: the loop's posterior is computed on a latent grid and interpolated to every position."""
-    from dkl4dstem import trainer
-    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.models import trainer
+    from dkl4dstem.instruments.replay import ReplayInstrument
 
     size = 192  # 36,864 positions
     yy, xx = numpy.mgrid[0:size, 0:size]

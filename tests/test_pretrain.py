@@ -9,15 +9,15 @@ import numpy
 import pytest
 import torch
 
-from dkl4dstem import pretrain
+from dkl4dstem.models import pretrain
 from dkl4dstem.cli import main
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import Experiment
-from dkl4dstem.model import DKLModel
-from dkl4dstem.patches import extract_patches
-from dkl4dstem.replay import open_replay
-from dkl4dstem.trainer import BackgroundTrainer
+from dkl4dstem.models.dkl import DKLModel
+from dkl4dstem.data.patches import extract_patches
+from dkl4dstem.instruments.replay import open_replay
+from dkl4dstem.models.trainer import BackgroundTrainer
 
 
 def _region(graphene_path: str, tmp_path, rows: slice, name: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from dkl4dstem.cli import main
 from dkl4dstem.errors import InputError
-from dkl4dstem.replay import open_replay
+from dkl4dstem.instruments.replay import open_replay
 import format_writers
 from format_writers import NEEDS, WRITERS, Case
 

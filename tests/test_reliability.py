@@ -35,11 +35,15 @@ if ROOT not in sys.path:  # `tests.faults:...` scalarizer specs need the reposit
 
 import linear_operator  # noqa: E402
 
-from dkl4dstem import cli, model as model_module, posterior as posterior_module  # noqa: E402
+from dkl4dstem import cli
+
+from dkl4dstem.models import dkl as model_module
+
+from dkl4dstem.posterior import cache as posterior_module
 from dkl4dstem.errors import InputError  # noqa: E402
 from dkl4dstem.experiment import Experiment, ExperimentConfig, ExperimentResult, StepEvent  # noqa: E402
-from dkl4dstem.replay import ReplayInstrument  # noqa: E402
-from dkl4dstem.session import SessionWriter, read_session  # noqa: E402
+from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
+from dkl4dstem.experiment.session import SessionWriter, read_session  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.faults import FaultyInstrument  # noqa: E402
 
@@ -94,7 +98,7 @@ def assert_closed_cleanly(instrument: FaultyInstrument) -> None:
 
 def warnings_logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == ENGINE_LOGGER and r.levelno >= logging.WARNING and text in r.getMessage()]
+            if r.name.startswith(ENGINE_LOGGER) and r.levelno >= logging.WARNING and text in r.getMessage()]
 
 
 def file_digest(path: str) -> str:

@@ -15,14 +15,14 @@ import pytest
 from tests.test_reliability import (FIXTURE, _cli_error, _existing_session, arrays, config,  # noqa: F401
                                     file_digest, replay, run_guarded)
 
-from dkl4dstem import cli  # noqa: E402
+from dkl4dstem import cli
 from dkl4dstem.errors import InputError, InstrumentError  # noqa: E402
 from dkl4dstem.experiment import Experiment  # noqa: E402
-from dkl4dstem.groundtruth import ground_truth_map  # noqa: E402
-from dkl4dstem.replay import ReplayInstrument, open_replay, virtual_adf  # noqa: E402
+from dkl4dstem.evaluation.groundtruth import ground_truth_map  # noqa: E402
+from dkl4dstem.instruments.replay import ReplayInstrument, open_replay, virtual_adf  # noqa: E402
 from dkl4dstem.scalarizers import get_scalarizer  # noqa: E402
-from dkl4dstem.session import read_session  # noqa: E402
-from dkl4dstem.watchdog import TimedMeasure  # noqa: E402
+from dkl4dstem.experiment.session import read_session  # noqa: E402
+from dkl4dstem.instruments.watchdog import TimedMeasure  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.faults import FaultyInstrument  # noqa: E402
 

@@ -115,16 +115,16 @@ def test_help_and_input_errors_load_neither_torch_nor_matplotlib(tmp_path) -> No
 
 
 def test_importing_outputs_and_figures_keeps_the_users_backend() -> None:
-    out = _python("import matplotlib\nmatplotlib.use('svg')\nimport dkl4dstem.outputs, dkl4dstem.figures\n"
+    out = _python("import matplotlib\nmatplotlib.use('svg')\nimport dkl4dstem.reports.outputs, dkl4dstem.reports.figures\n"
                   "import numpy\nfrom matplotlib.figure import Figure\n"
-                  "f = dkl4dstem.figures.reconstruct_figure(numpy.eye(8), numpy.eye(8), [0.5], [numpy.eye(8)], [0.1],"
+                  "f = dkl4dstem.reports.figures.reconstruct_figure(numpy.eye(8), numpy.eye(8), [0.5], [numpy.eye(8)], [0.1],"
                   " 'mrad', 'com_magnitude', nm_per_px=0.05)\n"
                   "print(matplotlib.get_backend(), isinstance(f, Figure), [a.get_label() for a in f.axes][:0])")
     assert out.split()[:2] == ["svg", "True"]
 
 
 def test_overview_uses_one_colour_range_and_labelled_colorbars(run_dir) -> None:
-    from dkl4dstem import figures
+    from dkl4dstem.reports import figures
     truth = numpy.load(run_dir / "maps.npz")["truth"]
     prediction = truth * 0.5
     final = {"prediction": prediction, "uncertainty": numpy.ones_like(truth), "acquisition": -numpy.arange(

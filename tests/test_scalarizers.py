@@ -16,8 +16,8 @@ import numpy
 import pytest
 import scipy.ndimage
 
-from dkl4dstem.bragg import NoBraggDiscsWarning
-from dkl4dstem.diffraction import DetectorCalibration
+from dkl4dstem.scalarizers.bragg import NoBraggDiscsWarning
+from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 from dkl4dstem.scalarizers import ENTRY_POINT_GROUP, Scalarizer, available_scalarizers, get_scalarizer
 

@@ -13,7 +13,7 @@ from nion.data import Calibration, DataAndMetadata  # noqa: E402
 from nion.swift.model import DataItem  # noqa: E402
 from test_swift_plugin import FAST_CONFIG, SwiftTestCase, pump, select  # noqa: E402
 
-from dkl4dstem.diffraction import DetectorCalibration  # noqa: E402
+from dkl4dstem.data.diffraction import DetectorCalibration  # noqa: E402
 from dkl4dstem.scalarizers import get_scalarizer  # noqa: E402
 from nionswift_plugin.dkl4dstem_swift import live_items, replay_item  # noqa: E402
 

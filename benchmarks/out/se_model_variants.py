@@ -6,11 +6,11 @@
 import sys, json, time, math, numpy, gpytorch, torch
 sys.path.insert(0, "/work/main/benchmarks")
 from sample_efficiency import first_hit
-import dkl4dstem.model as M
-import dkl4dstem.trainer as T
+import dkl4dstem.models.dkl as M
+import dkl4dstem.models.trainer as T
 from dkl4dstem.experiment import Experiment, ExperimentConfig
-from dkl4dstem.replay import open_replay
-from dkl4dstem.groundtruth import nrmse
+from dkl4dstem.instruments.replay import open_replay
+from dkl4dstem.evaluation.groundtruth import nrmse
 variant, path, tpath, seeds, steps, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 parts = set(variant.split("+"))
 extra = {}

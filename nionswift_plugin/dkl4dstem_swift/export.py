@@ -1,5 +1,5 @@
 """When a panel run with a session file ends: the run summary (the CLI's summary.json fields, from
-dkl4dstem.outputs) and the final maps beside the session file, and the user's choices added to its settings.
+dkl4dstem.reports.outputs) and the final maps beside the session file, and the user's choices added to its settings.
 
   run1.h5               the engine's session file (every pattern)
   run1.summary.json     outputs.run_summary(...) + the plug-in's fields (region, forced points, positions in nm)
@@ -36,7 +36,7 @@ def plugin_fields(result: typing.Any, calibrations: typing.Sequence[typing.Any],
 def save_run(session_path: str, config: typing.Any, result: typing.Any, survey: numpy.ndarray,
              fields: typing.Mapping[str, typing.Any]) -> list[str]:
     """Write the summary and maps; add the plug-in fields to the session's settings. Returns the files written."""
-    from dkl4dstem import export, outputs
+    from dkl4dstem.reports import export, outputs
     summary_path, maps_path = paths_for(session_path)
     summary = outputs.run_summary(config, result, session_path)
     summary.update(fields)

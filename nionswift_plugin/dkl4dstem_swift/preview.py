@@ -17,7 +17,7 @@ from nion.data import Calibration
 from nion.data import DataAndMetadata
 from nion.swift.model import DataItem
 
-from dkl4dstem.diffraction import DetectorCalibration
+from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
 
 from . import live_items as live_items_module

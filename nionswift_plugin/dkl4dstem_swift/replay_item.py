@@ -24,7 +24,7 @@ from . import live_items as live_items_module
 
 if typing.TYPE_CHECKING:
     from dkl4dstem.config import ExperimentConfig
-    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.instruments.replay import ReplayInstrument
     from nion.swift import DocumentController
     from nion.swift.model import DisplayItem
 
@@ -38,9 +38,9 @@ _runs: dict[int, ReplayRun] = dict()  # one replay per document window
 
 def instrument_from_data_item(data_item: DataItem.DataItem) -> ReplayInstrument:
     """A replay instrument over the item's 4D data and calibrations (InputError when it is not 4D-STEM data)."""
-    from dkl4dstem import readers
-    from dkl4dstem.readers import nion
-    from dkl4dstem.replay import ReplayInstrument
+    from dkl4dstem.data import readers
+    from dkl4dstem.data.readers import nion
+    from dkl4dstem.instruments.replay import ReplayInstrument
     xdata = data_item.xdata
     title = data_item.title or "untitled"
     if xdata is None:

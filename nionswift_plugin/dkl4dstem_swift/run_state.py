@@ -23,7 +23,7 @@ def load_engine_in_background() -> None:
     def load() -> None:
         start = time.perf_counter()
         try:
-            import dkl4dstem.experiment  # noqa: F401
+            import dkl4dstem.experiment.loop  # noqa: F401
             _logger.info("dkl4dstem engine loaded in %.1f s", time.perf_counter() - start)
         except Exception as e:
             _logger.warning("dkl4dstem engine import failed: %s", e)

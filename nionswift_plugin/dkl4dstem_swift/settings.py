@@ -148,7 +148,7 @@ class RunOptions:
     shapes: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)  # region.shapes_on(...)
     exclude_mask: typing.Any = None            # (H, W) bool numpy array or None: True = never measured
     forced: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # measured first, in order
-    resume: typing.Any = None                  # dkl4dstem.session.SessionData to continue
+    resume: typing.Any = None                  # dkl4dstem.experiment.session.SessionData to continue
     reference: typing.Any = None               # the resumed session's vacuum reference (replaces the panel's)
     forced_earlier: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # resumed: forced before
 
@@ -188,7 +188,7 @@ def parse_resume_path(text: str) -> str:
 def parse_init_from(text: str, config: ExperimentConfig) -> str:
     """'' (a fresh model) or an earlier session (.h5, or a run's folder) to start from, checked against these
     settings without torch; the model itself is checked again when the run starts, before any dose."""
-    from dkl4dstem import transfer
+    from dkl4dstem.models import transfer
     text = str(text or "").strip()
     if not text:
         return ""

@@ -21,11 +21,11 @@ from nion.data import DataAndMetadata
 from nion.instrumentation import HardwareSource
 from nion.utils import Geometry
 
-from dkl4dstem.diffraction import DetectorCalibration
-from dkl4dstem.diffraction import Measurement
+from dkl4dstem.data.diffraction import DetectorCalibration
+from dkl4dstem.data.diffraction import Measurement
 from dkl4dstem.errors import InputError
 from dkl4dstem.errors import InstrumentError
-from dkl4dstem.survey import Survey
+from dkl4dstem.data.survey import Survey
 
 _logger = logging.getLogger(__name__)
 

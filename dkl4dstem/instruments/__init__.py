@@ -1,0 +1,1 @@
+"""Where patterns come from: the Instrument protocol, replay of a 4D file, the measure() time limit."""

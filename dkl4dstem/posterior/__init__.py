@@ -1,0 +1,1 @@
+"""The GP posterior over every candidate position: incremental updates, latent grid, calibrated sigma."""

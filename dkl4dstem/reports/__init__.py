@@ -1,0 +1,1 @@
+"""What a run leaves behind: progress, summary.json, figures, maps.npz and results.emd."""
