@@ -2,7 +2,7 @@
 
 ExperimentConfig is the one place where a run setting, its default and its valid range are defined: the CLI
 (`--set NAME=VALUE`), the Swift panel and the Python API all build one and call `validate`. Kept free of torch
-imports so the CLI and the Swift panel can check input instantly.
+(and of numpy until a config is checked) so the CLI and the Swift panel can check input instantly.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import re
 import typing
 
 from dkl4dstem.errors import InputError
-from dkl4dstem.scalarizers.registry import get_scalarizer
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's range (numpy's default_rng takes any non-negative integer)
@@ -71,6 +70,8 @@ class ExperimentConfig:
         if self.seeds == 0 and not self.init_from:
             raise InputError("seeds must be a positive integer, got 0 (0 seed points need a model to start from: "
                              "--init-from)")
+        from dkl4dstem.scalarizers.registry import get_scalarizer  # numpy: only once a config is checked
+
         get_scalarizer(self.scalarizer)  # an unknown name is its own message ("unknown scalarizer ...")
         if self.scalarizer_params:
             try:

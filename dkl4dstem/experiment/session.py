@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
-import hashlib
 import io
 import json
-import math
 import os
 import re
-import threading
 import time
 import typing
 import warnings
@@ -35,11 +31,17 @@ import h5py
 import numpy
 
 from dkl4dstem.errors import InputError, StorageError
+from dkl4dstem.experiment.checksums import data_fingerprint, resume_differences, row_checksum
+from dkl4dstem.experiment.lock import SessionLock
+
+__all__ = ["SessionData", "SessionWriter", "read_session", "SessionLock", "row_checksum", "data_fingerprint",
+           "resume_differences"]  # the lock and the checksums live in lock.py / checksums.py
 
 PHASES = {"seed": 0, "step": 1}
 ROW_FIELDS = ("position", "value", "timestamp", "phase", "pattern")
 RESERVE_BYTES = 256 << 10  # free space kept on the disk besides a few rows, so a row is never half written
-FINGERPRINT_SAMPLES = 64  # patterns hashed for the data fingerprint (evenly spread over the scan)
+
+
 @dataclasses.dataclass
 class SessionData:
     settings: dict[str, typing.Any]
@@ -52,140 +54,6 @@ class SessionData:
     patterns: numpy.ndarray
     model_state: dict[str, typing.Any] | None
     torn_rows: int = 0  # rows beyond the committed count (cut short by a kill or a failed write), dropped
-
-
-class SessionLock:
-    """Exclusive lock on one session file (`<file>.lock`, flock) before anything is opened for writing.
-
-    Re-entrant within a thread (the CLI locks, then the engine's writer locks again); a second process, or another
-    thread of this one (a second Swift panel), is refused with a one-line InputError."""
-
-    _held: dict[tuple[str, int], tuple[int, int]] = {}  # (lock path, thread) -> (fd, depth)
-    _guard = threading.Lock()
-
-    def __init__(self, session_path: str | os.PathLike[str]) -> None:
-        self.path = os.path.realpath(os.fspath(session_path)) + ".lock"
-        self.key = (self.path, threading.get_ident())
-        with self._guard:
-            if self.key in self._held:
-                fd, depth = self._held[self.key]
-                self._held[self.key] = (fd, depth + 1)
-                return
-            self._held[self.key] = (self._lock(), 1)
-
-    def _lock(self) -> int:
-        folder = os.path.dirname(self.path)
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise InputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                owner = _read_owner(fd)
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise InputError(f"{self.path[:-5]} is in use by another run{owner}; wait for it to end or "
-                                     "choose another --out") from None
-                raise InputError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-            if _same_file(fd, self.path):
-                break
-            os.close(fd)  # the holder released and removed it between our open and flock: take the new file
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass  # the pid is a courtesy for the message above; the flock is what counts
-        return fd
-
-    def release(self) -> None:
-        with self._guard:
-            entry = self._held.get(self.key)
-            if entry is None:
-                return
-            fd, depth = entry
-            if depth > 1:
-                self._held[self.key] = (fd, depth - 1)
-                return
-            del self._held[self.key]
-        try:
-            os.unlink(self.path)  # while still locked: a run that opened it meanwhile sees it is gone and retries
-        except OSError:
-            pass
-        os.close(fd)  # closing the descriptor releases the flock
-
-    def __enter__(self) -> SessionLock:
-        return self
-
-    def __exit__(self, *exc: typing.Any) -> None:
-        self.release()
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except OSError:
-        return False
-
-
-def _read_owner(fd: int) -> str:
-    try:
-        pid = os.pread(fd, 32, 0).decode().strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
-
-
-def row_checksum(position: typing.Any, value: float, timestamp: float, phase: int, pattern: numpy.ndarray) -> int:
-    """BLAKE2b-64 of one row as stored (int32 position, float64 value/timestamp, int8 phase, float32 pattern)."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(numpy.asarray(position, dtype="<i4").tobytes())
-    digest.update(numpy.asarray([value, timestamp], dtype="<f8").tobytes())
-    digest.update(numpy.asarray(phase, dtype="i1").tobytes())
-    digest.update(numpy.ascontiguousarray(pattern, dtype="<f4").tobytes())
-    return int.from_bytes(digest.digest(), "little")
-
-
-def data_fingerprint(data: typing.Any) -> dict[str, typing.Any]:
-    """Shape, dtype and a hash of a fixed sample of patterns: tells 'the same data' apart from 'other data with the
-    same survey' on resume, without reading a file of many GB in full."""
-    shape = tuple(int(n) for n in data.shape)
-    count = shape[0] * shape[1]
-    digest = hashlib.sha256(repr(shape).encode())
-    for index in sorted({int(i) for i in numpy.linspace(0, count - 1, min(FINGERPRINT_SAMPLES, count))}):
-        pattern = numpy.asarray(data[index // shape[1], index % shape[1]])
-        digest.update(numpy.ascontiguousarray(pattern, dtype="<f8").tobytes())
-    return {"shape": list(shape), "dtype": str(numpy.dtype(data.dtype)), "patterns_sha256": digest.hexdigest()}
-
-
-def resume_differences(stored: dict[str, typing.Any], current: dict[str, typing.Any]) -> list[str]:
-    """What a resume would change that mixes incompatible rows in one session: data, scalarizer, its parameters,
-    the window. ('steps', 'acquisition' and the like may change: they do not change what a row means.)"""
-    differences = []
-    for key in ("scalarizer", "scalarizer_params", "window", "data_fingerprint"):
-        if key not in stored or key not in current:
-            continue  # a session from an older version has no fingerprint
-        old, new = stored[key], current[key]
-        if key == "scalarizer_params":
-            old, new = _params(old), _params(new)
-        if old != new:
-            what = "the data (sampled patterns, shape or dtype)" if key == "data_fingerprint" else key
-            differences.append(what if key == "data_fingerprint" else f"{what}: session {old!r}, now {new!r}")
-    return differences
-
-
-def _params(params: dict[str, typing.Any]) -> dict[str, typing.Any]:
-    """Parameters compared by value; NaN (= the default) equals NaN."""
-    values = {}
-    for key, value in (params or {}).items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            values[key] = value
-            continue
-        values[key] = "default" if math.isnan(number) else number
-    return values
 
 
 class SessionWriter:
@@ -481,3 +349,4 @@ def _latest_model_state(file: h5py.File) -> dict[str, typing.Any] | None:
             warnings.warn(f"session model checkpoint {name} is unreadable and was skipped: {exc}", RuntimeWarning,
                           stacklevel=3)
     return None
+
