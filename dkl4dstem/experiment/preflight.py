@@ -11,7 +11,8 @@ import numpy
 
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
-from dkl4dstem.scalarizers.registry import Scalarizer, builtin_scalarizer, reference_center_px
+from dkl4dstem.scalarizers.reference import reference_center_px
+from dkl4dstem.scalarizers.registry import Scalarizer, builtin_scalarizer
 
 VIRTUAL_DETECTORS = ("vbf", "vabf", "vadf")
 

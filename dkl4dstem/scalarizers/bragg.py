@@ -16,6 +16,7 @@ import numpy
 
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
+from dkl4dstem.scalarizers.reference import reference_center_px, reference_disc_radius_px
 
 DEFAULTS: dict[str, float] = {
     "min_score": 0.5,  # NCC threshold for a disc (1 = identical to the probe)
@@ -65,8 +66,6 @@ def _template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[flo
 
 
 def _make_template(reference: numpy.ndarray) -> tuple[numpy.ndarray, float, tuple[float, float]]:
-    from dkl4dstem.scalarizers.registry import reference_center_px, reference_disc_radius_px
-
     ref = numpy.asarray(reference, dtype=numpy.float64)
     center = reference_center_px(DetectorCalibration(reference=reference), ref.shape)
     radius = reference_disc_radius_px(reference)

@@ -1,36 +1,25 @@
 """Scalarizers: one diffraction pattern (+ its calibration) -> one float that the experiment optimises.
 
 Why a registry: the user names the physics on the command line (`--scalarizer com_magnitude`), plugs in their own
-function (`mypkg.mymod:func`) or installs one under the entry point group ``dkl4dstem.scalarizers.registry``.
-
-Conventions (all builtins):
-* Pattern axes are (det_y, det_x); det_x is the column axis. x/y below are detector column/row directions.
-* Origin: the centre of mass (CoM) of the vacuum reference when there is one, otherwise the pattern centre
-  ((n - 1) / 2 along each axis). CoM values are therefore beam *deflections* relative to the undisturbed probe.
-* Units: mrad when ``calibration.mrad_per_px`` is known, otherwise detector pixels; angles in radians.
-* Virtual detectors return the *sum* of the intensity in the region (abTEM's AnnularDetector normalisation),
-  with the mask ``inner <= r < outer`` evaluated at pixel centres.
-
-These run once per probe position on the microscope, so the hot paths use cached coordinate vectors and masks
-(tens of microseconds for a 64 x 64 pattern).
+function (`mypkg.mymod:func`) or installs one under the entry point group ``dkl4dstem.scalarizers``. The builtins'
+physics is in physics.py (CoM, virtual detectors) and bragg.py; their origin in reference.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import importlib.metadata
 import inspect
 import math
 import numbers
-import weakref
 from typing import Any, Callable
 
 import numpy
 
-from dkl4dstem.scalarizers import bragg
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
+from dkl4dstem.scalarizers import bragg, physics
+from dkl4dstem.scalarizers.physics import com_angle, com_magnitude, com_x, com_y, vabf, vadf, vbf
 
 ENTRY_POINT_GROUP = "dkl4dstem.scalarizers"
 _ANGULAR_UNITS = ("mrad",)  # calibrated units that fall back to "px" without mrad_per_px
@@ -98,177 +87,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# --------------------------------------------------------------------------------------------------- helpers
-
-@functools.lru_cache(maxsize=16)
-def _coordinates(shape: tuple[int, int]) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Pixel-centre coordinate vectors (y, x) for a detector shape, cached because shapes never change."""
-    ys, xs = numpy.arange(shape[0], dtype=numpy.float64), numpy.arange(shape[1], dtype=numpy.float64)
-    ys.flags.writeable = xs.flags.writeable = False  # shared through the cache
-    return ys, xs
-
-
-def _as_pattern(pattern: numpy.ndarray) -> numpy.ndarray:
-    array = numpy.asarray(pattern)
-    if array.ndim != 2:
-        raise InputError(f"a diffraction pattern must be 2-D (det_y, det_x), got shape {array.shape}")
-    return array.astype(numpy.float64, copy=False)
-
-
-def _com_px(array: numpy.ndarray) -> tuple[float, float]:
-    """Centre of mass (y, x) in pixel coordinates via the two marginals (2 passes, no 2-D temporaries)."""
-    ys, xs = _coordinates(array.shape)
-    total = array.sum()
-    if not total > 0:
-        return math.nan, math.nan
-    return float(array.sum(axis=1) @ ys) / total, float(array.sum(axis=0) @ xs) / total
-
-
-_REFERENCE_CACHE: dict[int, tuple[weakref.ref, tuple[float, float], float]] = {}
-
-
-def reference_center_px(calibration: DetectorCalibration, shape: tuple[int, int]) -> tuple[float, float]:
-    """Origin (y, x) in px: CoM of the vacuum reference, else the pattern centre ((n - 1) / 2)."""
-    ref = calibration.reference
-    if ref is None:
-        return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
-    if tuple(ref.shape) != tuple(shape):
-        raise InputError(f"pattern shape {tuple(shape)} differs from the vacuum reference shape {tuple(ref.shape)}")
-    return _reference_stats(ref)[0]
-
-
-def reference_disc_radius_px(reference: numpy.ndarray) -> float:
-    """Radius (px) of the vacuum probe's disc: sqrt(total / plateau intensity / pi), plateau = mean above half max."""
-    return _reference_stats(reference)[1]
-
-
-def _reference_stats(ref: numpy.ndarray) -> tuple[tuple[float, float], float]:
-    """(CoM (y, x), disc radius) of the reference, cached: the reference is treated as immutable."""
-    entry = _REFERENCE_CACHE.get(id(ref))
-    if entry is not None and entry[0]() is ref:
-        return entry[1], entry[2]
-    array = _as_pattern(ref)
-    center = _com_px(array)
-    if math.isnan(center[0]):
-        raise InputError("the vacuum reference pattern has no positive intensity")
-    plateau = array[array > 0.5 * array.max()].mean()
-    radius = math.sqrt(array.sum() / plateau / math.pi)  # equivalent-area radius: robust to a soft edge
-    try:
-        if len(_REFERENCE_CACHE) > 32:  # references rarely change; drop stale entries wholesale
-            _REFERENCE_CACHE.clear()
-        _REFERENCE_CACHE[id(ref)] = (weakref.ref(ref), center, radius)
-    except TypeError:  # not weak-referenceable (e.g. a memmap subclass in some versions): just don't cache
-        pass
-    return center, radius
-
-
-def _scale(calibration: DetectorCalibration) -> float:
-    return 1.0 if calibration.mrad_per_px is None else float(calibration.mrad_per_px)
-
-
-# ------------------------------------------------------------------------------------------ centre of mass
-
-def _com_offset(pattern: numpy.ndarray, calibration: DetectorCalibration) -> tuple[float, float]:
-    """CoM shift (x, y) relative to the origin, in mrad (or px when uncalibrated)."""
-    array = _as_pattern(pattern)
-    cy, cx = _com_px(array)
-    oy, ox = reference_center_px(calibration, array.shape)
-    s = _scale(calibration)
-    return (cx - ox) * s, (cy - oy) * s
-
-
-def com_x(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
-    """CoM shift along det_x (columns) relative to the vacuum reference's CoM; mrad, or px uncalibrated."""
-    return _com_offset(pattern, calibration)[0]
-
-
-def com_y(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
-    """CoM shift along det_y (rows, pointing down the array) relative to the reference's CoM; mrad or px."""
-    return _com_offset(pattern, calibration)[1]
-
-
-def com_magnitude(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
-    """|CoM shift| = hypot(com_x, com_y): the beam deflection, largest next to heavy atoms."""
-    return math.hypot(*_com_offset(pattern, calibration))
-
-
-def com_angle(pattern: numpy.ndarray, calibration: DetectorCalibration) -> float:
-    """Direction of the CoM shift, atan2(com_y, com_x) in radians in the detector frame (y down)."""
-    x, y = _com_offset(pattern, calibration)
-    return math.atan2(y, x)
-
-
-# -------------------------------------------------------------------------------------- virtual detectors
-
-def _alpha_px(calibration: DetectorCalibration) -> float:
-    """Convergence semi-angle in detector pixels: from the calibration, else the reference disc radius."""
-    if calibration.semiangle_mrad is not None and calibration.mrad_per_px is not None:
-        return float(calibration.semiangle_mrad) / float(calibration.mrad_per_px)
-    if calibration.reference is not None:
-        return reference_disc_radius_px(calibration.reference)
-    raise InputError("virtual detector radii default to the convergence semi-angle: give semiangle_mrad and "
-                     "mrad_per_px (or a vacuum reference), or set inner_mrad/outer_mrad explicitly")
-
-
-@functools.lru_cache(maxsize=64)
-def _annulus(shape: tuple[int, int], cy: float, cx: float, inner_px: float, outer_px: float) -> numpy.ndarray:
-    """Flat float mask inner <= r < outer (pixel centres, as abTEM's AnnularDetector); cached per geometry."""
-    ys, xs = _coordinates(shape)
-    r2 = (ys[:, None] - cy) ** 2 + (xs[None, :] - cx) ** 2
-    mask = (r2 >= inner_px ** 2) & (r2 < outer_px ** 2)
-    flat = mask.ravel().astype(numpy.float64)
-    flat.flags.writeable = False  # shared through the cache
-    return flat
-
-
-def _virtual(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float, outer_mrad: float,
-             default: Callable[[float, float], tuple[float, float]]) -> float:
-    """Sum of intensity in inner <= r < outer around the reference CoM. NaN radii -> `default(alpha, edge)` (px).
-
-    Radii are mrad when mrad_per_px is known; without it the same parameters are read as pixels."""
-    array = _as_pattern(pattern)
-    cy, cx = reference_center_px(calibration, array.shape)
-    s = _scale(calibration)
-    inner, outer = inner_mrad / s, outer_mrad / s
-    if math.isnan(inner) or math.isnan(outer):
-        # edge: largest circle that stays on the detector (to the outer edge of the border pixels)
-        edge = min(cy, cx, array.shape[0] - 1 - cy, array.shape[1] - 1 - cx) + 0.5
-        d_inner, d_outer = default(_alpha_px(calibration), edge)
-        inner = d_inner if math.isnan(inner) else inner
-        outer = d_outer if math.isnan(outer) else outer
-    if not 0 <= inner < outer:
-        raise InputError(f"virtual detector needs 0 <= inner < outer, got {inner * s:g} and {outer * s:g} "
-                         f"({'mrad' if calibration.mrad_per_px else 'px'}); the defaults follow the convergence "
-                         "semi-angle and the detector edge: set inner_mrad/outer_mrad explicitly")
-    mask = _annulus(array.shape, round(cy, 6), round(cx, 6), round(inner, 9), round(outer, 9))
-    return float(array.ravel() @ mask)
-
-
-def vbf(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float = math.nan,
-        outer_mrad: float = math.nan) -> float:
-    """Virtual bright field: summed intensity in the disc; default 0 .. alpha (the whole central disc)."""
-    return _virtual(pattern, calibration, inner_mrad, outer_mrad, lambda a, edge: (0.0, min(a, edge)))
-
-
-def vabf(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float = math.nan,
-         outer_mrad: float = math.nan) -> float:
-    """Virtual annular bright field: default alpha/2 .. alpha (outer half of the disc, sees light atoms)."""
-    return _virtual(pattern, calibration, inner_mrad, outer_mrad, lambda a, edge: (a / 2, min(a, edge)))
-
-
-def vadf(pattern: numpy.ndarray, calibration: DetectorCalibration, inner_mrad: float = math.nan,
-         outer_mrad: float = math.nan) -> float:
-    """Virtual annular dark field: default alpha .. min(3 alpha, detector edge) (scattering out of the disc)."""
-    return _virtual(pattern, calibration, inner_mrad, outer_mrad, lambda a, edge: (a, min(3 * a, edge)))
-
-
-def _validate_radii(params: dict[str, float]) -> None:
-    inner, outer = params["inner_mrad"], params["outer_mrad"]
-    if (not math.isnan(inner) and inner < 0) or (not math.isnan(outer) and outer <= 0):
-        raise InputError(f"virtual detector radii must be positive, got inner={inner:g}, outer={outer:g}")
-    if not math.isnan(inner) and not math.isnan(outer) and inner >= outer:
-        raise InputError(f"virtual detector needs inner_mrad < outer_mrad, got {inner:g} >= {outer:g}")
-
 
 # ------------------------------------------------------------------------------------------------ registry
 
@@ -292,7 +110,7 @@ _BUILTINS: dict[str, Scalarizer] = {
     ]
 }
 _VALIDATORS: dict[str, Callable[[dict[str, float]], None]] = {
-    "vbf": _validate_radii, "vabf": _validate_radii, "vadf": _validate_radii, "bragg_distance": bragg.validate_params,
+    "vbf": physics.validate_radii, "vabf": physics.validate_radii, "vadf": physics.validate_radii, "bragg_distance": bragg.validate_params,
 }
 
 
@@ -313,7 +131,7 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def available_scalarizers() -> list[str]:
-    """Builtin names plus installed entry points (group ``dkl4dstem.scalarizers.registry``)."""
+    """Builtin names plus installed entry points (group ``dkl4dstem.scalarizers``)."""
     return sorted(set(_BUILTINS) | set(_entry_points()))
 
 

@@ -1,8 +1,8 @@
 """When a panel run with a session file ends: the run summary (the CLI's summary.json fields, from
-dkl4dstem.reports.outputs) and the final maps beside the session file, and the user's choices added to its settings.
+dkl4dstem.reports.summary) and the final maps beside the session file, and the user's choices added to its settings.
 
   run1.h5               the engine's session file (every pattern)
-  run1.summary.json     outputs.run_summary(...) + the plug-in's fields (region, forced points, positions in nm)
+  run1.summary.json     summary.run_summary(...) + the plug-in's fields (region, forced points, positions in nm)
   run1.maps.npz         the CLI's maps.npz: prediction, uncertainty, acquisition, measured (bool)
 Runs on a worker thread (matplotlib and h5py are imported there, not on the UI thread).
 """
@@ -36,12 +36,13 @@ def plugin_fields(result: typing.Any, calibrations: typing.Sequence[typing.Any],
 def save_run(session_path: str, config: typing.Any, result: typing.Any, survey: numpy.ndarray,
              fields: typing.Mapping[str, typing.Any]) -> list[str]:
     """Write the summary and maps; add the plug-in fields to the session's settings. Returns the files written."""
-    from dkl4dstem.reports import export, outputs
+    from dkl4dstem.reports import export
+    from dkl4dstem.reports.summary import run_summary, write_summary
     summary_path, maps_path = paths_for(session_path)
-    summary = outputs.run_summary(config, result, session_path)
+    summary = run_summary(config, result, session_path)
     summary.update(fields)
     summary["session"] = os.path.abspath(session_path)
-    outputs.write_summary(summary_path, summary)
+    write_summary(summary_path, summary)
     maps = {name: getattr(result, name) for name in ("prediction", "uncertainty", "acquisition")}
     height, width = survey.shape
     export.write_maps_npz(maps_path, (height, width), maps, result.visited, truth=None)  # the CLI's maps.npz keys

@@ -67,17 +67,20 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.binning = Model.PropertyModel[str]("8")
         self.scalarizer_names = Model.PropertyModel[list[str]](self.__available_scalarizers())
         names = self.scalarizer_names.value or []
-        self.scalarizer_index = Model.PropertyModel[int](names.index("vbf") if "vbf" in names else 0)
+        default_scalarizer = settings_module.PANEL_SCALARIZER
+        self.scalarizer_index = Model.PropertyModel[int](names.index(default_scalarizer) if default_scalarizer in names
+                                                         else 0)
         self.scalarizer_params = Model.PropertyModel[str]("")
         self.scalarizer_hint = Model.PropertyModel[str]("")
         self.reference_text = Model.PropertyModel[str](_("Reference: none"))
-        self.window = Model.PropertyModel[str]("12")
-        self.seeds = Model.PropertyModel[str]("10")
-        self.steps = Model.PropertyModel[str]("50")
-        self.acquisition_index = Model.PropertyModel[int](0)
-        self.xi = Model.PropertyModel[str]("0.01")
-        self.beta = Model.PropertyModel[str]("4")
-        self.goal_index = Model.PropertyModel[int](0)
+        self.window = Model.PropertyModel[str](settings_module.default_text("window"))
+        self.seeds = Model.PropertyModel[str](settings_module.default_text("seeds"))
+        self.steps = Model.PropertyModel[str](settings_module.default_text("steps"))
+        self.acquisition_index = Model.PropertyModel[int](
+            settings_module.ACQUISITION_FUNCTIONS.index(settings_module.config_module.DEFAULTS.acquisition))
+        self.xi = Model.PropertyModel[str](settings_module.default_text("xi"))
+        self.beta = Model.PropertyModel[str](settings_module.default_text("beta"))
+        self.goal_index = Model.PropertyModel[int](0 if settings_module.config_module.DEFAULTS.maximize else 1)
         self.after_run_index = Model.PropertyModel[int](0)
         self.session_path = Model.PropertyModel[str]("")
         self.init_from = Model.PropertyModel[str]("")  # start from an earlier session's model (transfer.py)
@@ -279,7 +282,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
     def scalarizer_name(self) -> str:
         names = self.scalarizer_names.value or []
         index = self.scalarizer_index.value or 0
-        return names[index] if 0 <= index < len(names) else "vbf"
+        return names[index] if 0 <= index < len(names) else settings_module.PANEL_SCALARIZER
 
     def set_scalarizer(self, name: str) -> None:
         self.scalarizer_index.value = (self.scalarizer_names.value or []).index(name)
@@ -305,13 +308,14 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         acquisition_index = min(max(self.acquisition_index.value or 0, 0), len(p.ACQUISITION_FUNCTIONS) - 1)
         engine_settings: dict[str, typing.Any] = dict(
             scalarizer=name, scalarizer_params=params,
-            window=p.parse_int(self.window.value or "", "Window", 1),
-            seeds=p.parse_int(self.seeds.value or "", "Seed points", 0 if (self.init_from.value or "").strip() else 1),
-            steps=p.parse_int(self.steps.value or "", "Steps", 0),
+            window=p.parse_field(self.window.value or "", "Window", "window"),
+            seeds=p.parse_field(self.seeds.value or "", "Seed points", "seeds",
+                                0 if (self.init_from.value or "").strip() else 1),  # 0: a model to start from
+            steps=p.parse_field(self.steps.value or "", "Steps", "steps"),
             acquisition=p.ACQUISITION_FUNCTIONS[acquisition_index],
-            xi=p.parse_float(self.xi.value or "", "xi", 0.0), beta=p.parse_float(self.beta.value or "", "beta", 0.0),
+            xi=p.parse_field(self.xi.value or "", "xi", "xi"), beta=p.parse_field(self.beta.value or "", "beta", "beta"),
             maximize=(self.goal_index.value or 0) == 0,
-            wait_for_training=False)  # live: the microscope never waits for the network
+            wait_for_training=p.PANEL_WAIT_FOR_TRAINING)
         config = ExperimentConfig(**(engine_settings | self.extra_config))
         config.init_from = p.parse_init_from(self.init_from.value or "", config) or None
         return p.RunSettings(

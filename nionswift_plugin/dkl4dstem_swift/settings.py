@@ -6,14 +6,22 @@ import math
 import pathlib
 import typing
 
-from dkl4dstem.config import ExperimentConfig  # torch-free: instant validation in the panel
+from dkl4dstem import config as config_module  # torch-free: instant validation in the panel
+from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 
 from . import swift_instrument
 
-ACQUISITION_FUNCTIONS = ("ei", "ucb", "uncertainty", "map")
-ACQUISITION_LABELS = ("Expected improvement (xi)", "Upper confidence bound (beta)", "Max uncertainty",
-                      "Best map (integrated variance)")
+ACQUISITION_FUNCTIONS = config_module.ACQUISITIONS  # the engine's choices, in the engine's order
+_LABELS = {"ei": "Expected improvement (xi)", "ucb": "Upper confidence bound (beta)", "uncertainty": "Max uncertainty",
+           "map": "Best map (integrated variance)"}
+ACQUISITION_LABELS = tuple(_LABELS.get(name, name) for name in ACQUISITION_FUNCTIONS)
+
+# The panel's fields start from the engine's defaults (ExperimentConfig), except where a live session differs:
+PANEL_SCALARIZER = "vbf"  # needs no vacuum reference (the CoM's origin does) and, on usim and thin samples, the
+                          # central disc dims where the sample scatters while the CoM barely moves (docs/SWIFT.md)
+PANEL_STEPS = 50          # every step is dose and beam time on a live sample: a first run is short; Continue adds more
+PANEL_WAIT_FOR_TRAINING = False  # the microscope never waits for the network (a replay waits: reproducible)
 AFTER_RUN_CHOICES = ("release", "park")
 AFTER_RUN_LABELS = ("Release probe (scan resumes)", "Park probe at 'park' mark")
 
@@ -46,6 +54,22 @@ def parse_float(text: str, name: str, minimum: float | None = None, maximum: flo
     if maximum is not None and value > maximum:
         raise InputError(f"{name} must be at most {maximum:g}, got {value:g}")
     return value
+
+
+def default_text(name: str) -> str:
+    """A panel field's initial text: the engine's default of that setting (PANEL_STEPS for steps)."""
+    value = PANEL_STEPS if name == "steps" else getattr(config_module.DEFAULTS, name)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_field(text: str, label: str, name: str, minimum: float | None = None) -> typing.Any:
+    """A number typed in the panel for the engine setting `name`, in that setting's range (ExperimentConfig's rule);
+    the message names the panel's label. `minimum` overrides the rule's lower bound."""
+    rule = config_module.RULES[name]
+    lower = rule.minimum if minimum is None else minimum
+    if rule.kind == "int":
+        return parse_int(text, label, None if lower is None else int(lower))
+    return parse_float(text, label, lower, exclusive_minimum=rule.strict and minimum is None)
 
 
 def format_params(params: typing.Mapping[str, typing.Any]) -> str:
@@ -164,12 +188,7 @@ class RunOptions:
 
 def config_from_session(stored: typing.Mapping[str, typing.Any], **overrides: typing.Any) -> ExperimentConfig:
     """The engine settings a session file was recorded with (as `dkl4dstem run --resume`), some overridden."""
-    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
-    values: dict[str, typing.Any] = {k: v for k, v in stored.items() if k in fields}
-    if "hidden" in values:
-        values["hidden"] = tuple(values["hidden"])
-    values.update(overrides)
-    return ExperimentConfig(**values)
+    return ExperimentConfig.from_settings(stored, **overrides)
 
 
 def parse_resume_path(text: str) -> str:
