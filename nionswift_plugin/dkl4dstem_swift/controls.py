@@ -311,7 +311,8 @@ class ControlsMixin:
         stored = session.settings
         done = len(session.positions)
         panel_settings = self.collect_settings(check_session=False)
-        config = settings_module.config_from_session(stored, steps=panel_settings.config.steps, wait_for_training=settings_module.PANEL_WAIT_FOR_TRAINING)
+        config = settings_module.config_from_session(stored, steps=panel_settings.config.steps,
+                                                     wait_for_training=settings_module.PANEL_WAIT_FOR_TRAINING)
         if config.seeds + config.steps <= done:
             raise InputError(f"the session already has {done} measurements ({config.seeds} seeds + "
                              f"{max(done - config.seeds, 0)} steps); set Steps above {max(done - config.seeds, 0)} "

@@ -313,7 +313,8 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
                                 0 if (self.init_from.value or "").strip() else 1),  # 0: a model to start from
             steps=p.parse_field(self.steps.value or "", "Steps", "steps"),
             acquisition=p.ACQUISITION_FUNCTIONS[acquisition_index],
-            xi=p.parse_field(self.xi.value or "", "xi", "xi"), beta=p.parse_field(self.beta.value or "", "beta", "beta"),
+            xi=p.parse_field(self.xi.value or "", "xi", "xi"),
+            beta=p.parse_field(self.beta.value or "", "beta", "beta"),
             maximize=(self.goal_index.value or 0) == 0,
             wait_for_training=p.PANEL_WAIT_FOR_TRAINING)
         config = ExperimentConfig(**(engine_settings | self.extra_config))
