@@ -253,18 +253,16 @@ FAST_TRAINING = {"initial_iterations": 20, "update_iterations": 5, "refit_iterat
 def report_points_cli(argv: list[str]) -> int:
     """`python -m tests.faults run DATA --out DIR ...`: the real `dkl4dstem` CLI, plus one stdout line
     `MEASURED <n> <y> <x> <value>` (flushed) as soon as the engine reports point n as measured. With
-    DKL4DSTEM_FAULTS_FAST=1 the model trains briefly (recorded in the session settings, so a resume does too)."""
+    DKL4DSTEM_FAULTS_FAST=1 the model trains briefly (`--set`, recorded in the session settings)."""
     from dkl4dstem import cli
     from dkl4dstem.experiment import loop as experiment
 
     original_init = experiment.Experiment.__init__
-    fast = os.environ.get("DKL4DSTEM_FAULTS_FAST") == "1"
+    if os.environ.get("DKL4DSTEM_FAULTS_FAST") == "1" and argv[:1] == ["run"]:
+        argv = [*argv, *(f"--set={name}={value}" for name, value in FAST_TRAINING.items())]
 
     def init(self: experiment.Experiment, instrument: typing.Any, config: experiment.ExperimentConfig,
              **kwargs: typing.Any) -> None:
-        if fast:
-            for name, value in FAST_TRAINING.items():
-                setattr(config, name, value)
         listener = kwargs.get("on_event")
         reported = [0]
 

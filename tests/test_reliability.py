@@ -829,7 +829,7 @@ def test_experiment_api_refuses_bad_settings_before_measuring(arrays: dict[str, 
     """The Python API raises InputError from run() before any dose is spent (and still closes the instrument)."""
     for overrides, message in [({"window": 0}, "window must be a positive integer"),
                                ({"seeds": 600, "steps": 600}, "more than the 1024 candidate"),
-                               ({"xi": -1.0}, "xi must be a positive number"),
+                               ({"xi": -1.0}, "xi must be zero or a positive number"),
                                ({"scalarizer": "nonexistent"}, "unknown scalarizer"),
                                ({"acquisition": "greedy"}, "unknown acquisition")]:
         instrument = FaultyInstrument(replay(arrays))
