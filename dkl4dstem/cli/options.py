@@ -70,9 +70,9 @@ def experiment_config(args: argparse.Namespace, stored: dict[str, typing.Any] | 
     flags = {"minimize": ("maximize", False), "exact_posterior": ("latent_grid", False),
              "noiseless_acquisition": ("observation_noise", False), "no_pretrain": ("pretrain", False)}
     values.update(setting for flag, setting in flags.items() if getattr(args, flag, None))
-    overrides.pop("init_from", None)
-    if init_from(args):
+    if "init_from" in overrides or getattr(args, "init_from", None):
         values["init_from"] = init_from(args)
+        overrides.pop("init_from", None)
     config = ExperimentConfig.from_settings(stored or {}, **{**values, **overrides})
     config.validate_fields()
     return config
