@@ -113,7 +113,8 @@ class Rule:
             self._check_number(name, value)
         elif self.kind == "ints":
             if (not isinstance(value, (tuple, list)) or not value
-                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)):
+                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1
+                               for v in value)):
                 raise InputError(f"{name} must be one or more positive layer widths (e.g. 64,64), got {value!r}")
         elif self.kind == "params":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -127,15 +128,17 @@ class Rule:
 
     def _check_number(self, name: str, value: typing.Any) -> None:
         integral = self.kind == "int"
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral if integral else numbers.Real):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or integral and not isinstance(value, numbers.Integral)):
             raise InputError(f"{name} must be {'an integer' if integral else 'a number'}, got {value!r}")
-        if not integral and not math.isfinite(value):
+        number = int(value) if isinstance(value, numbers.Integral) else float(value)  # int: exact for large seeds
+        if not math.isfinite(number):
             raise InputError(f"{name} must be a finite number, got {value!r}")
-        if self.minimum is not None and (value < self.minimum or (self.strict and value == self.minimum)):
+        if self.minimum is not None and (number < self.minimum or (self.strict and number == self.minimum)):
             what = "integer" if integral else "number"
             lower = "a positive" if self.strict or self.minimum == 1 else "zero or a positive"
             raise InputError(f"{name} must be {lower} {what}, got {value!r}")
-        if self.maximum is not None and value > self.maximum:
+        if self.maximum is not None and number > self.maximum:
             raise InputError(f"{name} must be at most {self.maximum}, got {value!r}")
 
 
