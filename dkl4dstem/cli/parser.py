@@ -8,8 +8,10 @@ import textwrap
 import typing
 
 from dkl4dstem import __version__
+from dkl4dstem.config import ACQUISITIONS, DEFAULTS  # stdlib only: --help stays instant
 
 READER_OPTIONS = ("scan_shape", "nm_per_px", "mrad_per_px", "semiangle_mrad", "reference")
+DEMO_STEPS = 40  # the demo is a first look at the shipped data: a short run, not the engine's default steps
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,11 +46,12 @@ positive_float = _number(float, 0.0, inclusive=False)
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scalarizer", default=None, help="builtin name, package.module:function or entry point "
-                        "(default com_magnitude)")
+                        f"(default {DEFAULTS.scalarizer})")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="scalarizer parameter, e.g. --param outer_mrad=20 (repeatable)")
-    parser.add_argument("--window", type=positive_int, default=None, help="HAADF patch width in px (default 12)")
-    parser.add_argument("--seed", type=count, default=None, help="random seed (default 0)")
+    parser.add_argument("--window", type=positive_int, default=None,
+                        help=f"HAADF patch width in px (default {DEFAULTS.window})")
+    parser.add_argument("--seed", type=count, default=None, help=f"random seed (default {DEFAULTS.seed})")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
                         help="any experiment setting by its name, e.g. --set hidden=32,32 --set checkpoint_every=10 "
                         "(repeatable; wins over the flag of the same setting; the settings and defaults are "
@@ -70,8 +73,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: typing.Any) -> None:
-    from dkl4dstem.config import ACQUISITIONS
-
     run = sub.add_parser("run", help="automated experiment replayed on pre-acquired 4D data",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog=typing.cast(str, run_epilog))  # imports the scalarizers only for run --help
@@ -80,13 +81,16 @@ def _add_run(sub: typing.Any) -> None:
                      "Merlin .mib, EMPAD .raw/.xml, Gatan .dm3/.dm4 and Velox .emd (extra io)")
     run.add_argument("--out", default=None, help="output folder (summary.json, session.h5, figures)")
     _add_model_options(run)
-    run.add_argument("--seeds", type=count, default=None, help="random seed points (default 10; 0 with --init-from)")
-    run.add_argument("--steps", type=count, default=None, help="DKL-chosen steps after the seeds (default 100)")
+    run.add_argument("--seeds", type=count, default=None, help=f"random seed points (default {DEFAULTS.seeds}; 0 with "
+                     "--init-from)")
+    run.add_argument("--steps", type=count, default=None, help=f"DKL-chosen steps after the seeds (default "
+                     f"{DEFAULTS.steps})")
     run.add_argument("--acquisition", choices=ACQUISITIONS, default=None,
                      help="ei / ucb look for the extreme value; uncertainty measures where sigma is largest; map "
                      "where a measurement lowers the uncertainty summed over the survey most (best map per dose)")
-    run.add_argument("--xi", type=nonnegative_float, default=None, help="EI exploration offset (default 0.01)")
-    run.add_argument("--beta", type=nonnegative_float, default=None, help="UCB beta (default 4)")
+    run.add_argument("--xi", type=nonnegative_float, default=None,
+                     help=f"EI exploration offset (default {DEFAULTS.xi:g})")
+    run.add_argument("--beta", type=nonnegative_float, default=None, help=f"UCB beta (default {DEFAULTS.beta:g})")
     run.add_argument("--minimize", action="store_true", default=None, help="look for the smallest value")
     run.add_argument("--resume", metavar="DIR", default=None, help="continue the run whose session.h5 is in DIR")
     run.add_argument("--overwrite", action="store_true", help="replace an existing session.h5 in --out")
@@ -125,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dask", nargs="?", const=True, default=None, metavar="SCHEDULER")
     demo = sub.add_parser("demo", help="run on the small simulated graphene dataset shipped with the package")
     demo.add_argument("--out", default="dkl4dstem-demo")
-    demo.add_argument("--steps", type=count, default=40)
-    demo.add_argument("--seed", type=count, default=0)
+    demo.add_argument("--steps", type=count, default=DEMO_STEPS)
+    demo.add_argument("--seed", type=count, default=DEFAULTS.seed)
     demo.add_argument("--threads", type=positive_int, default=None)
     return parser
 
