@@ -33,7 +33,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dkl4dstem: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
               file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
