@@ -27,6 +27,7 @@ from dkl4dstem.experiment.events import ExperimentResult, StepEvent
 from dkl4dstem.experiment.maps import MapModel
 from dkl4dstem.experiment.measuring import Measurer
 from dkl4dstem.experiment.points import Points
+from dkl4dstem.experiment.reporting import Reporter
 from dkl4dstem.experiment.recording import Recorder, check_resume, detector_shape, replay_resumed
 from dkl4dstem.experiment.session import SessionData
 from dkl4dstem.experiment.setup import known_detector_shape, new_trainer
@@ -104,7 +105,6 @@ class _Run:
     def __init__(self, experiment: Experiment) -> None:
         self.config = config = experiment.config
         self.control = experiment.control
-        self.on_event = experiment.on_event
         self.resume_data = experiment.resume_data
         self.survey_image = survey_image = validate_survey(experiment.instrument.survey().image, config.window)
         self.height, self.width = survey_image.shape
@@ -128,7 +128,7 @@ class _Run:
         self.maps = MapModel((self.height, self.width))
         self.recorder = Recorder(experiment.session_path, config)
         self.posterior: TrainedPosterior | None = None  # the acquisition's: the latest training, conditioned since
-        self.timings: dict[str, list[float]] = {"decision": [], "step": [], "training": [], "instrument": []}
+        self.reporter = Reporter(experiment.on_event, self.points, self.maps, self.total, self.units, config.maximize)
         self.error: str | None = None
 
     @property
@@ -158,7 +158,7 @@ class _Run:
             self.control.clear_on_stop()
             self.trainer.close()
             self.recorder.close(len(self.points), self.trainer.state if self.posterior is not None else None)
-        return self._result()
+        return self.reporter.result(self.control.stopped, self.error or self.measurer.error)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def _run_seeds(self) -> None:
@@ -239,39 +239,5 @@ class _Run:
 
     def _emit(self, index: int, value: float, phase: str, decision: Decision | None, training_seconds: float,
               instrument_seconds: float, step_seconds: float) -> None:
-        decision_seconds = decision.seconds if decision is not None else 0.0
-        self.timings["instrument"].append(instrument_seconds)
-        if phase == "step":  # decision, training and step times are per DKL step (seed points have none)
-            for name, seconds in (("decision", decision_seconds), ("training", training_seconds),
-                                  ("step", step_seconds)):
-                self.timings[name].append(seconds)
-        if self.on_event is None:
-            return
-        best_value, best_position = self.points.best(self.config.maximize)
-        maps = self.maps.latest if phase == "step" else None
-        next_index = decision.next_index if decision is not None else None
-        event = StepEvent(
-            step=len(self.points) - 1, phase=phase, position=position_of(index, self.width), value=value,
-            next_position=None if next_index is None else position_of(next_index, self.width),
-            prediction=None if maps is None else maps[0], uncertainty=None if maps is None else maps[1],
-            acquisition=None if maps is None else maps[2], decision_seconds=decision_seconds,
-            training_seconds=training_seconds, instrument_seconds=instrument_seconds, step_seconds=step_seconds,
-            n_measured=len(self.points), n_total=self.total, best_value=best_value, best_position=best_position,
-            units=self.units, model_version=self.posterior.version if self.posterior is not None else 0,
-            excluded=self.points.is_excluded(index))
-        try:
-            self.on_event(event)
-        except Exception:  # a broken listener (UI) must never stop the microscope
-            logger.exception("experiment event listener failed")
-
-    def _result(self) -> ExperimentResult:
-        best_value, best_position = self.points.best(self.config.maximize)
-        maps = self.maps.latest or (None, None, None)
-        return ExperimentResult(
-            visited=self.points.positions(self.points.indices), values=list(self.points.values),
-            phases=list(self.points.phases), best_value=best_value, best_position=best_position,
-            decision_seconds=self.timings["decision"], step_seconds=self.timings["step"],
-            training_seconds=self.timings["training"], instrument_seconds=self.timings["instrument"],
-            prediction=maps[0], uncertainty=maps[1], acquisition=maps[2], stopped=self.control.stopped,
-            error=self.error or self.measurer.error, units=self.units, n_candidates=self.n_candidates,
-            excluded=self.points.positions(self.points.excluded))
+        version = self.posterior.version if self.posterior is not None else 0
+        self.reporter.emit(index, value, phase, decision, training_seconds, instrument_seconds, step_seconds, version)
