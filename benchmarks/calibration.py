@@ -62,8 +62,8 @@ def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acq
         if event.n_measured in budgets and event.prediction is not None and event.uncertainty is not None:
             run = experiment._current if experiment is not None else None  # noqa: SLF001 (benchmark introspection)
             measured = numpy.zeros(truth.size, dtype=bool)
-            measured[run.indices] = True
-            values = numpy.asarray(run.values, dtype=numpy.float64)
+            measured[run.points.indices] = True
+            values = numpy.asarray(run.points.values, dtype=numpy.float64)
             unmeasured = ~measured.reshape(truth.shape) & numpy.isfinite(truth)
             ratio = numpy.abs(event.prediction - truth)[unmeasured] / event.uncertainty[unmeasured]
             scores[str(event.n_measured)] = {
@@ -71,8 +71,8 @@ def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acq
                 "ratio": numpy.round(numpy.sort(ratio), 4).tolist(),
                 "mean_log_sigma": float(numpy.mean(numpy.log(event.uncertainty[unmeasured]))),
                 **score(event.prediction, event.uncertainty, truth, measured.reshape(truth.shape), values),
-                "variance_scale": run.recalibration.variance_scale(run.map_posterior.loo_scale),
-                "loo_scale": run.map_posterior.loo_scale, "z": list(run.recalibration.z),
+                "variance_scale": run.maps.recalibration.variance_scale(run.maps.posterior.loo_scale),
+                "loo_scale": run.maps.posterior.loo_scale, "z": list(run.maps.recalibration.z),
                 "median_sigma": float(numpy.median(event.uncertainty[~measured.reshape(truth.shape)]))}
 
     config = ExperimentConfig(seeds=10, steps=max(budgets) - 10, seed=seed, acquisition=acquisition)

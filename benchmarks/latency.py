@@ -1,8 +1,8 @@
 """Latency benchmark: decision latency, background training per step, full step, peak RSS.
 
 For each survey size and number of measured points n, the engine's own pieces are timed exactly as the loop
-runs them (`_Run._decide` path: condition the GP on one new point, predict every candidate, acquisition, argmax;
-one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
+runs them (`experiment.deciding.Decider.decide`: condition the GP on one new point, its `Predictive` at every
+candidate, acquisition, argmax; one `BackgroundTrainer` round on its own thread, waited for as in replay mode: warm-start Adam steps, re-embed all
 candidates, factorize). A refit round (`refit_iterations` Adam steps from the initial weights, every
 `refit_interval(n)` points: 25, or a fifth of n past n = 125) is timed once per row and shown amortized in "mean
 step". Each survey size runs in its own subprocess so peak RSS is per size. Prints a table, writes JSON.
@@ -100,7 +100,8 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
 
     from dkl4dstem.acquisition import functions as acquisition
     from dkl4dstem.experiment import ExperimentConfig
-    from dkl4dstem.models.trainer import BackgroundTrainer, refit_interval
+    from dkl4dstem.models.schedule import refit_interval
+    from dkl4dstem.models.trainer import BackgroundTrainer
 
     rows = []
     n_candidates = len(target)
@@ -125,9 +126,8 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
             blocked[new] = True
             start = time.perf_counter()
             posterior.catch_up(indices, values)
-            mean, variance, mu, sd = posterior.predict(numpy.asarray(values))
-            scores = acquisition.acquisition_values(mean, variance + posterior.noise, (max(values) - mu) / sd,
-                                                    kind="ei")
+            predictive = posterior.predict(numpy.asarray(values))
+            scores = acquisition.acquisition_values(predictive, max(values), kind="ei", observation_noise=True)
             acquisition.choose_next(scores, blocked)
             decisions.append(time.perf_counter() - start)
             start = time.perf_counter()

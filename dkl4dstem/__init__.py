@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Experiment": "dkl4dstem.experiment.loop",
-    "ExperimentResult": "dkl4dstem.experiment.loop",
-    "StepEvent": "dkl4dstem.experiment.loop",
+    "ExperimentResult": "dkl4dstem.experiment.events",
+    "StepEvent": "dkl4dstem.experiment.events",
     "ExperimentConfig": "dkl4dstem.config",
     "Instrument": "dkl4dstem.instruments.base",
     "ReplayInstrument": "dkl4dstem.instruments.replay",

@@ -9,14 +9,16 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from dkl4dstem.acquisition.functions import acquisition_values, choose_next
+from dkl4dstem.acquisition.functions import CandidateModel, acquisition_values, choose_next
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment import ExperimentConfig
 from dkl4dstem.posterior.latentgrid import LatentGrid
 from dkl4dstem.models.dkl import DKLModel
 from dkl4dstem.data.patches import extract_patches
 from dkl4dstem.posterior.cache import PosteriorCache
-from dkl4dstem.models.trainer import BackgroundTrainer, next_refit
+from dkl4dstem.models.schedule import next_refit
+from dkl4dstem.models.trainer import BackgroundTrainer
+from dkl4dstem.posterior.predictive import Predictive
 
 
 def test_patches_are_centred_reflected_and_standardized() -> None:
@@ -140,31 +142,57 @@ def test_dense_mll_equals_gpytorch_exact_mll_value_and_gradient() -> None:
     assert float(model.negative_mll(model.net(x).double(), y).detach()) != pytest.approx(reference, rel=1e-6)
 
 
+def latent(mean: torch.Tensor, variance: torch.Tensor) -> Predictive:
+    """A posterior without observation noise, already in standardized units."""
+    return Predictive(mean, variance, noise=0.0, target_mean=0.0, target_std=1.0)
+
+
 def test_log_ei_matches_closed_form_and_stays_finite_far_away() -> None:
     mean = torch.tensor([0.0, 0.5, 1.0, -30.0, -300.0], dtype=torch.float64)
     variance = torch.tensor([1.0, 0.25, 4.0, 1.0, 1e-6], dtype=torch.float64)
     best, xi = 0.8, 0.01
-    values = acquisition_values(mean, variance, best, kind="ei", xi=xi)
+    values = acquisition_values(latent(mean, variance), best, kind="ei", xi=xi)
     sigma = variance.sqrt().numpy()
     z = (mean.numpy() - best - xi) / sigma
     closed = sigma * (z * norm.cdf(z) + norm.pdf(z))
     numpy.testing.assert_allclose(values.numpy()[:3], numpy.log(closed[:3]), rtol=1e-6)
     assert torch.isfinite(values).all()  # closed form underflows to log(0) = -inf for the last two
     assert values[3] > values[4]  # still ordered far from the incumbent
-    minimized = acquisition_values(mean, variance, -0.5, kind="ei", maximize=False)
+    minimized = acquisition_values(latent(mean, variance), -0.5, kind="ei", maximize=False)
     assert int(torch.argmax(minimized)) == 4 or int(torch.argmax(minimized)) == 3
 
 
 def test_ucb_and_uncertainty_are_what_they_say() -> None:
     mean = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
     variance = torch.tensor([4.0, 1.0, 0.01], dtype=torch.float64)
-    ucb = acquisition_values(mean, variance, 0.0, kind="ucb", beta=4.0)
+    ucb = acquisition_values(latent(mean, variance), 0.0, kind="ucb", beta=4.0)
     torch.testing.assert_close(ucb, mean + 2.0 * variance.sqrt())
-    lcb = acquisition_values(mean, variance, 0.0, kind="ucb", beta=4.0, maximize=False)
+    lcb = acquisition_values(latent(mean, variance), 0.0, kind="ucb", beta=4.0, maximize=False)
     torch.testing.assert_close(lcb, -(mean - 2.0 * variance.sqrt()))
-    torch.testing.assert_close(acquisition_values(mean, variance, 0.0, kind="uncertainty"), variance.sqrt())
+    torch.testing.assert_close(acquisition_values(latent(mean, variance), 0.0, kind="uncertainty"), variance.sqrt())
     with pytest.raises(InputError, match="unknown acquisition"):
-        acquisition_values(mean, variance, 0.0, kind="pi")
+        acquisition_values(latent(mean, variance), 0.0, kind="pi")
+
+
+def test_the_predictive_adds_the_noise_and_undoes_the_standardization() -> None:
+    """Observation noise only when asked (also through BoTorch's own `observation_noise` argument), in one place;
+    the acquisition reads standardized units, the maps the scalar's."""
+    mean = torch.tensor([0.0, 1.0, -2.0], dtype=torch.float64)
+    variance = torch.tensor([4.0, 1.0, 0.01], dtype=torch.float64)
+    predictive = Predictive(mean, variance, noise=0.5, target_mean=10.0, target_std=3.0)
+    with_noise = acquisition_values(predictive, 0.0, kind="uncertainty", observation_noise=True)
+    without = acquisition_values(predictive, 0.0, kind="uncertainty", observation_noise=False)
+    torch.testing.assert_close(with_noise, (variance + 0.5).sqrt())
+    torch.testing.assert_close(without, variance.sqrt())
+    X = torch.arange(3, dtype=torch.float64).reshape(-1, 1, 1)
+    asked = CandidateModel(predictive, observation_noise=False).posterior(X, observation_noise=True)
+    torch.testing.assert_close(asked.variance.reshape(-1), variance + 0.5)
+    torch.testing.assert_close(predictive.mean_in_units(), mean * 3.0 + 10.0)
+    torch.testing.assert_close(predictive.variance_in_units(observation_noise=True), (variance + 0.5) * 9.0)
+    assert predictive.standardize(16.0) == 2.0
+    # EI's incumbent is given in the scalar's units and standardized with the posterior's own standardization
+    torch.testing.assert_close(acquisition_values(predictive, 16.0, kind="ei", xi=0.0),
+                               acquisition_values(latent(mean, variance + 0.5), 2.0, kind="ei", xi=0.0))
 
 
 def test_choose_next_never_picks_measured_or_excluded() -> None:
@@ -188,8 +216,7 @@ def test_model_is_deterministic_for_a_seed_and_learns_a_structure_map() -> None:
         trainer.fit_now(indices, list(target[indices]), iterations=150)
         posterior = trainer.take_result(wait=True)
         assert posterior is not None
-        mean, variance, mu, sd = posterior.predict(target[indices])
-        predictions.append(mean.numpy() * sd + mu)
+        predictions.append(posterior.predict(target[indices]).mean_in_units().numpy())
     numpy.testing.assert_array_equal(predictions[0], predictions[1])
     unseen = numpy.setdiff1d(numpy.arange(576), indices)
     correlation = numpy.corrcoef(predictions[0][unseen], target[unseen])[0, 1]

@@ -84,8 +84,8 @@ def test_expected_improvement_is_taken_on_the_next_measurement(graphene_path: st
         events.append(event)
         run = experiment._current  # the acquisition's own posterior (the event's maps are the map model's)
         if event.phase == "step" and run is not None and run.posterior is not None:
-            mean, variance, _, _ = run.posterior.predict(run._training_values())
-            posteriors.append((mean.numpy(), variance.numpy()))
+            predictive = run.posterior.predict(run.points.training_values())
+            posteriors.append((predictive.mean.numpy(), predictive.latent_variance.numpy()))
 
     experiment = Experiment(open_replay(graphene_path), config, on_event=record)
     result = experiment.run()
@@ -182,8 +182,8 @@ def test_peer_benchmark_starts_from_the_loops_seed_points(graphene_path: str) ->
 
 def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
     """>= 32,768 positions: the loop's posterior is computed on a latent grid and interpolated to every position."""
-    from dkl4dstem.models import trainer
     from dkl4dstem.instruments.replay import ReplayInstrument
+    from dkl4dstem.posterior.latentgrid import LatentGrid
 
     size = 192  # 36,864 positions
     yy, xx = numpy.mgrid[0:size, 0:size]
@@ -191,8 +191,8 @@ def test_large_survey_runs_on_the_latent_grid(monkeypatch) -> None:
     data = numpy.ones((size, size, 5, 5), numpy.float32)
     data[:, :, 2, 4] += (survey + 1.0).astype(numpy.float32)  # the centre of mass moves with the local structure
     grids: list[object] = []
-    build = trainer.LatentGrid.build
-    monkeypatch.setattr(trainer.LatentGrid, "build", lambda *args, **kwargs: grids.append(build(*args, **kwargs))
+    build = LatentGrid.build
+    monkeypatch.setattr(LatentGrid, "build", lambda *args, **kwargs: grids.append(build(*args, **kwargs))
                         or grids[-1])
     events: list[StepEvent] = []
     config = ExperimentConfig(scalarizer="com_x", window=6, seeds=10, steps=4, **FAST)

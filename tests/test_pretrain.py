@@ -13,7 +13,7 @@ from dkl4dstem.models import pretrain
 from dkl4dstem.cli import main
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
-from dkl4dstem.experiment import Experiment
+from dkl4dstem.experiment import Experiment, StepEvent
 from dkl4dstem.models.dkl import DKLModel
 from dkl4dstem.data.patches import extract_patches
 from dkl4dstem.instruments.replay import open_replay
@@ -148,6 +148,7 @@ def test_init_from_bad_input_is_refused_before_any_dose(graphene_path: str, tmp_
     # another latent size (no CLI flag: the library refuses it in the experiment set-up, before measuring)
     instrument = open_replay(graphene_path)
     config = ExperimentConfig(seeds=0, steps=3, latent_dim=3, init_from=good)
+    measured: list[StepEvent] = []
     with pytest.raises(InputError, match="latent_dim"):
-        Experiment(instrument, config).run()
-    assert instrument.measure_count == 0
+        Experiment(instrument, config, on_event=measured.append).run()
+    assert measured == []  # one event per measurement: none

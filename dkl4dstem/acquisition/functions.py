@@ -1,9 +1,9 @@
 """Acquisition functions over the discrete candidate set (every survey pixel).
 
 BoTorch's analytic acquisition functions do the numerics (LogExpectedImprovement is computed in log space, so
-it never underflows to an all-zero or NaN map far from the incumbent; Ament et al., NeurIPS 2023). They are fed
-the precomputed posterior of `PosteriorCache` through a minimal BoTorch `Model` whose inputs are candidate
-indices, so no second prediction pass is made.
+it never underflows to an all-zero or NaN map far from the incumbent; Ament et al., NeurIPS 2023). They read the
+precomputed `posterior.predictive.Predictive` through a minimal BoTorch `Model` whose inputs are candidate indices, so
+no second prediction pass is made; they work in its standardized units.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from botorch.posteriors import Posterior
 
 from dkl4dstem.config import ACQUISITIONS
 from dkl4dstem.errors import InputError
+from dkl4dstem.posterior.predictive import Predictive
 
 
 class _CandidatePosterior(Posterior):
@@ -45,12 +46,16 @@ class _CandidatePosterior(Posterior):
 
 
 class CandidateModel(Model):
-    """BoTorch model over candidate indices: X[..., 0] is the index into a precomputed posterior."""
+    """BoTorch model over candidate indices: X[..., 0] is the index into a precomputed `Predictive`.
 
-    def __init__(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
+    `observation_noise`: its posterior is that of the next measurement (latent + noise) whatever the caller asks;
+    BoTorch's analytic acquisition functions ask for the latent one.
+    """
+
+    def __init__(self, predictive: Predictive, observation_noise: bool = False) -> None:
         super().__init__()
-        self._mean = mean
-        self._variance = variance
+        self.predictive = predictive
+        self.observation_noise = observation_noise
 
     @property
     def num_outputs(self) -> int:
@@ -59,16 +64,22 @@ class CandidateModel(Model):
     def posterior(self, X: torch.Tensor, output_indices: typing.Any = None, observation_noise: typing.Any = False,
                   posterior_transform: typing.Any = None) -> Posterior:
         index = X[..., 0].long()  # (b, q)
-        return _CandidatePosterior(self._mean[index].unsqueeze(-1), self._variance[index].unsqueeze(-1))
+        variance = self.predictive.variance(self.observation_noise or bool(observation_noise))
+        return _CandidatePosterior(self.predictive.mean[index].unsqueeze(-1), variance[index].unsqueeze(-1))
 
 
-def acquisition_values(mean: torch.Tensor, variance: torch.Tensor, best: float, *, kind: str = "ei",
-                       xi: float = 0.01, beta: float = 4.0, maximize: bool = True) -> torch.Tensor:
-    """Acquisition value at every candidate (standardized units; larger is better, 'ei' is log EI)."""
-    model = CandidateModel(mean, variance)
+def acquisition_values(predictive: Predictive, best: float, *, kind: str = "ei", xi: float = 0.01,
+                       beta: float = 4.0, maximize: bool = True, observation_noise: bool = True) -> torch.Tensor:
+    """Acquisition value at every candidate (standardized units; larger is better, 'ei' is log EI).
+
+    `best`: the incumbent in the scalar's units. `observation_noise`: on the predictive distribution of the next
+    measurement (latent variance + noise, as gpax does) instead of the noiseless function's.
+    """
+    model = CandidateModel(predictive, observation_noise)
     if kind == "ei":
         # xi shifts the incumbent towards the direction of improvement, as in the paper's EI(xi).
-        best_f = best + xi if maximize else best - xi
+        best_standardized = predictive.standardize(best)
+        best_f = best_standardized + xi if maximize else best_standardized - xi
         function: analytic.AnalyticAcquisitionFunction = analytic.LogExpectedImprovement(
             model, best_f=best_f, maximize=maximize)
     elif kind == "ucb":
@@ -79,6 +90,7 @@ def acquisition_values(mean: torch.Tensor, variance: torch.Tensor, best: float, 
         raise InputError("the 'map' acquisition is a design over the survey's patches: mapping.FeatureSpaceDesign")
     else:
         raise InputError(f"unknown acquisition {kind!r}; choose one of {', '.join(ACQUISITIONS)}")
+    mean = predictive.mean
     X = torch.arange(mean.shape[0], dtype=mean.dtype, device=mean.device).reshape(-1, 1, 1)
     with torch.no_grad():
         return function(X)

@@ -30,9 +30,5 @@ def extract_patches(image: numpy.ndarray, window: int = 12) -> numpy.ndarray:
     return patches
 
 
-def index_of(y: int, x: int, width: int) -> int:
-    return y * width + x
-
-
 def position_of(index: int, width: int) -> tuple[int, int]:
     return (int(index // width), int(index % width))

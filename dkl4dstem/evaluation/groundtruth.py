@@ -2,27 +2,27 @@
 from __future__ import annotations
 
 import typing
-import warnings
 
 import numpy
 
 from dkl4dstem.data.bigfile import iter_row_chunks, rows_per_chunk
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
+from dkl4dstem.experiment.measuring import quiet_scalarizers, scalarize
 from dkl4dstem.scalarizers.registry import Scalarizer
 
 
 def _scalarize_block(block: numpy.ndarray, scalarizer: Scalarizer, calibration: DetectorCalibration) -> numpy.ndarray:
     out = numpy.empty(block.shape[:2], dtype=numpy.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for y in range(block.shape[0]):
-            for x in range(block.shape[1]):
-                pattern = numpy.asarray(block[y, x], dtype=numpy.float32)
-                try:
-                    out[y, x] = scalarizer(pattern, calibration) if numpy.all(numpy.isfinite(pattern)) else numpy.nan
-                except (Exception, SystemExit):  # a user scalarizer's sys.exit must not end the run here
-                    out[y, x] = numpy.nan
+    quiet_scalarizers()  # idempotent; here too for dask workers in other processes
+    for y in range(block.shape[0]):
+        for x in range(block.shape[1]):
+            pattern = numpy.asarray(block[y, x], dtype=numpy.float32)
+            try:
+                out[y, x] = scalarize(scalarizer, pattern, calibration) if numpy.all(numpy.isfinite(pattern)) \
+                    else numpy.nan
+            except (Exception, SystemExit):  # a user scalarizer's sys.exit must not end the run here
+                out[y, x] = numpy.nan
     return out
 
 

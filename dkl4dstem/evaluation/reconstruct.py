@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import typing
 
 import numpy
 
 from dkl4dstem.errors import InputError
-from dkl4dstem.experiment.loop import ExperimentConfig
+from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.evaluation.groundtruth import nrmse
 from dkl4dstem.data.patches import extract_patches
-from dkl4dstem.models.trainer import BackgroundTrainer
+from dkl4dstem.models import fit as fitting
+from dkl4dstem.posterior.predictive import Predictive
+
+logger = logging.getLogger(__name__)
 
 MAX_EXACT_POINTS = 4096  # exact GP training beyond this is minutes per fit on a CPU; larger subsets are sampled
 
@@ -42,17 +46,14 @@ def reconstruct(survey: numpy.ndarray, truth: numpy.ndarray, fractions: typing.S
         indices = [int(i) for i in rng.choice(finite, size=n_points, replace=False)]
         values = [float(v) for v in truth.reshape(-1)[indices]]
         base = config or ExperimentConfig()
-        trainer_config = dataclasses.replace(base, window=window, seed=seed, seeds=n_points, steps=0)
-        trainer = BackgroundTrainer(patches, trainer_config)
+        fit_config = dataclasses.replace(base, window=window, seed=seed, seeds=n_points, steps=0)
         if progress is not None:
             progress(f"fraction {fraction:g}: training on {n_points} points")
-        trainer.fit_now(indices, values, iterations=iterations)
-        posterior = trainer.take_result(wait=True)
-        if posterior is None:
+        predictive = _fit(patches, indices, values, fit_config, iterations)
+        if predictive is None:
             prediction = numpy.full((height, width), math.nan)
         else:
-            mean, _, target_mean, target_std = posterior.predict(numpy.asarray(values))
-            prediction = (mean.cpu().numpy() * target_std + target_mean).reshape(height, width)
+            prediction = predictive.mean_in_units().cpu().numpy().reshape(height, width)
         results.append(Reconstruction(fraction, n_points, prediction, nrmse(prediction, truth)))
     return results
 
@@ -70,16 +71,13 @@ def fit_subset(survey: numpy.ndarray, indices: list[int], values: list[float], *
     patches = extract_patches(survey, window)
     base = dataclasses.replace(config or ExperimentConfig(), window=window, seed=seed, steps=0)
 
-    def fit(subset: list[int]) -> tuple[numpy.ndarray, numpy.ndarray, float, float] | None:
-        trainer = BackgroundTrainer(patches, dataclasses.replace(base, seeds=len(subset)))
-        subset_values = [values[i] for i in subset]
-        trainer.fit_now([indices[i] for i in subset], subset_values, iterations=iterations)
-        posterior = trainer.take_result(wait=True)
-        if posterior is None:
+    def fit(subset: list[int]) -> tuple[numpy.ndarray, numpy.ndarray] | None:
+        predictive = _fit(patches, [indices[i] for i in subset], [values[i] for i in subset],
+                          dataclasses.replace(base, seeds=len(subset)), iterations)
+        if predictive is None:
             return None
-        mean, variance, target_mean, target_std = posterior.predict(numpy.asarray(subset_values))
-        return (mean.cpu().numpy() * target_std + target_mean,
-                (variance.cpu().numpy() + posterior.noise) * target_std ** 2, target_mean, target_std)
+        return (predictive.mean_in_units().cpu().numpy(),
+                predictive.variance_in_units(observation_noise=True).cpu().numpy())
 
     everything = fit(list(range(len(indices))))
     if everything is None:
@@ -97,3 +95,16 @@ def fit_subset(survey: numpy.ndarray, indices: list[int], values: list[float], *
     scale = max(1.0, float(numpy.mean(numpy.square(z)))) if z else 1.0
     mean, variance = everything[0], everything[1]
     return mean.reshape(height, width), numpy.sqrt(variance * scale).reshape(height, width)
+
+
+def _fit(patches: numpy.ndarray, indices: list[int], values: list[float], config: ExperimentConfig,
+         iterations: int) -> Predictive | None:
+    """A fresh model's posterior on the points (`models.fit`); None when the fit failed (logged): a NaN map."""
+    try:
+        result = fitting.fit(patches, indices, values, config, iterations=iterations)
+    except Exception as exc:
+        logger.warning("DKL fit on %d points failed: %s", len(indices), exc, exc_info=True)
+        return None
+    if result.posterior is None:
+        return None
+    return result.posterior.predict(numpy.asarray([v for v in values if math.isfinite(v)]))

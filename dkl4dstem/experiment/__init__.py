@@ -7,8 +7,8 @@ import typing
 # Names resolve on first use (PEP 562): importing the package stays cheap (`dkl4dstem --help` loads no torch).
 _EXPORTS = {
     "Experiment": "dkl4dstem.experiment.loop",
-    "ExperimentResult": "dkl4dstem.experiment.loop",
-    "StepEvent": "dkl4dstem.experiment.loop",
+    "ExperimentResult": "dkl4dstem.experiment.events",
+    "StepEvent": "dkl4dstem.experiment.events",
     "ExperimentConfig": "dkl4dstem.config",
 }
 __all__ = sorted(_EXPORTS)

@@ -64,7 +64,6 @@ class ReplayInstrument:
         self.calibration_sources = dict(calibration_sources or {})
         self.survey_name = survey_name or VIRTUAL_ADF
         self.file_format = file_format
-        self.measure_count = 0
         self._held = 0
         self._close_pending = False
 
@@ -87,7 +86,6 @@ class ReplayInstrument:
     def measure(self, y: int, x: int) -> Measurement:
         start = time.time()
         pattern = numpy.asarray(self.data[y, x], dtype=numpy.float32)
-        self.measure_count += 1
         return Measurement(pattern, {"position": (int(y), int(x)), "timestamp": start, "source": self.source})
 
     @contextlib.contextmanager

@@ -134,10 +134,6 @@ class DKLModel:
             {"params": self.gp.parameters()},
         ], lr=self.learning_rate, fused=True)
 
-    def clone(self) -> DKLModel:
-        """Independent copy (weights, hyperparameters, optimizer state) for training off the decision thread."""
-        return copy.deepcopy(self)
-
     def embed(self, patches: numpy.ndarray | torch.Tensor, batch_size: int = 32768) -> torch.Tensor:
         """Latent coordinates (float64) of patches, in batches so a 512x512 survey never forms huge activations."""
         self.net.eval()

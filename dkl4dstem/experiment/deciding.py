@@ -1,0 +1,115 @@
+"""Where to measure next: the seed positions, then posterior -> acquisition -> the best free candidate.
+
+Free means neither measured nor excluded (the user's region / exclusion mask, positions whose frames failed); a
+position the user forced (`Experiment.force_next`) comes before the model's choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import typing
+
+import numpy
+import torch
+
+from dkl4dstem.acquisition import functions as acquisition
+from dkl4dstem.acquisition.mapping import FeatureSpaceDesign
+from dkl4dstem.errors import InputError
+from dkl4dstem.experiment.control import RunControl
+from dkl4dstem.experiment.points import Points
+from dkl4dstem.posterior.predictive import Predictive
+from dkl4dstem.posterior.trained import TrainedPosterior
+
+if typing.TYPE_CHECKING:
+    from dkl4dstem.config import ExperimentConfig
+    from dkl4dstem.models.trainer import BackgroundTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def blocked_mask(exclude_mask: numpy.ndarray | None, shape: tuple[int, int]) -> numpy.ndarray:
+    """(N,) bool: the candidates the user excluded (True) before anything is measured."""
+    blocked = numpy.zeros(shape[0] * shape[1], dtype=bool)
+    if exclude_mask is not None:
+        mask = numpy.asarray(exclude_mask, dtype=bool)
+        if mask.shape != shape:
+            raise InputError(f"exclude mask shape {mask.shape} does not match the survey {shape[0]}x{shape[1]}")
+        blocked |= mask.reshape(-1)
+    return blocked
+
+
+def forced_or(index: int, control: RunControl, points: Points, height: int) -> int:
+    """The user's forced position when one is waiting and still free, else `index`."""
+    while (position := control.pop_forced()) is not None:
+        y, x = position
+        if points.is_free(y, x, height):
+            control.forced_measured.append(position)
+            return y * points.width + x
+        logger.warning("forced point (%d, %d) skipped: outside the survey, measured or excluded", y, x)
+    return index
+
+
+def seed_candidates(config: ExperimentConfig, n_candidates: int, trainer: BackgroundTrainer,
+                    patches: numpy.ndarray, pretrained: bool) -> typing.Iterator[int]:
+    """Seed positions in order (the caller skips measured or excluded ones): a fixed permutation's first, then,
+    with pre-training, the points spread over the pre-trained embedding from it (pretrain.spread_points;
+    pre-training runs while the first is measured), then the rest of the permutation. Deterministic per seed, so
+    a resumed run continues the same sequence."""
+    from dkl4dstem.models import pretrain
+
+    order = numpy.random.default_rng(config.seed).permutation(n_candidates)
+    yield int(order[0])
+    count = min(config.seeds, pretrain.SPREAD_SEEDS)
+    if pretrained and count > 1:
+        trainer.join()
+        latent = trainer.model.embed(patches[:n_candidates])
+        yield from pretrain.spread_points(latent, count, int(order[0]))[1:]
+    yield from (int(i) for i in order[1:])
+
+
+@dataclasses.dataclass
+class Decision:
+    next_index: int | None       # None: the last measurement was made, or no free candidate is left
+    predictive: Predictive       # the acquisition's posterior over the candidates
+    acquisition: torch.Tensor    # (N,) its values
+    targets: numpy.ndarray       # the values the posterior was standardized over
+    seconds: float
+
+
+class Decider:
+    """posterior -> `Predictive` -> acquisition values -> the best free candidate."""
+
+    def __init__(self, config: ExperimentConfig, patches: numpy.ndarray, n_candidates: int,
+                 prior_values: numpy.ndarray | None) -> None:
+        self.config = config
+        self.patches = patches
+        self.n_candidates = n_candidates
+        self.prior_values = prior_values  # a transferred run's values: standardized together with this run's
+        self.design: FeatureSpaceDesign | None = None  # --acquisition map
+
+    def targets(self, values: numpy.ndarray) -> numpy.ndarray:
+        """The values the posterior's targets are standardized over: this run's plus a transferred run's."""
+        return values if self.prior_values is None else numpy.concatenate([self.prior_values, values])
+
+    def decide(self, posterior: TrainedPosterior, points: Points, final: bool = False) -> Decision:
+        start = time.perf_counter()
+        posterior.catch_up(points.indices, points.values)
+        valid = points.training_values()
+        targets = self.targets(valid)
+        predictive = posterior.predict(targets).first(self.n_candidates)
+        incumbent = valid if valid.size else targets  # no own point yet: the earlier run's best
+        best = float(incumbent.max() if self.config.maximize else incumbent.min())
+        if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
+            if self.design is None:
+                self.design = FeatureSpaceDesign(self.patches, capacity=self.config.seeds + self.config.steps + 1,
+                                                 seed=self.config.seed)
+            values = self.design.values(points.indices)
+        else:
+            # on the predictive distribution of the next *measurement* by default (`observation_noise`, as gpax
+            # does), not of the noiseless latent function: measured values are noisy and so is the incumbent
+            values = acquisition.acquisition_values(
+                predictive, best, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
+                maximize=self.config.maximize, observation_noise=self.config.observation_noise)
+        next_index = None if final else acquisition.choose_next(values, points.blocked)
+        return Decision(next_index, predictive, values, targets, time.perf_counter() - start)
