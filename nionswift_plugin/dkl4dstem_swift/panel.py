@@ -1,4 +1,6 @@
-"""The "DKL 4D-STEM" dock panel: settings, buttons and live status, as a declarative UI.
+"""The "DKL 4D-STEM" dock panel (DKLPanel) and its declarative handler (PanelHandler): Start, Pause, Stop, Show maps
+and the run's live status. The fields, the survey and the other features are the handler's mixins (see panel_base);
+the look is panel_ui.
 
 Every entry is text that is checked when it is used; a bad entry becomes a message in the panel, never an exception.
 """

@@ -6,8 +6,8 @@ import typing
 
 from nion.utils import Model
 
+from . import devices
 from . import panel_base
-from . import swift_instrument
 
 _ = gettext.gettext
 
@@ -29,8 +29,8 @@ class DevicesMixin(panel_base.PanelBase):
     # devices
 
     def refresh_devices(self) -> None:
-        scans = swift_instrument.scan_devices()
-        cams = swift_instrument.cameras()
+        scans = devices.scan_devices()
+        cams = devices.cameras()
         old_scan = self.scan_id if self.__scan_ids else self.preferred_device_ids[0]  # else the remembered one
         old_camera = self.camera_id if self.__camera_ids else self.preferred_device_ids[1]
         scan_id: str | None
@@ -39,8 +39,8 @@ class DevicesMixin(panel_base.PanelBase):
         self.__camera_ids = [hs.hardware_source_id for hs in cams]
         self.scan_names.value = [hs.display_name for hs in scans] or [_("(no scan device)")]
         self.camera_names.value = [hs.display_name for hs in cams] or [_("(no camera)")]
-        default_scan = swift_instrument.default_scan_device()
-        default_camera = swift_instrument.default_camera()
+        default_scan = devices.default_scan_device()
+        default_camera = devices.default_camera()
         if old_scan in self.__scan_ids:
             scan_id = old_scan
         else:
@@ -64,8 +64,8 @@ class DevicesMixin(panel_base.PanelBase):
         return self.__camera_ids[index] if 0 <= index < len(self.__camera_ids) else None
 
     def scan_changed(self, widget: typing.Any = None, current_index: int | None = None) -> None:
-        scan = swift_instrument.find_hardware_source(self.scan_id)
-        names = swift_instrument.channel_names(scan) if scan else ["HAADF"]
+        scan = devices.find_hardware_source(self.scan_id)
+        names = devices.channel_names(scan) if scan else ["HAADF"]
         old = (self.channel_names.value or [""])[self.channel_index.value or 0] if self.channel_names.value else "HAADF"
         self.channel_names.value = names
         upper = [n.upper() for n in names]

@@ -24,6 +24,7 @@ from dkl4dstem.errors import InputError
 from dkl4dstem.errors import InstrumentError
 from dkl4dstem.data.survey import Survey
 
+from . import camera_frames
 from . import detector_calibration
 from . import devices
 from . import probe_control
@@ -33,25 +34,13 @@ _logger = logging.getLogger(__name__)
 
 # The names the rest of the plug-in (and its tests) use through this module; each is defined where its job is.
 SurveySettings = survey_acquisition.SurveySettings
+CameraSettings = camera_frames.CameraSettings
 acquire_survey_xdata = survey_acquisition.acquire_survey_xdata
 survey_from_xdata = survey_acquisition.survey_from_xdata
 scan_context_problem = survey_acquisition.scan_context_problem
 detector_calibration_for = detector_calibration.detector_calibration_for
 probe_point = probe_control.probe_point
-ProbeGuard = probe_control.ProbeGuard
-hardware_sources = devices.hardware_sources
-scan_devices = devices.scan_devices
-cameras = devices.cameras
-channel_names = devices.channel_names
-default_scan_device = devices.default_scan_device
-default_camera = devices.default_camera
 find_hardware_source = devices.find_hardware_source
-
-
-@dataclasses.dataclass(frozen=True)
-class CameraSettings:
-    exposure_ms: float = 5.0
-    binning: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,34 +71,27 @@ class SwiftInstrument:
             raise InputError("no scan device is available to acquire the survey")
         self.__stem_controller = stem_controller
         self.__scan = scan
-        self.__camera = camera
         self.__survey = survey
         self.__survey_settings = survey_settings or SurveySettings()
-        self.__camera_settings = camera_settings or CameraSettings()
+        self.__frames = camera_frames.CameraFrames(camera, scan, camera_settings or camera_frames.CameraSettings(),
+                                                   grab_timeout_s)
         self.__reference = reference
         self.__park_position = park_position
-        self.__grab_timeout_s = grab_timeout_s or max(5.0, 20.0 * self.__camera_settings.exposure_ms / 1000.0)
         self.__lock = threading.RLock()
         self.__measure_lock = threading.Lock()  # held while a frame is being taken
         self.__closed = False
-        self.__camera_configured = False
         self.__recorded: list[RecordedPattern] = list()
-        self.__probe_positions_set: list[tuple[float, float]] = list()
-        self.__probe_guard = ProbeGuard(stem_controller)
+        self.__probe_guard = probe_control.ProbeGuard(stem_controller)
         self.survey_xdata: DataAndMetadata.DataAndMetadata | None = None
 
     @property
     def camera(self) -> typing.Any:
-        return self.__camera
+        return self.__frames.camera
 
     @property
     def detector_shape(self) -> tuple[int, int] | None:
         """Pattern shape at the chosen binning (the engine's session file needs it before the first frame)."""
-        try:
-            height, width = self.__camera.get_expected_dimensions(int(self.__camera_settings.binning))
-            return int(height), int(width)
-        except Exception:
-            return None
+        return self.__frames.detector_shape
 
     @property
     def is_closed(self) -> bool:
@@ -125,23 +107,20 @@ class SwiftInstrument:
         with self.__lock:
             return len(self.__recorded)
 
-    @property
-    def probe_positions_set(self) -> list[tuple[float, float]]:
-        with self.__lock:
-            return list(self.__probe_positions_set)
-
     # Instrument protocol
 
     def survey(self) -> Survey:
         if self.__survey is None:
-            xdata = acquire_survey_xdata(self.__scan, self.__survey_settings)
+            xdata = survey_acquisition.acquire_survey_xdata(self.__scan, self.__survey_settings)
             self.survey_xdata = xdata
-            self.__survey = survey_from_xdata(xdata, {"source": "acquired", "settings": dataclasses.asdict(self.__survey_settings)})
+            self.__survey = survey_acquisition.survey_from_xdata(
+                xdata, {"source": "acquired", "settings": dataclasses.asdict(self.__survey_settings)})
         return self.__survey
 
     def calibration(self) -> DetectorCalibration:
-        self.__configure_camera()
-        return detector_calibration_for(self.__camera, self.__stem_controller, self.__reference)
+        self.__frames.configure()
+        return detector_calibration.detector_calibration_for(self.__frames.camera, self.__stem_controller,
+                                                             self.__reference)
 
     def measure(self, y: int, x: int) -> Measurement:
         with self.__measure_lock:
@@ -161,29 +140,24 @@ class SwiftInstrument:
         height, width = survey.shape
         if not (0 <= y < height and 0 <= x < width):
             raise InstrumentError(f"position ({y}, {x}) is outside the {height}x{width} survey")
-        self.__configure_camera()
-        point = probe_point(y, x, (height, width))
-        with self.__lock:
-            self.__probe_positions_set.append((point.y, point.x))
+        frames = self.__frames
+        frames.configure()
+        point = probe_control.probe_point(y, x, (height, width))
         t_move = time.time()
         self.__probe_guard.move(point)
-        try:
-            xdatas = self.__camera.grab_next_to_start(timeout=self.__grab_timeout_s)
-        except Exception as e:
-            raise InstrumentError(f"camera '{self.__camera.display_name}' failed: {e}") from e
-        xdata = xdatas[0] if xdatas else None
-        if xdata is None or xdata.data is None:
-            raise InstrumentError(f"camera '{self.__camera.display_name}' returned no frame within {self.__grab_timeout_s:g} s")
-        pattern = numpy.array(xdata.data, dtype=numpy.float32, copy=True)
+        pattern = frames.grab_next()
+        if pattern is None:
+            raise InstrumentError(f"camera '{frames.camera.display_name}' returned no frame within "
+                                  f"{frames.grab_timeout_s:g} s")
         if pattern.ndim != 2:
             raise InstrumentError(f"camera returned a {pattern.ndim}D frame; a 2D diffraction pattern is needed")
         metadata: dict[str, typing.Any] = {
             "position": [int(y), int(x)],
             "probe_position": [point.y, point.x],
             "timestamp": t_move,
-            "exposure_ms": self.__camera_settings.exposure_ms,
-            "binning": self.__camera_settings.binning,
-            "camera": self.__camera.hardware_source_id,
+            "exposure_ms": frames.settings.exposure_ms,
+            "binning": frames.settings.binning,
+            "camera": frames.camera.hardware_source_id,
         }
         with self.__lock:
             self.__recorded.append(RecordedPattern(len(self.__recorded), (int(y), int(x)), (point.y, point.x), pattern, metadata))
@@ -195,7 +169,7 @@ class SwiftInstrument:
                 return
             self.__closed = True
         try:
-            self.__camera.abort_playing(sync_timeout=5.0)
+            self.__frames.stop()
         except Exception as e:
             _logger.warning("stopping camera failed: %s", e)
         try:
@@ -214,31 +188,18 @@ class SwiftInstrument:
         """How many stale moves of the probe back onto an earlier position were undone (ProbeGuard)."""
         return self.__probe_guard.echoes_undone
 
-    def __configure_camera(self) -> None:
-        if self.__camera_configured:
-            return
-        frame_parameters = self.__camera.get_current_frame_parameters()
-        frame_parameters.exposure_ms = float(self.__camera_settings.exposure_ms)
-        frame_parameters.binning = int(self.__camera_settings.binning)
-        self.__camera.set_current_frame_parameters(frame_parameters)
-        if self.__scan is not None and self.__scan.is_playing:
-            self.__scan.abort_playing(sync_timeout=5.0)  # the probe must be parked, not scanning
-        self.__camera_configured = True
-
     def grab_reference(self, y: float, x: float) -> numpy.ndarray:
         """One pattern at a (fractional) survey position, e.g. vacuum; leaves the camera stopped."""
         survey = self.survey()
-        self.__configure_camera()
-        self.__probe_guard.move(probe_point(y, x, survey.shape))
+        self.__frames.configure()
+        self.__probe_guard.move(probe_control.probe_point(y, x, survey.shape))
         try:
-            xdatas = self.__camera.grab_next_to_start(timeout=self.__grab_timeout_s)
-        except Exception as e:
-            raise InstrumentError(f"camera '{self.__camera.display_name}' failed: {e}") from e
+            pattern = self.__frames.grab_next()
         finally:
             try:
-                self.__camera.abort_playing(sync_timeout=5.0)
+                self.__frames.stop()
             finally:
                 self.__probe_guard.move(self.__park_position)
-        if not xdatas or xdatas[0] is None:
+        if pattern is None:
             raise InstrumentError("the camera returned no reference frame")
-        return numpy.array(xdatas[0].data, dtype=numpy.float32, copy=True)
+        return pattern
