@@ -16,9 +16,9 @@ pytest.importorskip("nion.usim_device")
 from nion.swift.model import Graphics
 from nion.utils import Geometry
 
-from nionswift_plugin.dkl4dstem_swift import controls
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
+from nionswift_plugin.dkl4dstem_swift import point_controls
 from nionswift_plugin.dkl4dstem_swift import preview as preview_module
 from nionswift_plugin.dkl4dstem_swift import swift_instrument
 
@@ -37,8 +37,8 @@ def add_rectangle(display_item: typing.Any, tlhw: tuple[float, float, float, flo
 def put_pick(handler: panel_module.PanelHandler, pixel: tuple[int, int], size: int = 32) -> None:
     """Place the 'pick' mark on a survey pixel centre, as a drag would."""
     handler.pick_clicked()
-    handler.find_mark(controls.PICK_LABEL).position = Geometry.FloatPoint(y=(pixel[0] + 0.5) / size,
-                                                                          x=(pixel[1] + 0.5) / size)
+    handler.find_mark(point_controls.PICK_LABEL).position = Geometry.FloatPoint(y=(pixel[0] + 0.5) / size,
+                                                                                x=(pixel[1] + 0.5) / size)
 
 
 def run_to_end(tc: typing.Any, handler: panel_module.PanelHandler, timeout_s: float = 150) -> typing.Any:
@@ -152,7 +152,7 @@ class TestForcedPoint(SwiftTestCase):
             self.assertIn("Acquire a survey first", handler.message.value)
             acquire_survey(tc, handler)
             handler.force_next_clicked()
-            self.assertIsNotNone(handler.find_mark(controls.PICK_LABEL))
+            self.assertIsNotNone(handler.find_mark(point_controls.PICK_LABEL))
             self.assertIn("Drag the orange 'pick' point", handler.message.value)
             self.assertEqual([], handler.pending_forced)
 

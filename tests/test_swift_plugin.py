@@ -27,6 +27,7 @@ from nion.usim_device import DeviceConfiguration
 from nionswift_plugin.dkl4dstem_swift import extension as extension_module
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
+from nionswift_plugin.dkl4dstem_swift import panel_survey
 from nionswift_plugin.dkl4dstem_swift import run_controller
 from nionswift_plugin.dkl4dstem_swift import survey_marks
 
@@ -349,7 +350,7 @@ class TestControl(SwiftTestCase):
             self.assertFalse(handler.start())
             self.assertIn("park", handler.message.value)
             handler.mark_park_clicked()
-            mark = handler.find_mark(panel_module.PARK_LABEL)
+            mark = handler.find_mark(panel_survey.PARK_LABEL)
             mark.position = (0.25, 0.75)
             session_path = os.path.join(os.getcwd(), "run1.h5")
             handler.session_path.value = session_path
@@ -372,7 +373,7 @@ class TestControl(SwiftTestCase):
             dc = tc.document_controller
             acquire_survey(tc, handler)
             handler.acquire_reference_clicked()  # first click places the mark and explains
-            self.assertIsNotNone(handler.find_mark(panel_module.VACUUM_LABEL))
+            self.assertIsNotNone(handler.find_mark(panel_survey.VACUUM_LABEL))
             self.assertIsNone(handler.controller.reference)
             handler.acquire_reference_clicked()
             pump(dc, lambda: handler.controller.reference is not None and handler.idle.value, 30, "reference")

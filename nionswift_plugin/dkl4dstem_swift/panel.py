@@ -1,4 +1,6 @@
-"""The "DKL 4D-STEM" dock panel: settings, buttons and live status, as a declarative UI.
+"""The "DKL 4D-STEM" dock panel (DKLPanel) and its declarative handler (PanelHandler): Start, Pause, Stop, Show maps
+and the run's live status. The fields, the survey and the other features are the handler's mixins (see panel_base);
+the look is panel_ui.
 
 Every entry is text that is checked when it is used; a bad entry becomes a message in the panel, never an exception.
 """
@@ -10,19 +12,23 @@ import typing
 
 from nion.instrumentation import HardwareSource
 from nion.swift import Panel
-from nion.swift.model import Graphics
 from nion.ui import Declarative
-from nion.utils import Geometry
 from nion.utils import Model
 
-from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.errors import InputError
 
-from . import controls
+from . import continue_controls
+from . import estimate_controls
+from . import panel_devices
+from . import panel_fields
+from . import panel_survey
+from . import panel_ui
+from . import point_controls
 from . import region as region_module
+from . import region_controls
 from . import run_controller
+from . import run_end
 from . import settings as settings_module
-from . import swift_instrument
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -32,10 +38,6 @@ _ = gettext.gettext
 
 PANEL_ID = "dkl4dstem-panel"
 PANEL_NAME = _("DKL 4D-STEM")
-VACUUM_LABEL = "vacuum"
-PARK_LABEL = "park"
-LABEL_WIDTH = 86
-FIELD_WIDTH = 64
 
 
 def _fmt(value: float, units: str = "") -> str:
@@ -44,46 +46,19 @@ def _fmt(value: float, units: str = "") -> str:
     return f"{value:.4g} {units}".strip()
 
 
-class PanelHandler(controls.ControlsMixin, Declarative.Handler):
-    """Declarative handler: property models for every field, callbacks for every button (the region, preview,
-    force-next, continue and estimate features are in controls.ControlsMixin)."""
+class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_fields.FieldsMixin,
+                   estimate_controls.EstimateMixin, region_controls.RegionMixin, point_controls.PointMixin,
+                   continue_controls.ContinueMixin, run_end.RunEndMixin, Declarative.Handler):
+    """Declarative handler: the run and its live status; the fields, the survey and the other features are in the
+    mixins (one module each, see panel_base)."""
 
     def __init__(self, document_controller: DocumentController.DocumentController) -> None:
         super().__init__()
         self.document_controller = document_controller
         self.controller = run_controller.RunController(document_controller, self.__status_changed)
-        self.__scan_ids: list[str] = list()
-        self.__camera_ids: list[str] = list()
-        self.scan_names = Model.PropertyModel[list[str]](list())
-        self.scan_index = Model.PropertyModel[int](0)
-        self.camera_names = Model.PropertyModel[list[str]](list())
-        self.camera_index = Model.PropertyModel[int](0)
-        self.channel_names = Model.PropertyModel[list[str]](["HAADF"])
-        self.channel_index = Model.PropertyModel[int](0)
-        self.survey_size = Model.PropertyModel[str]("64")
-        self.fov_nm = Model.PropertyModel[str]("16")
-        self.pixel_time_us = Model.PropertyModel[str]("2")
-        self.exposure_ms = Model.PropertyModel[str]("5")
-        self.binning = Model.PropertyModel[str]("8")
-        self.scalarizer_names = Model.PropertyModel[list[str]](self.__available_scalarizers())
-        names = self.scalarizer_names.value or []
-        default_scalarizer = settings_module.PANEL_SCALARIZER
-        self.scalarizer_index = Model.PropertyModel[int](names.index(default_scalarizer) if default_scalarizer in names
-                                                         else 0)
-        self.scalarizer_params = Model.PropertyModel[str]("")
-        self.scalarizer_hint = Model.PropertyModel[str]("")
+        self.init_devices()
+        self.init_fields()
         self.reference_text = Model.PropertyModel[str](_("Reference: none"))
-        self.window = Model.PropertyModel[str](settings_module.default_text("window"))
-        self.seeds = Model.PropertyModel[str](settings_module.default_text("seeds"))
-        self.steps = Model.PropertyModel[str](settings_module.default_text("steps"))
-        self.acquisition_index = Model.PropertyModel[int](
-            settings_module.ACQUISITION_FUNCTIONS.index(settings_module.config_module.DEFAULTS.acquisition))
-        self.xi = Model.PropertyModel[str](settings_module.default_text("xi"))
-        self.beta = Model.PropertyModel[str](settings_module.default_text("beta"))
-        self.goal_index = Model.PropertyModel[int](0 if settings_module.config_module.DEFAULTS.maximize else 1)
-        self.after_run_index = Model.PropertyModel[int](0)
-        self.session_path = Model.PropertyModel[str]("")
-        self.init_from = Model.PropertyModel[str]("")  # start from an earlier session's model (transfer.py)
         self.survey_text = Model.PropertyModel[str](_("Survey: none"))
         self.message = Model.PropertyModel[str](_("Acquire a survey, then Start."))
         self.step_text = Model.PropertyModel[str](_("Step – of –"))
@@ -94,22 +69,24 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.pause_text = Model.PropertyModel[str](_("Pause"))
         self.idle = Model.PropertyModel[bool](True)
         self.running = Model.PropertyModel[bool](False)
-        self.extra_config: dict[str, typing.Any] = dict()  # e.g. fewer training iterations (tests, benchmarks)
         manager = HardwareSource.HardwareSourceManager()
         self.__hs_added_listener = manager.hardware_source_added_event.listen(self.__hardware_sources_changed)
         self.__hs_removed_listener = manager.hardware_source_removed_event.listen(self.__hardware_sources_changed)
         self.__closed = False
-        self.preferred_device_ids: tuple[str | None, str | None] = (None, None)
-        self.init_controls()
+        self.init_estimate()
+        self.init_points()
+        self.init_run_end()
         self.load_preferences()  # the fields as the user left them (Swift's preferences)
         self.refresh_devices()
-        self.__update_hint()
         self.update_estimate()
-        self.ui_view = self.__build_ui()
+        self.ui_view = panel_ui.build_ui()
 
     def close(self) -> None:
         self.__closed = True
-        self.close_controls()
+        self.close_run_end()
+        self.save_preferences()
+        self.close_points()
+        self.close_estimate()
         self.controller.close()
         self.__hs_added_listener.close()
         self.__hs_added_listener = typing.cast(typing.Any, None)
@@ -117,301 +94,11 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.__hs_removed_listener = typing.cast(typing.Any, None)
         super().close()
 
-    # ui
-
-    def __build_ui(self) -> typing.Any:
-        u = Declarative.DeclarativeUI()
-
-        def field(label: str, model: str, tool_tip: str = "") -> typing.Any:
-            edit = u.create_line_edit(text=f"@binding({model}.value)", width=FIELD_WIDTH, tool_tip=tool_tip or None)
-            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH), edit, u.create_stretch(), spacing=4)
-
-        def combo(label: str, items: str | list[str], index: str, on_changed: str | None = None) -> typing.Any:
-            kwargs: dict[str, typing.Any] = ({"items_ref": f"@binding({items}.value)"} if isinstance(items, str)
-                                             else {"items": items})
-            box = u.create_combo_box(current_index=f"@binding({index}.value)", on_current_index_changed=on_changed,
-                                     **kwargs)
-            return u.create_row(u.create_label(text=label, width=LABEL_WIDTH), box, u.create_stretch(), spacing=4)
-
-        def button(text: str, on_clicked: str, enabled: str = "idle") -> typing.Any:
-            return u.create_push_button(text=text, on_clicked=on_clicked, enabled=f"@binding({enabled}.value)")
-
-        instrument = u.create_column(
-            combo(_("Scan device"), "scan_names", "scan_index", "scan_changed"),
-            combo(_("Camera"), "camera_names", "camera_index"),
-            combo(_("Channel"), "channel_names", "channel_index"),
-            u.create_row(field(_("Survey (px)"), "survey_size"), field(_("FOV (nm)"), "fov_nm"), spacing=8),
-            u.create_row(field(_("Pixel time (µs)"), "pixel_time_us"), u.create_stretch(), spacing=8),
-            u.create_row(field(_("Exposure (ms)"), "exposure_ms"), field(_("Binning"), "binning"), spacing=8),
-            u.create_row(button(_("Acquire Survey"), "acquire_survey_clicked"),
-                         u.create_label(text="@binding(survey_text.value)"), u.create_stretch(), spacing=8),
-            spacing=4)
-        scalarizer = u.create_column(
-            combo(_("Scalarizer"), "scalarizer_names", "scalarizer_index", "scalarizer_changed"),
-            u.create_row(u.create_label(text=_("Parameters"), width=LABEL_WIDTH),
-                         u.create_line_edit(text="@binding(scalarizer_params.value)",
-                                            placeholder_text=_("name=value, ... (blank = defaults)")),
-                         spacing=4),
-            u.create_label(text="@binding(scalarizer_hint.value)", word_wrap=True),
-            u.create_row(button(_("Mark vacuum"), "mark_vacuum_clicked"),
-                         button(_("Acquire vacuum reference"), "acquire_reference_clicked"), u.create_stretch(), spacing=4),
-            u.create_label(text="@binding(reference_text.value)"),
-            spacing=4)
-        experiment = u.create_column(
-            u.create_row(field(_("Window (px)"), "window"), field(_("Seed points"), "seeds"), spacing=8),
-            u.create_row(field(_("Steps"), "steps"), u.create_stretch(), spacing=8),
-            combo(_("Acquisition"), list(settings_module.ACQUISITION_LABELS), "acquisition_index"),
-            u.create_row(field(_("xi"), "xi"), field(_("beta"), "beta"), spacing=8),
-            combo(_("Goal"), [_("Maximize"), _("Minimize")], "goal_index"),
-            u.create_row(u.create_label(text=_("After run"), width=LABEL_WIDTH),
-                         u.create_combo_box(items=list(settings_module.AFTER_RUN_LABELS),
-                                            current_index="@binding(after_run_index.value)"),
-                         button(_("Mark park"), "mark_park_clicked"), u.create_stretch(), spacing=4),
-            u.create_row(u.create_label(text=_("Session file"), width=LABEL_WIDTH),
-                         u.create_line_edit(text="@binding(session_path.value)",
-                                            placeholder_text=_("optional .h5 (every pattern, flushed)")),
-                         spacing=4),
-            u.create_row(u.create_label(text="", width=LABEL_WIDTH),
-                         button(_("Continue run"), "continue_clicked"),
-                         u.create_label(text=_("from that session file")), u.create_stretch(), spacing=4),
-            u.create_row(u.create_label(text=_("Start from"), width=LABEL_WIDTH),
-                         u.create_line_edit(text="@binding(init_from.value)",
-                                            placeholder_text=_("an earlier session .h5 (blank: a fresh model)")),
-                         spacing=4),
-            spacing=4)
-        control = u.create_column(
-            u.create_row(button(_("Add region"), "add_region_clicked"), button(_("Exclude area"), "exclude_area_clicked"),
-                         button(_("Clear"), "clear_region_clicked"), u.create_stretch(), spacing=4),
-            u.create_label(text="@binding(region_text.value)", word_wrap=True),
-            u.create_row(button(_("Pick point"), "pick_clicked"), button(_("Preview"), "preview_clicked"),
-                         u.create_push_button(text=_("Force next"), on_clicked="force_next_clicked"),
-                         u.create_stretch(), spacing=4),
-            u.create_label(text="@binding(preview_text.value)", word_wrap=True),
-            spacing=4)
-        run = u.create_column(
-            u.create_row(button(_("Start"), "start_clicked"),
-                         button("@binding(pause_text.value)", "pause_clicked", "running"),
-                         button(_("Stop"), "stop_clicked", "running"),
-                         u.create_push_button(text=_("Show maps"), on_clicked="show_maps_clicked"),
-                         u.create_stretch(), spacing=4),
-            u.create_label(text="@binding(estimate_text.value)", word_wrap=True),
-            u.create_progress_bar(value="@binding(progress.value)", minimum=0, maximum=100),
-            u.create_label(text="@binding(step_text.value)"),
-            u.create_label(text="@binding(value_text.value)"),
-            u.create_label(text="@binding(best_text.value)"),
-            u.create_label(text="@binding(timing_text.value)"),
-            u.create_label(text="@binding(message.value)", word_wrap=True),
-            spacing=4)
-        return u.create_column(
-            u.create_section(instrument, title=_("Instrument")),
-            u.create_section(scalarizer, title=_("Scalarizer")),
-            u.create_section(experiment, title=_("Experiment")),
-            u.create_section(control, title=_("Region and points")),
-            u.create_section(run, title=_("Run")),
-            u.create_stretch(), spacing=4, margin=6)
-
-    # devices
-
-    def refresh_devices(self) -> None:
-        scans = swift_instrument.scan_devices()
-        cams = swift_instrument.cameras()
-        old_scan = self.scan_id if self.__scan_ids else self.preferred_device_ids[0]  # else the remembered one
-        old_camera = self.camera_id if self.__camera_ids else self.preferred_device_ids[1]
-        scan_id: str | None
-        camera_id: str | None
-        self.__scan_ids = [hs.hardware_source_id for hs in scans]
-        self.__camera_ids = [hs.hardware_source_id for hs in cams]
-        self.scan_names.value = [hs.display_name for hs in scans] or [_("(no scan device)")]
-        self.camera_names.value = [hs.display_name for hs in cams] or [_("(no camera)")]
-        default_scan = swift_instrument.default_scan_device()
-        default_camera = swift_instrument.default_camera()
-        if old_scan in self.__scan_ids:
-            scan_id = old_scan
-        else:
-            scan_id = default_scan.hardware_source_id if default_scan else None
-        if old_camera in self.__camera_ids:
-            camera_id = old_camera
-        else:
-            camera_id = default_camera.hardware_source_id if default_camera else None
-        self.scan_index.value = self.__scan_ids.index(scan_id) if scan_id in self.__scan_ids else 0
-        self.camera_index.value = self.__camera_ids.index(camera_id) if camera_id in self.__camera_ids else 0
-        self.scan_changed()
-
-    @property
-    def scan_id(self) -> str | None:
-        index = self.scan_index.value or 0
-        return self.__scan_ids[index] if 0 <= index < len(self.__scan_ids) else None
-
-    @property
-    def camera_id(self) -> str | None:
-        index = self.camera_index.value or 0
-        return self.__camera_ids[index] if 0 <= index < len(self.__camera_ids) else None
-
-    def scan_changed(self, widget: typing.Any = None, current_index: int | None = None) -> None:
-        scan = swift_instrument.find_hardware_source(self.scan_id)
-        names = swift_instrument.channel_names(scan) if scan else ["HAADF"]
-        old = (self.channel_names.value or [""])[self.channel_index.value or 0] if self.channel_names.value else "HAADF"
-        self.channel_names.value = names
-        upper = [n.upper() for n in names]
-        for wanted in (old.upper(), "HAADF"):
-            if wanted in upper:
-                self.channel_index.value = upper.index(wanted)
-                break
-        else:
-            self.channel_index.value = 0
-
     def __hardware_sources_changed(self, *args: typing.Any) -> None:
         def refresh() -> None:
             if not self.__closed:
                 self.refresh_devices()
         self.document_controller.queue_task(refresh)
-
-    @staticmethod
-    def __available_scalarizers() -> list[str]:
-        from dkl4dstem.scalarizers import available_scalarizers
-        return list(available_scalarizers())
-
-    def scalarizer_changed(self, widget: typing.Any = None, current_index: int | None = None) -> None:
-        self.scalarizer_params.value = ""
-        self.__update_hint()
-
-    def __update_hint(self) -> None:
-        self.scalarizer_hint.value = settings_module.params_hint(self.scalarizer_name)
-
-    @property
-    def scalarizer_name(self) -> str:
-        names = self.scalarizer_names.value or []
-        index = self.scalarizer_index.value or 0
-        return names[index] if 0 <= index < len(names) else settings_module.PANEL_SCALARIZER
-
-    def set_scalarizer(self, name: str) -> None:
-        self.scalarizer_index.value = (self.scalarizer_names.value or []).index(name)
-        self.scalarizer_changed()
-
-    # settings
-
-    def collect_settings(self, check_session: bool = True) -> settings_module.RunSettings:
-        """All fields, parsed and checked; raises InputError with a message for the panel.
-
-        check_session=False: the session file field is not checked (a preview or a continued run)."""
-        p = settings_module
-        name, params, _defaults = p.validate_scalarizer(self.scalarizer_name, self.scalarizer_params.value or "")
-        channel_names = self.channel_names.value or ["HAADF"]
-        survey = swift_instrument.SurveySettings(
-            size_px=p.parse_int(self.survey_size.value or "", "Survey size", 8, 4096),
-            fov_nm=p.parse_float(self.fov_nm.value or "", "FOV", 0.0, exclusive_minimum=True),
-            pixel_time_us=p.parse_float(self.pixel_time_us.value or "", "Pixel time", 0.0, exclusive_minimum=True),
-            channel=channel_names[min(self.channel_index.value or 0, len(channel_names) - 1)])
-        camera = swift_instrument.CameraSettings(
-            exposure_ms=p.parse_float(self.exposure_ms.value or "", "Exposure", 0.0, exclusive_minimum=True),
-            binning=p.parse_int(self.binning.value or "", "Binning", 1, 64))
-        acquisition_index = min(max(self.acquisition_index.value or 0, 0), len(p.ACQUISITION_FUNCTIONS) - 1)
-        engine_settings: dict[str, typing.Any] = dict(
-            scalarizer=name, scalarizer_params=params,
-            window=p.parse_field(self.window.value or "", "Window", "window"),
-            seeds=p.parse_field(self.seeds.value or "", "Seed points", "seeds",
-                                0 if (self.init_from.value or "").strip() else 1),  # 0: a model to start from
-            steps=p.parse_field(self.steps.value or "", "Steps", "steps"),
-            acquisition=p.ACQUISITION_FUNCTIONS[acquisition_index],
-            xi=p.parse_field(self.xi.value or "", "xi", "xi"),
-            beta=p.parse_field(self.beta.value or "", "beta", "beta"),
-            maximize=(self.goal_index.value or 0) == 0,
-            wait_for_training=p.PANEL_WAIT_FOR_TRAINING)
-        config = ExperimentConfig(**(engine_settings | self.extra_config))
-        config.init_from = p.parse_init_from(self.init_from.value or "", config) or None
-        return p.RunSettings(
-            scan_id=self.scan_id, camera_id=self.camera_id, survey=survey, camera=camera, config=config,
-            after_run=p.AFTER_RUN_CHOICES[min(self.after_run_index.value or 0, 1)],
-            session_path=p.parse_session_path(self.session_path.value or "") if check_session else "")
-
-
-    # survey and marks
-
-    @property
-    def survey_display_item(self) -> DisplayItem.DisplayItem | None:
-        display_item = self.controller.survey_display_item
-        if display_item is not None and (display_item._closed or display_item.container is None):
-            self.controller.survey_display_item = None
-            return None
-        return display_item
-
-    def set_survey(self, display_item: DisplayItem.DisplayItem) -> None:
-        if display_item is not self.controller.survey_display_item:
-            self.pending_forced = list()  # points forced on another survey
-        self.controller.survey_display_item = display_item
-        shape = display_item.data_item.data_shape if display_item.data_item else None
-        self.survey_text.value = f"{display_item.displayed_title} {shape[0]}x{shape[1]}" if shape else _("Survey: none")
-        self.watch_survey(display_item)
-        self.__show_survey(display_item)
-
-    def __show_survey(self, display_item: DisplayItem.DisplayItem) -> None:
-        """The survey the panel uses is on screen (regions and points are drawn on it), in the selected display
-        panel when no panel shows it (Swift shows new items only in a 'result' panel)."""
-        workspace_controller = self.document_controller.workspace_controller
-        display_panels = list(workspace_controller.display_panels) if workspace_controller else []
-        if not display_panels or any(p.display_item is display_item for p in display_panels):
-            return
-        display_panel = self.document_controller.selected_display_panel or display_panels[0]
-        display_panel.set_display_panel_display_item(display_item)
-
-    def acquire_survey(self, on_done: typing.Callable[[DisplayItem.DisplayItem], None] | None = None) -> bool:
-        def done(display_item: DisplayItem.DisplayItem) -> None:
-            self.set_survey(display_item)
-            if on_done:
-                on_done(display_item)
-        return self.try_action(lambda: self.controller.acquire_survey(self.collect_settings(), done))
-
-    def acquire_survey_clicked(self, widget: typing.Any = None) -> None:
-        self.acquire_survey()
-
-    def mark(self, label: str, color: str) -> Graphics.PointGraphic | None:
-        return self.__mark(label, color)
-
-    def __mark(self, label: str, color: str) -> Graphics.PointGraphic | None:
-        display_item = self.survey_display_item
-        if display_item is None:
-            self.message.value = _("⚠ Acquire a survey first; the mark goes on the survey image.")
-            return None
-        graphic = self.find_mark(label)
-        if graphic is None:
-            graphic = Graphics.PointGraphic()
-            graphic.position = Geometry.FloatPoint(y=0.5, x=0.5)
-            graphic.label = label
-            graphic.stroke_color = color
-            display_item.add_graphic(graphic)
-        self.message.value = _("Drag the '{label}' point on the survey to where you want it.").format(label=label)
-        return graphic
-
-    def find_mark(self, label: str) -> Graphics.PointGraphic | None:
-        display_item = self.survey_display_item
-        if display_item is None:
-            return None
-        for graphic in display_item.graphics:
-            if isinstance(graphic, Graphics.PointGraphic) and graphic.label == label:
-                return graphic
-        return None
-
-    def mark_vacuum_clicked(self, widget: typing.Any = None) -> None:
-        self.__mark(VACUUM_LABEL, "#0FF")
-
-    def mark_park_clicked(self, widget: typing.Any = None) -> None:
-        self.__mark(PARK_LABEL, "#F0F")
-
-    def acquire_reference_clicked(self, widget: typing.Any = None) -> None:
-        graphic = self.find_mark(VACUUM_LABEL)
-        if graphic is None:
-            if self.__mark(VACUUM_LABEL, "#0FF") is not None:
-                self.message.value = _("Drag the 'vacuum' point onto vacuum, "
-                                       "then click 'Acquire vacuum reference' again.")
-            return
-        display_item = self.survey_display_item
-        assert display_item is not None
-        position = graphic.position
-
-        def start() -> None:
-            self.controller.acquire_reference(display_item, position, self.collect_settings())
-        if self.try_action(start):
-            self.reference_text.value = _("Reference: acquiring ...")
 
     # run
 
@@ -445,7 +132,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
 
     def start_with(self, display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings,
                    options: settings_module.RunOptions) -> None:
-        park = self.find_mark(PARK_LABEL) if settings.after_run == "park" else None
+        park = self.find_mark(panel_survey.PARK_LABEL) if settings.after_run == "park" else None
         self.controller.start(display_item, settings, park_position=park.position if park else None, options=options)
         self.run_options = options
         self.pending_forced = list()
