@@ -25,7 +25,7 @@ import numpy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dkl4dstem.experiment.session import read_session  # noqa: E402
+from dkl4dstem.session.store import read_session  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "resources", "graphene_si.npz")
 SEEDS, STEPS = 6, 60

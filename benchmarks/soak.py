@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent  # noqa: E402
 from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
-from dkl4dstem.experiment.session import read_session  # noqa: E402
+from dkl4dstem.session.store import read_session  # noqa: E402
 
 
 def rss_mib() -> float:

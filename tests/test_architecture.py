@@ -13,7 +13,7 @@ MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 200
 MAX_FUNCTION_LINES = 80
 SUBPACKAGES = {"data", "instruments", "scalarizers", "models", "posterior", "acquisition", "experiment",
-               "evaluation", "reports", "cli"}
+               "evaluation", "reports", "cli", "session"}
 
 
 def engine_modules() -> list[pathlib.Path]:

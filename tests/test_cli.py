@@ -83,7 +83,7 @@ def test_ctrl_c_stops_after_the_current_point_and_keeps_every_point(graphene_pat
     import signal
     import time
 
-    from dkl4dstem.experiment.session import read_session
+    from dkl4dstem.session.store import read_session
 
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "-m", "dkl4dstem", "run", graphene_path, "--out", str(out),

@@ -132,7 +132,7 @@ def test_cli_set_refuses_before_opening_anything(argv: list[str], words: list[st
 def test_cli_set_reaches_the_engine_and_the_session(tmp_path: typing.Any, capsys: pytest.CaptureFixture[str]) -> None:
     """--set values are the run's: the session file records them, a later --set wins over an earlier one and over
     the flag, and a resume keeps them."""
-    from dkl4dstem.experiment.session import read_session
+    from dkl4dstem.session.store import read_session
 
     out = str(tmp_path / "run")
     argv = ["run", FIXTURE, "--out", out, "--seeds", "4", "--steps", "2", "--no-truth", "--set", "hidden=16,16",

@@ -43,7 +43,7 @@ from dkl4dstem.posterior import cache as posterior_module
 from dkl4dstem.errors import InputError  # noqa: E402
 from dkl4dstem.experiment import Experiment, ExperimentConfig, ExperimentResult, StepEvent  # noqa: E402
 from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
-from dkl4dstem.experiment.session import SessionWriter, read_session  # noqa: E402
+from dkl4dstem.session.store import SessionWriter, read_session  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.faults import FaultyInstrument  # noqa: E402
 

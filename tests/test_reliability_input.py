@@ -21,7 +21,7 @@ from dkl4dstem.experiment import Experiment  # noqa: E402
 from dkl4dstem.evaluation.groundtruth import ground_truth_map  # noqa: E402
 from dkl4dstem.instruments.replay import ReplayInstrument, open_replay, virtual_adf  # noqa: E402
 from dkl4dstem.scalarizers import get_scalarizer  # noqa: E402
-from dkl4dstem.experiment.session import read_session  # noqa: E402
+from dkl4dstem.session.store import read_session  # noqa: E402
 from dkl4dstem.instruments.watchdog import TimedMeasure  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.faults import FaultyInstrument  # noqa: E402

@@ -26,7 +26,7 @@ from tests.test_reliability import FIXTURE, ROOT, _reader, file_digest  # noqa: 
 from dkl4dstem import cli
 from dkl4dstem.errors import InputError  # noqa: E402
 from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
-from dkl4dstem.experiment.session import SessionLock, SessionWriter, read_session  # noqa: E402
+from dkl4dstem.session.store import SessionLock, SessionWriter, read_session  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 ENV = {**os.environ, "DKL4DSTEM_FAULTS_FAST": "1", "DKL4DSTEM_THREADS": "1",

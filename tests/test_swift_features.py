@@ -75,7 +75,7 @@ class TestRegion(SwiftTestCase):
             # the region is in the run metadata, the session file, and the summary written beside it
             shapes = item(tc, live_items.PREDICTION_TITLE).metadata[live_items.METADATA_KEY]["region"]
             self.assertEqual(["region", "exclude"], [s["role"] for s in shapes])
-            from dkl4dstem.experiment.session import read_session
+            from dkl4dstem.session.store import read_session
             self.assertEqual(shapes, read_session(session_path).settings["region"])
             pump(tc.document_controller, lambda: len(handler.saved_files) == 2, 30, "summary saved")
             summary = json.loads(open(os.path.join(os.getcwd(), "region.summary.json")).read())
@@ -240,7 +240,7 @@ class TestContinue(SwiftTestCase):
             self.assertEqual(10, len(second.visited))
             self.assertEqual(first.visited, second.visited[:7])
             self.assertTrue(all(y < 16 and x < 16 for y, x in second.visited), second.visited)  # region kept
-            from dkl4dstem.experiment.session import read_session
+            from dkl4dstem.session.store import read_session
             session = read_session(session_path)
             self.assertEqual(10, len(session.positions))
             self.assertEqual([list(p) for p in second.visited], session.positions.tolist())
@@ -258,7 +258,7 @@ class TestContinue(SwiftTestCase):
             handler.session_path.value = os.path.join(os.getcwd(), "missing.h5")
             handler.continue_clicked()
             self.assertIn("does not exist", handler.message.value)
-            from dkl4dstem.experiment.session import SessionWriter
+            from dkl4dstem.session.store import SessionWriter
             path = os.path.join(os.getcwd(), "other.h5")
             writer = SessionWriter(path, {"scalarizer": "vbf", "seeds": 2, "steps": 2}, numpy.ones((32, 32)), (8, 8))
             writer.append(1, 1, numpy.ones((8, 8)), 1.0, "seed")

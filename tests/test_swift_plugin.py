@@ -356,7 +356,7 @@ class TestControl(SwiftTestCase):
             handler.session_path.value = session_path
             self.assertTrue(handler.start(), handler.message.value)
             pump(dc, lambda: handler.controller.status.state == "idle", 60, "run end")
-            from dkl4dstem.experiment.session import read_session
+            from dkl4dstem.session.store import read_session
             session = read_session(session_path)
             self.assertEqual(3, len(session.positions))
             self.assertEqual(item(tc, live_items.PATTERNS_TITLE).data_shape[1:], session.patterns.shape[1:])

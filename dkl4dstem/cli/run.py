@@ -16,7 +16,7 @@ if typing.TYPE_CHECKING:  # torch, gpytorch, scipy and matplotlib load only once
 
     from dkl4dstem.config import ExperimentConfig
     from dkl4dstem.experiment.loop import ExperimentResult
-    from dkl4dstem.experiment.session import SessionData, SessionLock
+    from dkl4dstem.session.store import SessionData, SessionLock
     from dkl4dstem.instruments.replay import ReplayInstrument
     from dkl4dstem.reports.progress import RunRecorder
 
@@ -32,8 +32,8 @@ def open_replay(*args: typing.Any, **kwargs: typing.Any) -> ReplayInstrument:
 
 def cmd_run(args: argparse.Namespace) -> int:
     session: SessionData | None = None
-    from dkl4dstem.experiment.lock import SessionLock
-    from dkl4dstem.experiment.session import read_session
+    from dkl4dstem.session.lock import SessionLock
+    from dkl4dstem.session.store import read_session
 
     lock: SessionLock | None = None
     try:
@@ -102,7 +102,7 @@ def _prepare_out(out: str, overwrite: bool) -> SessionLock:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    from dkl4dstem.experiment.lock import SessionLock
+    from dkl4dstem.session.lock import SessionLock
 
     lock = SessionLock(_session_path(out))
     try:
@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace, config: ExperimentConfig, session: SessionDat
     """Checks before dose, the lock of a new run's folder, the run, its outputs."""
     from dkl4dstem.evaluation.groundtruth import check_finite
     from dkl4dstem.experiment import preflight
-    from dkl4dstem.experiment.checksums import data_fingerprint
+    from dkl4dstem.session.checksums import data_fingerprint
     from dkl4dstem.scalarizers.registry import get_scalarizer
 
     instrument = open_replay(args.data, args.data_key, **reader_options(args))

@@ -29,7 +29,7 @@ from dkl4dstem.experiment.measuring import Measurer
 from dkl4dstem.experiment.points import Points
 from dkl4dstem.experiment.reporting import Reporter
 from dkl4dstem.experiment.recording import Recorder, check_resume, detector_shape, replay_resumed
-from dkl4dstem.experiment.session import SessionData
+from dkl4dstem.session.store import SessionData
 from dkl4dstem.experiment.setup import known_detector_shape, new_trainer
 from dkl4dstem.instruments.base import Instrument
 from dkl4dstem.posterior.trained import TrainedPosterior

@@ -12,7 +12,7 @@ import numpy
 
 from dkl4dstem.errors import InputError, StorageError
 from dkl4dstem.experiment.points import Points
-from dkl4dstem.experiment.session import SessionData, SessionWriter, resume_differences
+from dkl4dstem.session.store import SessionData, SessionWriter, resume_differences
 from dkl4dstem.models.transfer import TransferModel, write_standardization
 
 if typing.TYPE_CHECKING:

@@ -6,7 +6,7 @@ import typing
 import numpy
 
 from dkl4dstem.data.diffraction import DetectorCalibration
-from dkl4dstem.experiment.session import SessionData
+from dkl4dstem.session.store import SessionData
 from dkl4dstem.models.trainer import BackgroundTrainer
 from dkl4dstem.models.transfer import TransferModel, load_transfer, restandardize
 

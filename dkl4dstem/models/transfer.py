@@ -94,7 +94,7 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, typing.Any]:
 def load_transfer(path: str | os.PathLike[str], config: ExperimentConfig) -> TransferModel:
     """Read and check an earlier run for this configuration; InputError on anything that cannot work."""
     from dkl4dstem.data.patches import extract_patches
-    from dkl4dstem.experiment.session import _latest_model_state
+    from dkl4dstem.session.store import _latest_model_state
 
     filename = session_path(path)
     try:

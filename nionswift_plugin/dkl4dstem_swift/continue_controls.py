@@ -30,7 +30,7 @@ class ContinueMixin(panel_base.PanelBase):
 
     def continue_run(self) -> None:
         path = settings_module.parse_resume_path(self.session_path.value or "")
-        from dkl4dstem.experiment.session import read_session
+        from dkl4dstem.session.store import read_session
         session = read_session(path)
         display_item = self.__session_survey(session)
         stored = session.settings

@@ -172,7 +172,7 @@ class RunOptions:
     shapes: list[dict[str, typing.Any]] = dataclasses.field(default_factory=list)  # region.shapes_on(...)
     exclude_mask: typing.Any = None            # (H, W) bool numpy array or None: True = never measured
     forced: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # measured first, in order
-    resume: typing.Any = None                  # dkl4dstem.experiment.session.SessionData to continue
+    resume: typing.Any = None                  # dkl4dstem.session.store.SessionData to continue
     reference: typing.Any = None               # the resumed session's vacuum reference (replaces the panel's)
     forced_earlier: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # resumed: forced before
 

@@ -31,8 +31,8 @@ import h5py
 import numpy
 
 from dkl4dstem.errors import InputError, StorageError
-from dkl4dstem.experiment.checksums import data_fingerprint, resume_differences, row_checksum
-from dkl4dstem.experiment.lock import SessionLock
+from dkl4dstem.session.checksums import data_fingerprint, resume_differences, row_checksum
+from dkl4dstem.session.lock import SessionLock
 
 __all__ = ["SessionData", "SessionWriter", "read_session", "SessionLock", "row_checksum", "data_fingerprint",
            "resume_differences"]  # the lock and the checksums live in lock.py / checksums.py
