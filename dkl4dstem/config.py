@@ -12,6 +12,7 @@ from dkl4dstem.errors import InputError
 from dkl4dstem.scalarizers import get_scalarizer
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
+MAP_MODELS = ("survey", "dkl")
 
 
 @dataclasses.dataclass
@@ -45,6 +46,7 @@ class ExperimentConfig:
     measure_timeout_s: float | None = None  # None: the instrument's `measure_timeout_s` (None there: no limit)
     pretrain: bool = True           # self-supervised pre-training of the network on the survey (pretrain.py)
     init_from: str | None = None    # start from an earlier run's model and points (transfer.py); seeds may be 0
+    map_model: str = "survey"       # the maps: "survey" (GP on fixed survey features, mapmodel.py) or "dkl"
 
     def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
         """Refuse settings that cannot work, before any dose is spent."""
@@ -66,6 +68,8 @@ class ExperimentConfig:
         if self.acquisition not in ACQUISITIONS:
             raise InputError(f"unknown acquisition {self.acquisition!r}; choose one of "
                              f"{', '.join(ACQUISITIONS)}")
+        if self.map_model not in MAP_MODELS:
+            raise InputError(f"unknown map model {self.map_model!r}; choose one of {', '.join(MAP_MODELS)}")
         height, width = survey_shape
         if self.window >= min(height, width):
             raise InputError(f"window {self.window} must be smaller than the survey {height}x{width}")

@@ -19,7 +19,7 @@ import warnings
 import numpy
 import torch
 
-from dkl4dstem import acquisition as acquisition_module, preflight
+from dkl4dstem import acquisition as acquisition_module, mapmodel, preflight
 from dkl4dstem.config import ExperimentConfig
 from dkl4dstem.diffraction import DetectorCalibration, Measurement
 from dkl4dstem.errors import InputError, InstrumentError, ModelError, StorageError
@@ -191,6 +191,7 @@ class _Run:
         self.map_posterior: TrainedPosterior | None = None  # the last fresh fit: prediction and uncertainty maps
         self.recalibration = PrequentialCalibration()
         self.design: FeatureSpaceDesign | None = None  # --acquisition map
+        self.survey_map = mapmodel.for_run(self.config, self.survey_image, self.patches, self.n_candidates)
         self.maps: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None
         self.writer: SessionWriter | None = None
         self.transfer: TransferModel | None = None
@@ -480,9 +481,12 @@ class _Run:
         # the top-1% positions as soon or sooner (RESULTS.md). The maps come from `_maps`.
         acquisition_variance = variance + self.posterior.noise if self.config.observation_noise else variance
         if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
-            if self.design is None:
-                self.design = FeatureSpaceDesign(self.patches, capacity=self.total + 1, seed=self.config.seed)
-            values = self.design.values(self.indices)
+            if self.survey_map is not None:  # the design targets the map model (mapmodel.py)
+                values = self.survey_map.design_values(self.indices, self.values, self.blocked)
+            else:
+                if self.design is None:
+                    self.design = FeatureSpaceDesign(self.patches, capacity=self.total + 1, seed=self.config.seed)
+                values = self.design.values(self.indices)
         else:
             values = acquisition_module.acquisition_values(
                 mean, acquisition_variance, best_std, kind=self.config.acquisition, xi=self.config.xi,
@@ -506,19 +510,23 @@ class _Run:
         recalibration; the map model's prediction of the next position is recorded for it.
         """
         assert self.posterior is not None
-        model = self.map_posterior or self.posterior
-        targets = self._with_prior(valid)  # standardized as the posterior's targets (a transferred run's included)
-        if model is not self.posterior:
-            model.catch_up(self.indices, self.values)
-            mean, variance, _, _ = model.predict(targets)
-            mean, variance = mean[:self.n_candidates], variance[:self.n_candidates]  # transfer: drop the prior rows
-        target_mean, target_std = standardization(targets)
-        measurement_variance = (variance + model.noise) * target_std ** 2
-        prediction = mean * target_std + target_mean
+        if self.survey_map is not None:  # a GP on fixed survey features (mapmodel.py), the default
+            prediction, measurement_variance, prior_scale = self.survey_map.maps(self.indices, self.values)
+        else:
+            model = self.map_posterior or self.posterior
+            targets = self._with_prior(valid)  # standardized as the posterior's targets (a transferred run's too)
+            if model is not self.posterior:
+                model.catch_up(self.indices, self.values)
+                mean, variance, _, _ = model.predict(targets)
+                mean, variance = mean[:self.n_candidates], variance[:self.n_candidates]  # transfer: no prior rows
+            target_mean, target_std = standardization(targets)
+            measurement_variance = (variance + model.noise) * target_std ** 2
+            prediction = mean * target_std + target_mean
+            prior_scale = model.loo_scale
         if next_index is not None:
             self.recalibration.predicted(next_index, float(prediction[next_index]),
                                          float(measurement_variance[next_index]))
-        scale = self.recalibration.variance_scale(model.loo_scale)
+        scale = self.recalibration.variance_scale(prior_scale)
         return (prediction.cpu().numpy().reshape(self.height, self.width),
                 (measurement_variance * scale).sqrt().cpu().numpy().reshape(self.height, self.width),
                 acquisition.cpu().numpy().reshape(self.height, self.width))
