@@ -143,9 +143,14 @@ def main() -> None:
     parser.add_argument("--variants", default="select")
     parser.add_argument("--record-only", action="store_true")
     parser.add_argument("--map-model", default="survey")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="paired: the loop's maps of two "
+                        "recorded JSONs (same sets and seeds), AFTER minus BEFORE, and their first hits")
     parser.add_argument("--runs", default=None, help="recorded runs (JSON) to reuse instead of running the loop")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "map_models.json"))
     args = parser.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
     sys.path.insert(0, ROOT)
     from dkl4dstem.runtime import ensure_threads_configured
     from pretrain_transfer import seed_list
@@ -182,6 +187,28 @@ def bootstrap(diff: numpy.ndarray, seed: int = 0) -> tuple[float, float]:
     rng = numpy.random.default_rng(seed)
     means = rng.choice(diff, size=(10000, diff.size)).mean(axis=1)
     return float(numpy.quantile(means, 0.025)), float(numpy.quantile(means, 0.975))
+
+
+def compare(before_path: str, after_path: str) -> None:
+    """NRMSE of the loop's maps, AFTER minus BEFORE per set and budget (paired bootstrap), and the first hits."""
+    before, after = json.load(open(before_path))["runs"], json.load(open(after_path))["runs"]
+    keys = [k for k in after if k in before]
+    print(f"| set | budget | seeds | NRMSE before | NRMSE after | after minus before [95%] | first hits equal |")
+    print("|---|---|---|---|---|---|---|")
+    for name in sorted({k.split("/")[0] for k in keys}):
+        common = [k for k in keys if k.startswith(name + "/")]
+        same = sum(before[k]["first_top1"] == after[k]["first_top1"] for k in common)
+        for budget in ("1%", "2.5%", "40", "100"):
+            pairs = [(before[k]["loop"][budget]["nrmse"], after[k]["loop"][budget]["nrmse"]) for k in common
+                     if budget in before[k]["loop"] and budget in after[k]["loop"]]
+            if not pairs:
+                continue
+            b, a = numpy.array(pairs).T
+            print(f"| {name} | {budget} | {len(pairs)} | {b.mean():.3f} | {a.mean():.3f} | "
+                  "{:+.3f} [{:+.3f}, {:+.3f}] | {}/{} |".format((a - b).mean(), *bootstrap(a - b), same, len(common)))
+    for name in sorted({k.split("/")[0] for k in keys}):
+        hits = numpy.array([after[k]["first_top1"] or 0 for k in keys if k.startswith(name + "/")], dtype=float)
+        print(f"{name}: first top-1% hit mean {hits.mean():.1f}, median {numpy.median(hits):.1f}")
 
 
 def print_table(results: dict[str, typing.Any]) -> None:
