@@ -86,6 +86,7 @@ class FixedFeatureGP:
         self.indices: list[int] = []
         self.values = numpy.zeros(0)
         self._y_mean, self._y_std = 0.0, 1.0
+        self._cache: tuple[typing.Any, ...] | None = None  # see _whitened
 
     # --- fitting ---------------------------------------------------------------------------------------------
     def _parts(self, params: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
@@ -123,7 +124,8 @@ class FixedFeatureGP:
             return
         x, y = self._train()
         params = [p.clone().requires_grad_(True) for p in (self.log_lengthscale, self.log_signal, self.log_noise)]
-        optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=iterations, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=iterations, line_search_fn="strong_wolfe",
+                                      tolerance_change=1e-6)
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
@@ -155,28 +157,63 @@ class FixedFeatureGP:
         """Noise variance in the values' units squared."""
         return float(torch.exp(self.log_noise)) * self._y_std ** 2
 
-    def predict(self, batch: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    def _whitened(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cholesky factor L of K + noise, V = L^-1 k(X, all) (n x N) and the column sums of V^2, for the current
+        points and hyperparameters: extended by the new points' rows (O(n N) per point) while the
+        hyperparameters stay, recomputed when they change."""
+        key = (self.log_lengthscale.clone(), float(self.log_signal), float(self.log_noise))
+        signal, noise = math.exp(key[1]), math.exp(key[2]) + JITTER
+        lengthscale = torch.exp(self.log_lengthscale)
+        cache = self._cache
+        n_old = 0
+        if (cache is not None and torch.equal(cache[0][0], key[0]) and cache[0][1:] == key[1:]
+                and self.indices[:len(cache[1])] == cache[1]):
+            n_old = len(cache[1])
+            factor, whitened, sum_squares = cache[2], cache[3], cache[4]
+        if n_old == len(self.indices) and cache is not None and n_old:
+            return factor, whitened, sum_squares
+        x_all = self.features
+        new = torch.as_tensor(self.indices[n_old:], dtype=torch.long)
+        k_new_all = signal * _matern52(x_all[new], x_all, lengthscale)  # (m, N)
+        k_new_new = k_new_all[:, new] + noise * torch.eye(len(new), dtype=torch.float64)
+        if n_old:
+            old = torch.as_tensor(cache[1], dtype=torch.long)  # type: ignore[index]
+            l21 = torch.linalg.solve_triangular(factor, k_new_all[:, old].T, upper=False).T  # (m, n_old)
+            l22 = torch.linalg.cholesky(k_new_new - l21 @ l21.T)
+            v_new = torch.linalg.solve_triangular(l22, k_new_all - l21 @ whitened, upper=False)
+            factor = torch.cat([torch.cat([factor, torch.zeros(n_old, len(new), dtype=torch.float64)], dim=1),
+                                torch.cat([l21, l22], dim=1)])
+            whitened = torch.cat([whitened, v_new])
+            sum_squares = sum_squares + (v_new * v_new).sum(dim=0)
+        else:
+            factor = torch.linalg.cholesky(k_new_new)
+            whitened = torch.linalg.solve_triangular(factor, k_new_all, upper=False)
+            sum_squares = (whitened * whitened).sum(dim=0)
+        self._cache = (key, list(self.indices), factor, whitened, sum_squares)
+        return factor, whitened, sum_squares
+
+    def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and latent variance (values' units) at every position, the constant mean's uncertainty included."""
         n_all = self.features.shape[0]
         signal = float(torch.exp(self.log_signal))
         if not self.indices:
             return (torch.full((n_all,), self._y_mean, dtype=torch.float64),
                     torch.full((n_all,), signal * self._y_std ** 2, dtype=torch.float64))
-        x, y = self._train()
-        params = (self.log_lengthscale, self.log_signal, self.log_noise)
+        _, y = self._train()
         with torch.no_grad():
-            factor, m, alpha, k_inv_1 = self._parts(params, x, y)
-            lengthscale = torch.exp(self.log_lengthscale)
-            means, variances = [], []
-            for start in range(0, n_all, batch):
-                cross = signal * _matern52(x, self.features[start:start + batch], lengthscale)  # (n, b)
-                means.append(m + cross.T @ alpha)
-                whitened = torch.linalg.solve_triangular(factor, cross, upper=False)
-                variance = signal - (whitened * whitened).sum(dim=0)
-                gls = 1.0 - k_inv_1 @ cross  # the GLS mean's share of the uncertainty
-                variances.append(variance.clamp_min(0) + gls * gls / k_inv_1.sum())
-        mean = torch.cat(means) * self._y_std + self._y_mean
-        return mean, torch.cat(variances).clamp_min(1e-12) * self._y_std ** 2
+            try:
+                factor, whitened, sum_squares = self._whitened()
+            except torch.linalg.LinAlgError:
+                self._cache = None
+                factor, whitened, sum_squares = self._whitened()
+            ones = torch.linalg.solve_triangular(factor, torch.ones(len(y), 1, dtype=torch.float64), upper=False)[:, 0]
+            white_y = torch.linalg.solve_triangular(factor, y[:, None], upper=False)[:, 0]
+            w_w = float(ones @ ones)
+            m = float(ones @ white_y) / w_w  # the GLS constant mean
+            mean = m + whitened.T @ (white_y - m * ones)
+            gls = 1.0 - whitened.T @ ones  # the GLS mean's share of the uncertainty
+            variance = (signal - sum_squares).clamp_min(0) + gls * gls / w_w
+        return mean * self._y_std + self._y_mean, variance.clamp_min(1e-12) * self._y_std ** 2
 
     def log_evidence(self) -> float:
         """Log marginal likelihood plus log prior at the current hyperparameters (up to a shared constant)."""
@@ -203,7 +240,7 @@ class FixedFeatureGP:
 
 JET_SCALES_PX = (0.5, 0.7, 1.0, 1.4, 2.0)  # candidate scales of the local jet (survey pixels)
 MAX_POSITIONS = 1 << 16     # larger surveys keep the DKL map model (its latent grid); this one is O(N n) per map
-REFERENCE_BUDGET = 1 << 23  # mapping design: reference positions x candidates at most this
+REFERENCE_BUDGET = 1 << 22  # mapping design: reference positions x candidates at most this
 
 
 def for_run(config: typing.Any, survey_image: numpy.ndarray, patches: numpy.ndarray, n_candidates: int
@@ -301,13 +338,9 @@ class SurveyMapModel:
             covariance = signal * _matern52(features[reference], features, lengthscale)
             variance = torch.full((n_all,), signal, dtype=torch.float64)
             if model.indices:
-                x = features[torch.as_tensor(model.indices, dtype=torch.long)]
-                k = signal * _matern52(x, x, lengthscale) + (noise + JITTER) * torch.eye(len(x), dtype=x.dtype)
-                factor = torch.linalg.cholesky(k)
-                whitened = torch.linalg.solve_triangular(factor, signal * _matern52(x, features, lengthscale),
-                                                         upper=False)
+                _, whitened, sum_squares = model._whitened()
                 covariance -= whitened[:, reference].T @ whitened
-                variance -= (whitened * whitened).sum(dim=0)
+                variance -= sum_squares
             reduction = (covariance * covariance).sum(dim=0) / (variance.clamp_min(0) + noise)
         return reduction.clamp_min(1e-300).log()
 
