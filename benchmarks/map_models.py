@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--variants", default="select")
     parser.add_argument("--record-only", action="store_true")
     parser.add_argument("--map-model", default="survey")
+    parser.add_argument("--cost", action="store_true", help="only time the map model per step at 128 x 128")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="paired: the loop's maps of two "
                         "recorded JSONs (same sets and seeds), AFTER minus BEFORE, and their first hits")
     parser.add_argument("--runs", default=None, help="recorded runs (JSON) to reuse instead of running the loop")
@@ -152,6 +153,9 @@ def main() -> None:
         compare(*args.compare)
         return
     sys.path.insert(0, ROOT)
+    if args.cost:
+        cost()
+        return
     from dkl4dstem.runtime import ensure_threads_configured
     from pretrain_transfer import seed_list
 
@@ -187,6 +191,35 @@ def bootstrap(diff: numpy.ndarray, seed: int = 0) -> tuple[float, float]:
     rng = numpy.random.default_rng(seed)
     means = rng.choice(diff, size=(10000, diff.size)).mean(axis=1)
     return float(numpy.quantile(means, 0.025)), float(numpy.quantile(means, 0.975))
+
+
+def cost(size: int = 128) -> None:
+    """The map model's cost per step (after the decision, before the next move) on a synthetic lattice survey."""
+    from dkl4dstem import mapmodel
+    from dkl4dstem.patches import extract_patches
+    from dkl4dstem.runtime import ensure_threads_configured
+
+    ensure_threads_configured()
+    rng = numpy.random.default_rng(0)
+    yy, xx = numpy.mgrid[:size, :size]
+    survey = (numpy.cos(yy / 2.1) * numpy.cos(xx / 2.3) + 0.1 * rng.normal(size=(size, size))).astype(numpy.float32)
+    truth = numpy.hypot(*numpy.gradient(survey)).ravel()
+    start = time.perf_counter()
+    model = mapmodel.SurveyMapModel(survey, extract_patches(survey, 12))
+    print(f"{size}²: features {1e3 * (time.perf_counter() - start):.0f} ms (once per run); load {os.getloadavg()[0]:.1f}")
+    for n0 in (50, 100, 190):
+        indices = rng.choice(truth.size, n0 + 10, replace=False).tolist()
+        model = mapmodel.SurveyMapModel(survey, extract_patches(survey, 12))
+        start = time.perf_counter()
+        model.maps(indices[:n0], truth[indices[:n0]])
+        first = time.perf_counter() - start
+        steps = []
+        for k in range(1, 11):
+            start = time.perf_counter()
+            model.maps(indices[:n0 + k], truth[indices[:n0 + k]])
+            steps.append(1e3 * (time.perf_counter() - start))
+        print(f"n = {n0}: first fit {1e3 * first:.0f} ms, next 10 steps median {numpy.median(steps):.0f} ms, max "
+              f"{max(steps):.0f} ms (hyperparameters refitted when the data grew by a tenth)")
 
 
 def compare(before_path: str, after_path: str) -> None:

@@ -69,6 +69,21 @@ def local_jet(image: numpy.ndarray, scale_px: float) -> torch.Tensor:
     return torch.as_tensor(features)
 
 
+def _variance_reduction(model: FixedFeatureGP, reference: torch.Tensor) -> torch.Tensor:
+    """sum_r cov(r, x)^2 / (var(x) + noise) at every position x: how much a measurement at x lowers the summed
+    posterior variance over the reference positions r (Seo et al. 2000), in the model's standardized units."""
+    features = model.features
+    signal, noise = float(torch.exp(model.log_signal)), float(torch.exp(model.log_noise))
+    with torch.no_grad():
+        covariance = signal * _matern52(features[reference], features, torch.exp(model.log_lengthscale))
+        variance = torch.full((features.shape[0],), signal, dtype=torch.float64)
+        if model.indices:
+            _, whitened, sum_squares = model._whitened()
+            covariance -= whitened[:, reference].T @ whitened
+            variance -= sum_squares
+        return (covariance * covariance).sum(dim=0) / (variance.clamp_min(0) + noise)
+
+
 def _matern52(a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor) -> torch.Tensor:
     d = torch.cdist(a / lengthscale, b / lengthscale).clamp_min(0) * math.sqrt(5.0)
     return (1 + d + d * d / 3) * torch.exp(-d)
@@ -241,6 +256,7 @@ class FixedFeatureGP:
 JET_SCALES_PX = (0.5, 0.7, 1.0, 1.4, 2.0)  # candidate scales of the local jet (survey pixels)
 MAX_POSITIONS = 1 << 16     # larger surveys keep the DKL map model (its latent grid); this one is O(N n) per map
 REFERENCE_BUDGET = 1 << 22  # mapping design: reference positions x candidates at most this
+DESIGN_MIXTURE = True       # mapping design on every embedding with weight (True) or the leading one only
 
 
 def for_run(config: typing.Any, survey_image: numpy.ndarray, patches: numpy.ndarray, n_candidates: int
@@ -322,27 +338,19 @@ class SurveyMapModel:
 
     def design_values(self, indices: typing.Sequence[int], values: typing.Sequence[float], blocked: numpy.ndarray
                       ) -> torch.Tensor:
-        """`--acquisition map`: log integrated variance reduction of the leading embedding's GP over a fixed
-        reference set of positions, so the design serves the model that draws the map."""
+        """`--acquisition map`: log integrated variance reduction over a fixed reference set of positions, of the
+        embeddings' GPs averaged with their weights (DESIGN_MIXTURE; else the leading one's), so the design serves
+        the model that draws the map."""
         self.fit(indices, values)
-        model = self.best
-        features = model.features
-        n_all = features.shape[0]
-        generator = numpy.random.default_rng(0)
+        n_all = self.models[0].features.shape[0]
         n_reference = max(64, min(n_all, REFERENCE_BUDGET // n_all))
-        reference = torch.as_tensor(numpy.sort(generator.choice(n_all, min(n_reference, n_all), replace=False)))
-        signal = float(torch.exp(model.log_signal))
-        noise = float(torch.exp(model.log_noise))
-        lengthscale = torch.exp(model.log_lengthscale)
-        with torch.no_grad():
-            covariance = signal * _matern52(features[reference], features, lengthscale)
-            variance = torch.full((n_all,), signal, dtype=torch.float64)
-            if model.indices:
-                _, whitened, sum_squares = model._whitened()
-                covariance -= whitened[:, reference].T @ whitened
-                variance -= sum_squares
-            reduction = (covariance * covariance).sum(dim=0) / (variance.clamp_min(0) + noise)
-        return reduction.clamp_min(1e-300).log()
+        reference = torch.as_tensor(numpy.sort(numpy.random.default_rng(0).choice(n_all, n_reference, replace=False)))
+        if DESIGN_MIXTURE:
+            keep = [k for k in range(len(self.models)) if self.weights[k] >= 1e-3]
+        else:
+            keep = [int(numpy.argmax(self.weights))]
+        total = sum(float(self.weights[k]) * _variance_reduction(self.models[k], reference) for k in keep)
+        return (total / sum(float(self.weights[k]) for k in keep)).clamp_min(1e-300).log()
 
     def loo_variance_scale(self) -> float:
         """Mean squared closed-form leave-one-out z-score of the leading embedding (a prior for recalibration)."""
