@@ -1,16 +1,18 @@
-"""The map model: a GP on a fixed embedding of the survey patches, fitted by its marginal likelihood.
+"""The map model: Gaussian processes on FIXED features of the survey, fitted by their marginal likelihood.
 
 Why: the scalar (e.g. |CoM|) is a function of the local structure under the probe, and the survey shows that
 structure at every position before any dose. A DKL network trained on the few points measured early in a run
-(11-60) squeezes its embedding around them and extrapolates poorly (RESULTS.md, calibration and maps); a GP over a
-FIXED, well-spread embedding of all survey patches (the leading principal components of the centre-weighted
-patches, as the pre-training uses) has only a handful of hyperparameters to learn from those points (one
-lengthscale per component, signal and noise variance), so it generalizes from few points.
+(11-60) squeezes its embedding around them and extrapolates poorly (RESULTS.md, "Maps after 1%"); a GP over a
+fixed embedding of the whole survey has only a handful of hyperparameters to learn from those points (one
+lengthscale per feature, signal and noise variance), so it generalizes from few points. The embeddings: the
+rotation-invariant local jet of the survey at a few scales (`local_jet`) and the centre-weighted principal
+components of the patches (`survey_features`, as the pre-training uses); `SurveyMapModel` fits one GP on each and
+averages them by their evidence, so the data choose the embedding.
 
 The constant prior mean is the generalized least-squares estimate (the marginal likelihood's own optimum for a
 constant mean), not the mean of the measured values: expected-improvement runs measure near the maximum, and
 such clustered points are correlated, so GLS weighs them down where the plain mean is biased towards the maximum.
-Its uncertainty is part of the predictive variance (universal kriging).
+Its uncertainty is part of the predictive variance (universal kriging). The map model never steers EI.
 """
 from __future__ import annotations
 
@@ -349,8 +351,8 @@ class SurveyMapModel:
             keep = [k for k in range(len(self.models)) if self.weights[k] >= 1e-3]
         else:
             keep = [int(numpy.argmax(self.weights))]
-        total = sum(float(self.weights[k]) * _variance_reduction(self.models[k], reference) for k in keep)
-        return (total / sum(float(self.weights[k]) for k in keep)).clamp_min(1e-300).log()
+        total = torch.stack([float(self.weights[k]) * _variance_reduction(self.models[k], reference) for k in keep])
+        return (total.sum(dim=0) / sum(float(self.weights[k]) for k in keep)).clamp_min(1e-300).log()
 
     def loo_variance_scale(self) -> float:
         """Mean squared closed-form leave-one-out z-score of the leading embedding (a prior for recalibration)."""
