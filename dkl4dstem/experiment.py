@@ -501,13 +501,14 @@ class _Run:
     def _maps(self, mean: torch.Tensor, variance: torch.Tensor, acquisition: torch.Tensor, valid: numpy.ndarray,
               next_index: int | None) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
         """Prediction and uncertainty maps in scalar units, computed after the decision is timed (not counted in
-        decision_seconds, but still before the next move: a few ms at n = 100-200, see RESULTS.md).
+        decision_seconds, but still before the next move: a few to tens of ms at n = 100-200, see RESULTS.md).
 
-        They come from the map model, the last fresh fit (first fit or refit) conditioned on every point since:
-        the warm-started rounds between refits keep fitting the network to the measured points, and their
-        posterior drifts ever more overconfident (RESULTS.md, calibration). The uncertainty is the standard
-        deviation of a measurement there (latent variance + trained noise), scaled by the prequential
-        recalibration; the map model's prediction of the next position is recorded for it.
+        They come from the map model: by default a GP on fixed survey features (mapmodel.py), which reads the map
+        from few points where a network trained on them does not; else (map_model="dkl", --init-from, very large
+        surveys) the last fresh DKL fit conditioned on every point since (the warm-started rounds between refits
+        drift ever more overconfident; RESULTS.md, calibration). The uncertainty is the standard deviation of a
+        measurement there (latent variance + noise), scaled by the prequential recalibration; the map model's
+        prediction of the next position is recorded for it.
         """
         assert self.posterior is not None
         if self.survey_map is not None:  # a GP on fixed survey features (mapmodel.py), the default
