@@ -71,14 +71,22 @@ def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acq
                 "ratio": numpy.round(numpy.sort(ratio), 4).tolist(),
                 "mean_log_sigma": float(numpy.mean(numpy.log(event.uncertainty[unmeasured]))),
                 **score(event.prediction, event.uncertainty, truth, measured.reshape(truth.shape), values),
-                "variance_scale": run.maps.recalibration.variance_scale(run.maps.posterior.loo_scale),
-                "loo_scale": run.maps.posterior.loo_scale, "z": list(run.maps.recalibration.z),
+                "variance_scale": run.maps.recalibration.variance_scale(loo_scale(run)),
+                "loo_scale": loo_scale(run), "z": list(run.maps.recalibration.z),
+                "map_model": run.survey_map.name if run.survey_map is not None else "dkl",
                 "median_sigma": float(numpy.median(event.uncertainty[~measured.reshape(truth.shape)]))}
 
     config = ExperimentConfig(seeds=10, steps=max(budgets) - 10, seed=seed, acquisition=acquisition)
     experiment = Experiment(open_replay(path), config, on_event=on_event)
     result = experiment.run()
     return scores, [y * width + x for y, x in result.visited]
+
+
+def loo_scale(run: typing.Any) -> float:
+    """The recalibration's prior: the map model's leave-one-out scale (models/survey_map.py, or the DKL map model's)."""
+    if run.survey_map is not None:
+        return run.survey_map.loo_variance_scale()
+    return run.maps.posterior.loo_scale
 
 
 def random_subset(visited: list[int], n: int, size: int, seed: int) -> list[int]:

@@ -16,6 +16,7 @@ import typing
 from dkl4dstem.errors import InputError
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
+MAP_MODELS = ("survey", "dkl")  # the maps: a GP on fixed survey features (models/survey_map.py) or the DKL's fit
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's range (numpy's default_rng takes any non-negative integer)
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")  # torch.device strings
 
@@ -51,6 +52,7 @@ class ExperimentConfig:
     measure_timeout_s: float | None = None  # None: the instrument's `measure_timeout_s` (None there: no limit)
     pretrain: bool = True           # self-supervised pre-training of the network on the survey (pretrain.py)
     init_from: str | None = None    # start from an earlier run's model and points (transfer.py); seeds may be 0
+    map_model: str = "survey"       # the maps: "survey" (GP on fixed survey features, survey_map.py) or "dkl"
 
     def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
         """Refuse settings that cannot work, before any dose is spent."""
@@ -158,6 +160,7 @@ RULES: dict[str, Rule] = {
     "device": Rule("str", optional=True), "checkpoint_every": Rule("int", 1),
     "measure_timeout_s": Rule("float", 0, strict=True, optional=True),
     "pretrain": Rule("bool"), "init_from": Rule("str", optional=True),
+    "map_model": Rule("str", choices=MAP_MODELS),
 }
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(ExperimentConfig))
 DEFAULTS = ExperimentConfig()  # the defaults, for the panel and the help texts

@@ -48,6 +48,7 @@ BAD: list[tuple[str, typing.Any]] = [
     ("measure_timeout_s", 0.0), ("measure_timeout_s", -1.0), ("measure_timeout_s", math.inf), ("measure_timeout_s", True),
     ("pretrain", 1),
     ("init_from", ""), ("init_from", 3),
+    ("map_model", "gp"), ("map_model", None),
 ]
 
 

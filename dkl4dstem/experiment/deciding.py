@@ -23,6 +23,7 @@ from dkl4dstem.posterior.trained import TrainedPosterior
 
 if typing.TYPE_CHECKING:
     from dkl4dstem.config import ExperimentConfig
+    from dkl4dstem.models.survey_map import SurveyMapModel
     from dkl4dstem.models.trainer import BackgroundTrainer
 
 logger = logging.getLogger(__name__)
@@ -81,12 +82,13 @@ class Decider:
     """posterior -> `Predictive` -> acquisition values -> the best free candidate."""
 
     def __init__(self, config: ExperimentConfig, patches: numpy.ndarray, n_candidates: int,
-                 prior_values: numpy.ndarray | None) -> None:
+                 prior_values: numpy.ndarray | None, survey_map: SurveyMapModel | None = None) -> None:
         self.config = config
         self.patches = patches
         self.n_candidates = n_candidates
         self.prior_values = prior_values  # a transferred run's values: standardized together with this run's
-        self.design: FeatureSpaceDesign | None = None  # --acquisition map
+        self.design: FeatureSpaceDesign | None = None  # --acquisition map with map_model="dkl"
+        self.survey_map = survey_map  # --acquisition map: the design targets the map model
 
     def targets(self, values: numpy.ndarray) -> numpy.ndarray:
         """The values the posterior's targets are standardized over: this run's plus a transferred run's."""
@@ -100,7 +102,9 @@ class Decider:
         predictive = posterior.predict(targets).first(self.n_candidates)
         incumbent = valid if valid.size else targets  # no own point yet: the earlier run's best
         best = float(incumbent.max() if self.config.maximize else incumbent.min())
-        if self.config.acquisition == "map":  # the mapping mode: a design in fixed patch features (mapping.py)
+        if self.config.acquisition == "map" and self.survey_map is not None:  # the mapping mode (survey_map.py)
+            values = self.survey_map.design_values(points.indices, points.values, points.blocked)
+        elif self.config.acquisition == "map":  # with the DKL map model: a design in fixed patch features
             if self.design is None:
                 self.design = FeatureSpaceDesign(self.patches, capacity=self.config.seeds + self.config.steps + 1,
                                                  seed=self.config.seed)

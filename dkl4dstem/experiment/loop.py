@@ -25,6 +25,7 @@ from dkl4dstem.experiment.control import RunControl
 from dkl4dstem.experiment.deciding import Decider, Decision, blocked_mask, forced_or, seed_candidates
 from dkl4dstem.experiment.events import ExperimentResult, StepEvent
 from dkl4dstem.experiment.maps import MapModel
+from dkl4dstem.models import survey_map
 from dkl4dstem.experiment.measuring import Measurer
 from dkl4dstem.experiment.points import Points
 from dkl4dstem.experiment.reporting import Reporter
@@ -123,9 +124,10 @@ class _Run:
                          detector_shape(pattern_shape))
         self.patches, self.transfer, self.trainer = new_trainer(
             config, survey_image, extract_patches(survey_image, config.window))
+        self.survey_map = survey_map.for_run(config, survey_image, self.patches, self.n_candidates)
         self.decider = Decider(config, self.patches, self.n_candidates,
-                               None if self.transfer is None else self.transfer.values)
-        self.maps = MapModel((self.height, self.width))
+                               None if self.transfer is None else self.transfer.values, self.survey_map)
+        self.maps = MapModel((self.height, self.width), self.survey_map)
         self.recorder = Recorder(experiment.session_path, config)
         self.posterior: TrainedPosterior | None = None  # the acquisition's: the latest training, conditioned since
         self.reporter = Reporter(experiment.on_event, self.points, self.maps, self.total, self.units, config.maximize)
