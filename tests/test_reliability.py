@@ -184,6 +184,7 @@ def _write_rows_forever(path: str, ready: typing.Any) -> None:  # pragma: no cov
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.slow
 def test_session_writer_killed_at_random_instants_leaves_a_readable_file(tmp_path: typing.Any) -> None:
     """SIGKILL at random instants (also mid-append, mid-checkpoint): the file reads and holds every reported row."""
     context = multiprocessing.get_context("fork")
@@ -219,6 +220,7 @@ def _reader(stream: typing.IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+@pytest.mark.slow
 def test_sigkill_cli_then_resume_counts_each_point_once(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     seeds, steps = 4, 12
