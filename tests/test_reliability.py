@@ -325,7 +325,9 @@ EXPECTED_PROBLEM = {"raise": "camera error", "error": "OSError", "timeout": "tim
                     "not_2d": "not 2D", "none": "AttributeError"}
 
 
-@pytest.mark.parametrize("fault", TRANSIENT)
+# the fast tier keeps one raised, one hung and one bad frame; the rest of the matrix runs in the full suite
+@pytest.mark.parametrize("fault", [f if f in ("raise", "hang", "nan") else pytest.param(f, marks=pytest.mark.slow)
+                                   for f in TRANSIENT])
 def test_transient_camera_fault_is_retried(fault: str, arrays: dict[str, numpy.ndarray], tmp_path: typing.Any,
                                            caplog: pytest.LogCaptureFixture) -> None:
     """One bad frame during seeding and one during the steps: both retried at the same position, nothing lost."""
@@ -345,7 +347,7 @@ def test_transient_camera_fault_is_retried(fault: str, arrays: dict[str, numpy.n
     instrument.release()
 
 
-@pytest.mark.parametrize("fault", ["raise", "hang", "nan", "wrong_shape"])
+@pytest.mark.parametrize("fault", ["raise", *(pytest.param(f, marks=pytest.mark.slow) for f in ("hang", "nan", "wrong_shape"))])
 def test_persistent_camera_fault_excludes_the_position(fault: str, arrays: dict[str, numpy.ndarray],
                                                        tmp_path: typing.Any) -> None:
     """Every attempt at one position fails: after max_retries it is excluded (warning) and the run goes on."""
