@@ -28,8 +28,6 @@ SLOW_IN_FILES_UNDER_EDIT = {
     "test_swift_plugin.py::TestControl::test_pause_and_resume",
     "test_swift_plugin.py::TestLifecycle::test_live_updates_are_coalesced_latest_wins_in_small_ui_tasks",
     "test_swift_plugin.py::TestControl::test_menu_action_runs_on_selected_survey_and_stop_ends_within_one_step",
-    "test_swift_plugin.py::TestControl::test_vacuum_reference_recorded_at_mark",
-    "test_swift_plugin.py::TestControl::test_park_after_run_at_mark",
 }
 
 
