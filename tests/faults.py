@@ -62,6 +62,7 @@ class FaultyInstrument:
         self.measure_after_close = 0
         self.active_measures = 0
         self.max_active_measures = 0
+        self.hanging = False                            # an acquisition is hanging right now
         self._release_hang = threading.Event()
         self._hung_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -127,7 +128,11 @@ class FaultyInstrument:
             thread = threading.Thread(target=self._release_hang.wait, daemon=True, name="hung-acquisition")
             self._hung_threads.append(thread)
             thread.start()
-            thread.join(self.timeout)
+            self.hanging = True
+            try:
+                thread.join(self.timeout)
+            finally:
+                self.hanging = False
             if thread.is_alive():
                 raise InstrumentError(f"camera acquisition timed out after {self.timeout} s at ({y}, {x})")
             raise InstrumentError(f"camera stopped during acquisition at ({y}, {x})")
@@ -154,6 +159,16 @@ class FaultyInstrument:
         self._release_hang.set()
         for thread in self._hung_threads:
             thread.join(1.0)
+
+
+def wait_for(condition: typing.Callable[[], bool], timeout: float, interval: float = 0.002) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False): a hang guard, not a timing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 # --- scalarizers -------------------------------------------------------------------------------------------

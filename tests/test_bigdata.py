@@ -53,6 +53,7 @@ def test_ground_truth_chunked_and_on_dask_agree(graphene_path: str, tmp_path) ->
     instrument.close()
 
 
+@pytest.mark.slow
 def test_a_pass_over_a_large_npy_keeps_rss_bounded(tmp_path) -> None:
     """600 MB file; a full pass (virtual survey) may not add more than a fraction of it to the peak RSS."""
     path = tmp_path / "big.npy"

@@ -146,7 +146,6 @@ def test_loop_maps_carry_calibrated_sigma_on_abtem_graphene(graphene_path: str, 
     assert scores["nlpd"] < baseline_nlpd(numpy.asarray(result.values), truth, measured) + 0.5
 
 
-@pytest.mark.slow
 def test_one_shot_fit_on_a_random_subset_has_cross_validated_sigma(graphene_path: str) -> None:
     """`reconstruct.fit_subset` (the benchmark's random-subset maps): sigma from 5-fold CV with fresh fits."""
     from dkl4dstem.evaluation.groundtruth import ground_truth_map

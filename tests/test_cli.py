@@ -59,6 +59,7 @@ def test_reconstruct_reports_nrmse_per_fraction(graphene_path: str, tmp_path) ->
     assert (out / "reconstruct.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_demo_runs_from_a_fresh_directory_as_the_console_script(tmp_path) -> None:
     env = {**os.environ, "DKL4DSTEM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "dkl4dstem", "demo", "--steps", "6"], cwd=tmp_path, env=env,
@@ -79,26 +80,45 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path) -> None:
     assert proc.stderr.strip().count("\n") == 0 and "4D" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_current_point_and_keeps_every_point(graphene_path: str, tmp_path) -> None:
+    """Ctrl-C once the DKL steps are under way (the real CLI with default training, through `python -m tests.faults`,
+    which prints one MEASURED line per recorded point): the run ends cleanly and keeps every point it recorded."""
+    import queue
     import signal
-    import time
+    import threading
 
     from dkl4dstem.session.store import read_session
 
-    out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "dkl4dstem", "run", graphene_path, "--out", str(out),
-                             "--steps", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "DKL4DSTEM_THREADS": "1"})
-    session = out / "session.h5"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not session.exists():  # the writer holds it open: watch, don't read
-        time.sleep(0.2)
-    time.sleep(8)  # seeds are cheap: by now DKL steps are under way
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=240)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out, log = tmp_path / "interrupted", open(tmp_path / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.faults", "run", graphene_path, "--out", str(out),
+                             "--steps", "500"], stdout=subprocess.PIPE, stderr=log, text=True, cwd=root,
+                            env={**os.environ, "DKL4DSTEM_THREADS": "1",
+                                 "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True).start()
+    measured: list[list[int]] = []
+    try:
+        while len(measured) < 13:  # 10 seed points, then the DKL steps: stop during the third
+            line = lines.get(timeout=240)  # a hang guard, not a timing
+            assert line is not None, f"the CLI ended early: {proc.wait()} {(tmp_path / 'stderr.txt').read_text()}"
+            if line.startswith("MEASURED "):
+                measured.append([int(v) for v in line.split()[2:4]])
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=240)
+    finally:
+        proc.kill()
+        log.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    while (line := lines.get(timeout=30)) is not None:
+        if line.startswith("MEASURED "):
+            measured.append([int(v) for v in line.split()[2:4]])
     assert proc.returncode == 0, stderr
     assert "stopping after the current point" in stderr and "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
-    recorded = read_session(str(session))
-    assert summary["stopped"] is True and 1 <= len(summary["visited"]) < 510
+    recorded = read_session(str(out / "session.h5"))
+    assert summary["stopped"] is True and 13 <= len(summary["visited"]) < 510
+    assert summary["visited"] == measured  # every point reported as measured is kept, and only those
+    assert summary["phases"][10:13] == ["step"] * 3
     numpy.testing.assert_array_equal(recorded.positions, summary["visited"])

@@ -39,6 +39,7 @@ def test_npy_run_keeps_the_file_open_for_the_ground_truth(graphene_path: str, tm
     assert summary["nrmse"] is not None and (tmp_path / "out" / "overview.png").exists()
 
 
+@pytest.mark.slow
 def test_hdf5_run_finds_the_single_4d_dataset_and_computes_the_truth(graphene_path: str, tmp_path) -> None:
     arrays = _graphene(graphene_path)
     path = str(tmp_path / "d4.h5")
@@ -50,6 +51,7 @@ def test_hdf5_run_finds_the_single_4d_dataset_and_computes_the_truth(graphene_pa
     assert summary["nrmse"] is not None
 
 
+@pytest.mark.slow
 def test_resume_reopens_the_flat_stack_with_the_same_scan_shape_and_calibrations(graphene_path: str,
                                                                                  tmp_path) -> None:
     arrays = _graphene(graphene_path)

@@ -18,6 +18,7 @@ from dkl4dstem.models.dkl import DKLModel
 from dkl4dstem.data.patches import extract_patches
 from dkl4dstem.instruments.replay import open_replay
 from dkl4dstem.models.trainer import BackgroundTrainer
+from dkl4dstem.models.transfer import load_transfer
 
 
 def _region(graphene_path: str, tmp_path, rows: slice, name: str) -> str:
@@ -152,3 +153,21 @@ def test_init_from_bad_input_is_refused_before_any_dose(graphene_path: str, tmp_
     with pytest.raises(InputError, match="latent_dim"):
         Experiment(instrument, config, on_event=measured.append).run()
     assert measured == []  # one event per measurement: none
+
+
+
+def test_a_short_run_transfers_its_model_and_points(graphene_path: str, tmp_path) -> None:
+    """The fast tier's transfer check (the CLI and region ones are slow): a 4 + 2 point run's session carries its
+    model and points into a run with no seed point; a model of another window is refused before any dose."""
+    fast = {"initial_iterations": 30, "update_iterations": 5, "refit_iterations": 20, "window": 8}
+    source = str(tmp_path / "source.h5")
+    first = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=4, steps=2, **fast),
+                       session_path=source).run()
+    assert first.error is None and len(first.visited) == 6
+    transfer = load_transfer(source, ExperimentConfig(**fast))
+    assert len(transfer.values) == 6 and transfer.patches.shape == (6, 64)
+    numpy.testing.assert_allclose(sorted(transfer.values), sorted(first.values))
+    with pytest.raises(InputError, match="window"):
+        load_transfer(source, ExperimentConfig(**{**fast, "window": 10}))
+    second = Experiment(open_replay(graphene_path), ExperimentConfig(seeds=0, steps=2, init_from=source, **fast)).run()
+    assert second.error is None and second.phases == ["step", "step"] and len(second.visited) == 2

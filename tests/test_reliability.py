@@ -15,7 +15,6 @@ import math
 import multiprocessing
 import os
 import queue
-import random
 import shutil
 import signal
 import subprocess
@@ -44,7 +43,7 @@ from dkl4dstem.errors import InputError  # noqa: E402
 from dkl4dstem.experiment import Experiment, ExperimentConfig, ExperimentResult, StepEvent  # noqa: E402
 from dkl4dstem.instruments.replay import ReplayInstrument  # noqa: E402
 from dkl4dstem.session.store import SessionWriter, read_session  # noqa: E402
-from tests import faults  # noqa: E402
+from tests import faults, seeding  # noqa: E402
 from tests.faults import FaultyInstrument  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "resources", "graphene_si.npz")
@@ -185,17 +184,20 @@ def _write_rows_forever(path: str, ready: typing.Any) -> None:  # pragma: no cov
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.slow
 def test_session_writer_killed_at_random_instants_leaves_a_readable_file(tmp_path: typing.Any) -> None:
     """SIGKILL at random instants (also mid-append, mid-checkpoint): the file reads and holds every reported row."""
     context = multiprocessing.get_context("fork")
-    rng = random.Random()
+    rng = seeding.seeded_rng("kill instants")
     for trial in range(6):
         path = str(tmp_path / f"killed{trial}.h5")
         receive, send = context.Pipe(duplex=False)
         child = context.Process(target=_write_rows_forever, args=(path, send), daemon=True)
         child.start()
         reported = -1
-        deadline = time.monotonic() + 0.05 + rng.random() * 0.4
+        delay = 0.05 + rng.random() * 0.4
+        print(f"trial {trial}: SIGKILL {delay:.3f} s after the start (not before the first reported row)")
+        deadline = time.monotonic() + delay
         while time.monotonic() < deadline or reported < 0:
             if receive.poll(0.005):
                 reported = receive.recv()
@@ -218,11 +220,12 @@ def _reader(stream: typing.IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+@pytest.mark.slow
 def test_sigkill_cli_then_resume_counts_each_point_once(tmp_path: typing.Any, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     seeds, steps = 4, 12
     total = seeds + steps
-    kill_after = int(os.environ.get("DKL4DSTEM_KILL_AFTER", random.Random().randint(2, total - 2)))
+    kill_after = seeding.seeded("DKL4DSTEM_KILL_AFTER", 2, total - 2)
     out = str(tmp_path / "run")
     env = {**os.environ, "DKL4DSTEM_FAULTS_FAST": "1", "DKL4DSTEM_THREADS": "1",
            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -322,7 +325,9 @@ EXPECTED_PROBLEM = {"raise": "camera error", "error": "OSError", "timeout": "tim
                     "not_2d": "not 2D", "none": "AttributeError"}
 
 
-@pytest.mark.parametrize("fault", TRANSIENT)
+# the fast tier keeps one raised, one hung and one bad frame; the rest of the matrix runs in the full suite
+@pytest.mark.parametrize("fault", [f if f in ("raise", "hang", "nan") else pytest.param(f, marks=pytest.mark.slow)
+                                   for f in TRANSIENT])
 def test_transient_camera_fault_is_retried(fault: str, arrays: dict[str, numpy.ndarray], tmp_path: typing.Any,
                                            caplog: pytest.LogCaptureFixture) -> None:
     """One bad frame during seeding and one during the steps: both retried at the same position, nothing lost."""
@@ -342,7 +347,7 @@ def test_transient_camera_fault_is_retried(fault: str, arrays: dict[str, numpy.n
     instrument.release()
 
 
-@pytest.mark.parametrize("fault", ["raise", "hang", "nan", "wrong_shape"])
+@pytest.mark.parametrize("fault", ["raise", *(pytest.param(f, marks=pytest.mark.slow) for f in ("hang", "nan", "wrong_shape"))])
 def test_persistent_camera_fault_excludes_the_position(fault: str, arrays: dict[str, numpy.ndarray],
                                                        tmp_path: typing.Any) -> None:
     """Every attempt at one position fails: after max_retries it is excluded (warning) and the run goes on."""
@@ -531,68 +536,112 @@ def test_broken_event_listener_does_not_stop_the_microscope(arrays: dict[str, nu
 
 # --- 5. stop ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("when", ["seeding", "stepping", "long-refit", "initial-fit", "paused"])
-def test_stop_from_another_thread_ends_within_one_step(when: str, arrays: dict[str, numpy.ndarray]) -> None:
+def test_stop_from_another_thread_ends_within_one_step(when: str, arrays: dict[str, numpy.ndarray],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most the point in flight follows a stop(); a long (re)fit running at the stop is cancelled, not waited
+    for. No timing is asserted (the stop latency is a benchmark figure); the run is guarded against a hang."""
     delay = 0.15  # a slow camera: every frame takes this long
+    long_iterations = 20000
     overrides: dict[str, typing.Any] = {"steps": 40}
     if when == "long-refit":  # a refit of thousands of iterations is running when stop() comes
-        overrides.update(refit_every=7, refit_iterations=20000)
+        overrides.update(refit_every=7, refit_iterations=long_iterations)
     if when == "initial-fit":
-        overrides.update(initial_iterations=20000)
+        overrides.update(initial_iterations=long_iterations)
     instrument = FaultyInstrument(replay(arrays), delay=delay)
     experiment = Experiment(instrument, config(**overrides))
     stop_at = {"seeding": 2, "stepping": 6, "long-refit": 7, "initial-fit": 4, "paused": 5}[when]
-    stop_time: list[float] = []
     calls_at_stop: list[int] = []
-    step_seconds: list[float] = []
+    long_fits = _count_long_fit_iterations(monkeypatch, long_iterations)
 
     def stop_soon() -> None:
-        if when == "paused":
-            experiment.pause()
-            time.sleep(3 * delay)
-        elif when in ("long-refit", "initial-fit"):
-            time.sleep(1.0)  # well inside the long training
+        if when in ("long-refit", "initial-fit"):  # well inside the long training
+            assert long_fits.wait_for_iterations(20, timeout=60), "the long training did not start"
         calls_at_stop.append(len(instrument.calls))
-        stop_time.append(time.perf_counter())
         experiment.stop()
 
     def on_event(event: StepEvent) -> None:
-        step_seconds.append(event.step_seconds)
-        if event.n_measured == stop_at and not stop_time:
+        if event.n_measured == stop_at and not calls_at_stop:
+            if when == "paused":
+                experiment.pause()  # on the loop's thread: the loop pauses before its next measurement
             threading.Thread(target=stop_soon, daemon=True).start()
 
     experiment.on_event = on_event
     result = run_guarded(experiment, timeout=60)
-    latency = time.perf_counter() - stop_time[0]
     assert result.stopped and result.error is None
-    # within one step: at most the step in flight finishes (its camera frame, decision and a cancelled training)
-    assert latency < 2 * max(step_seconds) + 1.0, \
-        f"stop took {latency:.2f} s (steps took up to {max(step_seconds):.2f} s)"
     assert len(instrument.calls) <= calls_at_stop[0] + 1, "more than one point measured after stop()"
+    if when == "paused":
+        assert len(instrument.calls) == calls_at_stop[0], "measured while paused"
     assert len(result.visited) < 44
+    if when in ("long-refit", "initial-fit"):
+        print("long fits (iterations done of", long_iterations, "):", long_fits.done)
+        assert long_fits.done and all(0 < n < long_iterations for n in long_fits.done), "the long fit was not cancelled"
     assert_closed_cleanly(instrument)
 
 
-def test_stop_during_a_hung_acquisition(arrays: dict[str, numpy.ndarray]) -> None:
-    """A frame that never comes: the wrapper's acquisition timeout ends it; stop() then ends the run."""
-    instrument = FaultyInstrument(replay(arrays), at_positions={}, on_calls={5: "hang", 6: "hang", 7: "hang"},
-                                  timeout=0.5)
-    experiment = Experiment(instrument, config(steps=20, max_retries=2))
-    stop_time: list[float] = []
+class _LongFits:
+    """Counts the Adam iterations of each fit of at least `long_iterations` (through the fit's should_stop hook)."""
 
-    def stop() -> None:
-        stop_time.append(time.perf_counter())
+    def __init__(self, long_iterations: int) -> None:
+        self.long_iterations = long_iterations
+        self.done: list[int] = []
+        self._changed = threading.Condition()
+
+    def wait_for_iterations(self, n: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: bool(self.done) and self.done[-1] >= n, timeout)
+
+    def count(self, should_stop: typing.Callable[[], bool] | None) -> typing.Callable[[], bool]:
+        with self._changed:
+            self.done.append(0)
+            index = len(self.done) - 1
+
+        def counting() -> bool:
+            if should_stop is not None and should_stop():
+                return True
+            with self._changed:
+                self.done[index] += 1
+                self._changed.notify_all()
+            return False
+        return counting
+
+
+def _count_long_fit_iterations(monkeypatch: pytest.MonkeyPatch, long_iterations: int) -> _LongFits:
+    long_fits = _LongFits(long_iterations)
+    original = model_module.DKLModel.fit
+
+    def fit(self: model_module.DKLModel, patches: typing.Any, targets: typing.Any, iterations: int,
+            *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        if iterations >= long_iterations:
+            assert "should_stop" in kwargs, "a long fit without a stop hook cannot be cancelled"
+            kwargs["should_stop"] = long_fits.count(kwargs["should_stop"])
+        return original(self, patches, targets, iterations, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.DKLModel, "fit", fit)
+    return long_fits
+
+
+def test_stop_during_a_hung_acquisition(arrays: dict[str, numpy.ndarray]) -> None:
+    """A frame that never comes: the wrapper's acquisition timeout ends it; stop() then ends the run without a
+    retry. No timing is asserted (benchmarks measure the latency); the run is guarded against a hang."""
+    instrument = FaultyInstrument(replay(arrays), at_positions={}, on_calls={5: "hang", 6: "hang", 7: "hang"},
+                                  timeout=2.0)  # long enough for the stopping thread to wake even on a busy machine
+    experiment = Experiment(instrument, config(steps=20, max_retries=2))
+    stopped_during: list[int] = []
+
+    def stop_while_hung() -> None:
+        hung = faults.wait_for(lambda: instrument.hanging, timeout=60)  # the sixth frame is hanging now
+        stopped_during.append(len(instrument.calls) if hung else -1)
         experiment.stop()
 
     def on_event(event: StepEvent) -> None:
         if event.n_measured == 5:
-            threading.Timer(0.2, stop).start()  # while the next frame hangs
+            threading.Thread(target=stop_while_hung, daemon=True).start()
 
     experiment.on_event = on_event
     result = run_guarded(experiment, timeout=60)
-    latency = time.perf_counter() - stop_time[0]
+    assert stopped_during == [6], "stop() did not come while the sixth frame hung"
     assert result.stopped and len(result.visited) == 5
     assert len(instrument.calls) == 6, "a stopped run must not retry the hung frame"
-    assert latency < 0.5 + 1.0, f"stop took {latency:.2f} s"
     assert_closed_cleanly(instrument)
     instrument.release()
 

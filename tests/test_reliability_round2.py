@@ -1,15 +1,14 @@
 """Reliability, round two: concurrent runs, resumes that would mix data, full disks, torn and edited rows, signals.
 
 Each test reproduces one case of docs/RELIABILITY.md ("Concurrency, resume and storage"). Random kill instants are
-seeded and printed (rerun one with the printed DKL4DSTEM_* variable). Subprocess runs use the real CLI through
-`python -m tests.faults` (one `MEASURED n y x value` line per point reported as measured).
+seeded (DKL4DSTEM_TEST_SEED, default 0) and printed (rerun one with the printed DKL4DSTEM_* variables). Subprocess
+runs use the real CLI through `python -m tests.faults` (one `MEASURED n y x value` line per point reported as measured).
 """
 from __future__ import annotations
 
 import json
 import os
 import queue
-import random
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import numpy
 import pytest
 
 from tests.test_reliability import FIXTURE, ROOT, _reader, file_digest  # noqa: I100 - sets sys.path first
+from tests import seeding  # noqa: E402
 
 from dkl4dstem import cli
 from dkl4dstem.errors import InputError  # noqa: E402
@@ -34,10 +34,8 @@ ENV = {**os.environ, "DKL4DSTEM_FAULTS_FAST": "1", "DKL4DSTEM_THREADS": "1",
 
 
 def _seeded(name: str, low: int, high: int) -> int:
-    """A random choice, printed, overridable by an environment variable to rerun a failure."""
-    value = int(os.environ.get(name, random.Random().randint(low, high)))
-    print(f"{name}={value}")
-    return value
+    """A random choice, seeded by DKL4DSTEM_TEST_SEED and printed, overridable by an environment variable."""
+    return seeding.seeded(name, low, high)
 
 
 class CliProcess:

@@ -195,6 +195,7 @@ class TestPreview(SwiftTestCase):
             self.assertAlmostEqual(result.value, get_scalarizer("vbf")(data_item.data, calibration),
                                    delta=1e-6 * abs(result.value))
 
+    @pytest.mark.slow
     def test_preview_refuses_a_scalarizer_needing_a_reference_before_any_dose(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler

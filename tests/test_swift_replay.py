@@ -75,6 +75,7 @@ class TestReplayOnDataItem(SwiftTestCase):
             self.assertEqual(11, len([g for g in graphics if g.type == "point-graphic"]))
             run.close()
 
+    @pytest.mark.slow
     def test_closing_the_window_during_a_replay_stops_it(self) -> None:
         with self.swift() as (tc, panel):
             handler, dc = panel.handler, tc.document_controller
