@@ -26,6 +26,7 @@ from . import preview as preview_module
 from . import region as region_module
 from . import settings as settings_module
 from . import swift_instrument
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -156,7 +157,7 @@ class ControlsMixin:
             self.__estimate_queued = False
             if not self.__controls_closed:
                 self.update_estimate()
-        self.document_controller.queue_task(update)
+        ui_tasks.queue(self.document_controller, "estimate", update)
 
     def survey_shape(self) -> tuple[int, int]:
         display_item = self.survey_display_item
@@ -388,7 +389,7 @@ class ControlsMixin:
             except Exception as e:
                 files, text = [], _("⚠ Saving the summary failed: {e}").format(e=e)
             if not self.__controls_closed:
-                self.document_controller.queue_task(lambda: self.__saved(files, text))
+                ui_tasks.queue(self.document_controller, "summary saved", lambda: self.__saved(files, text))
 
         threading.Thread(target=save, name="dkl-save", daemon=True).start()
 

@@ -26,9 +26,11 @@ from nion.swift.model import DataGroup
 from nion.swift.model import DataItem
 
 from . import colour_scale
+from . import gc_pause
 from . import pattern_sequence
 from . import survey_marks
 from . import ui_gate
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -124,6 +126,7 @@ class LiveItems:
         self.__live_items: list[DataItem.DataItem] = list()
         self.__scales: dict[str, colour_scale.ColourScale] = dict()
         self.data_group: DataGroup.DataGroup | None = None
+        self.__gc_pause: gc_pause.Pause | None = None
         self.apply_count = 0
         self.apply_cpu_s = 0.0
         self.task_seconds: list[float] = list()  # wall time of every apply task (benchmarks: the longest)
@@ -132,6 +135,7 @@ class LiveItems:
 
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
         """UI thread: create the run's items (one per thumbnail-idle UI tick), then call on_ready."""
+        self.__gc_pause = gc_pause.Pause()  # until the run's end (__end): no full collections of Swift's objects
         steps: list[typing.Callable[[], None]] = [self.__create_group]
         for title in MAP_TITLES:
             steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
@@ -140,7 +144,7 @@ class LiveItems:
             steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
         steps.append(self.__start_marks)
         ui_gate.when_idle(self.__document_controller, [self.__timed(step) for step in steps], on_done=on_ready,
-                          cancelled=lambda: self.__closed)
+                          cancelled=lambda: self.__closed, kind="run items")
 
     def __timed(self, step: typing.Callable[[], None]) -> typing.Callable[[], None]:
         def run() -> None:
@@ -177,14 +181,15 @@ class LiveItems:
             if self.__task_queued or self.__closed:
                 return
             self.__task_queued = True
-        self.__document_controller.queue_task(self.__apply_task)
+        ui_tasks.queue(self.__document_controller, "live update", self.__apply_task)
 
-    def __apply_task(self) -> None:
+    def __apply_task(self) -> str | None:
         with self.__lock:
             self.__task_queued = False
         start = time.perf_counter()
-        self.apply()
+        piece = self.apply()
         self.task_seconds.append(time.perf_counter() - start)
+        return piece
 
     # UI thread
 
@@ -206,26 +211,27 @@ class LiveItems:
                 result.append(display_item)
         return result
 
-    def apply(self, force: bool = False) -> None:
-        """One UI task: the status, then one piece of the current round of item updates (all of them when forced)."""
+    def apply(self, force: bool = False) -> str | None:
+        """One UI task: the status, then one piece of the current round of item updates (all of them when forced).
+        Returns the piece applied (the last one when forced), None when none."""
         with self.__lock:
             if self.__closed:
-                return
+                return None
             latest_event = self.__latest_event
         if latest_event is not None and latest_event is not self.__status_event and self.__on_applied:
             self.__status_event = latest_event
             self.__on_applied(latest_event)  # a few label texts: cheap
         if not self.is_ready and not force:
             self.__requeue()  # the items are still being created
-            return
+            return None
         if not self.__stages:
             with self.__lock:
                 dirty = self.__dirty
             if not dirty and not force:
-                return  # nothing new: no task until the next event
+                return None  # nothing new: no task until the next event
             if not force and not self.__finishing and time.perf_counter() - self.__round_start < self.__interval_s:
                 self.__requeue()  # too soon: look again on the next UI tick
-                return
+                return None
             with self.__lock:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
@@ -235,6 +241,7 @@ class LiveItems:
             self.__round_cpu_s = 0.0
             self.apply_count += 1
         self.__forcing = force
+        stage: str | None = None
         while self.__stages:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
@@ -255,6 +262,7 @@ class LiveItems:
             self.__interval_s = min(max(self.__min_interval_s, self.__round_cpu_s / MAX_UI_FRACTION),
                                     max(self.__min_interval_s, MAX_INTERVAL_S))
             self.__requeue_if_dirty()  # events during the round: the next round after the interval
+        return stage
 
     def __requeue(self) -> None:
         self.__queue_apply()
@@ -313,6 +321,8 @@ class LiveItems:
             transaction.close()
         self.stage_seconds.setdefault("finish", list()).append(time.perf_counter() - finish_start)
         self.__transactions = list()
+        if self.__gc_pause is not None:
+            self.__gc_pause.release()
         live_items, self.__live_items = self.__live_items, list()
         document_model = self.__document_model
 
@@ -328,7 +338,8 @@ class LiveItems:
         if window_closing and callable(call_soon):
             call_soon(end_all)
         else:
-            ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items])  # type: ignore[misc]
+            ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items],  # type: ignore[misc]
+                              kind="live state end")
 
     def close(self) -> None:
         self.finish()

@@ -23,6 +23,7 @@ from . import region as region_module
 from . import run_controller
 from . import settings as settings_module
 from . import swift_instrument
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -261,7 +262,7 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         def refresh() -> None:
             if not self.__closed:
                 self.refresh_devices()
-        self.document_controller.queue_task(refresh)
+        ui_tasks.queue(self.document_controller, "devices", refresh)
 
     @staticmethod
     def __available_scalarizers() -> list[str]:
@@ -420,11 +421,11 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
                 if self.__closed:
                     return
                 if run_controller.ENGINE_LOADING.is_set():
-                    self.document_controller.queue_task(retry)
+                    ui_tasks.queue(self.document_controller, "start wait", retry)
                 else:
                     self.start(display_item)
 
-            self.document_controller.queue_task(retry)
+            ui_tasks.queue(self.document_controller, "start wait", retry)
             return True
         if display_item is None:
             # no survey yet: refuse with the reason (nothing is acquired, no dose)
@@ -447,7 +448,8 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
         self.save_preferences()
 
     def start_clicked(self, widget: typing.Any = None) -> None:
-        self.start()
+        with ui_tasks.timing("Start click"):
+            self.start()
 
     def pause_clicked(self, widget: typing.Any = None) -> None:
         if self.controller.status.state == "paused":
@@ -456,7 +458,8 @@ class PanelHandler(controls.ControlsMixin, Declarative.Handler):
             self.controller.pause()
 
     def stop_clicked(self, widget: typing.Any = None) -> None:
-        self.controller.stop()
+        with ui_tasks.timing("Stop click"):
+            self.controller.stop()
 
     def show_maps_clicked(self, widget: typing.Any = None) -> None:
         self.try_action(self.show_maps)

@@ -14,6 +14,8 @@ import logging
 import time
 import typing
 
+from . import ui_tasks
+
 _logger = logging.getLogger(__name__)
 
 MAX_WAIT_S = 2.0  # a live camera or scan view keeps thumbnails busy all the time: after this the change is made anyway
@@ -37,7 +39,7 @@ def thumbnails_busy() -> bool:
 def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Callable[[], None]], *,
               on_done: typing.Callable[[], None] | None = None,
               cancelled: typing.Callable[[], bool] = lambda: False,
-              max_wait_s: float = MAX_WAIT_S) -> None:
+              max_wait_s: float = MAX_WAIT_S, kind: str = "item list change") -> None:
     """Run steps on the UI thread, one per UI tick on which no thumbnail is being computed, then on_done.
 
     Call on the UI thread; the first step runs at once when the thumbnails are idle (the usual case)."""
@@ -48,7 +50,7 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
         if cancelled():
             return
         if pending and thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
-            document_controller.queue_task(tick)
+            ui_tasks.queue(document_controller, kind, tick)
             return
         if pending and thumbnails_busy():
             _logger.warning("DKL: thumbnails still busy after %.0f s; changing the item list anyway", max_wait_s)
@@ -57,7 +59,7 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
             step()
             state["since"] = time.perf_counter()
         if pending:
-            document_controller.queue_task(tick)  # the change just made starts thumbnails: look again next tick
+            ui_tasks.queue(document_controller, kind, tick)  # the change just made starts thumbnails: look again next tick
         elif on_done is not None:
             on_done()
 
