@@ -54,7 +54,7 @@ NEWEST_COLOR = survey_marks.NEWEST_COLOR
 MIN_INTERVAL_S = 1.0      # a full round of updates at most once per second ...
 MAX_UI_FRACTION = 0.03    # ... and at most 3 % of the UI thread spent applying them (Swift works as much again on threads)
 MAX_INTERVAL_S = 3.0      # ... but never slower than one round every 3 s
-MARKS_BUDGET_S = 0.015    # survey marks per UI tick: as many as fit (each costs Swift ~5-30 ms), at least one
+PIECE_BUDGET_S = 0.010    # graphics per UI tick (marks, colour bars): as many as fit in this, at least one
 
 
 def run_title(kind: str, run: int) -> str:
@@ -136,21 +136,23 @@ class LiveItems:
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
         """UI thread: create the run's items (one per thumbnail-idle UI tick), then call on_ready."""
         self.__gc_pause = gc_pause.Pause()  # until the run's end (__end): no full collections of Swift's objects
-        steps: list[typing.Callable[[], None]] = [self.__create_group]
+        steps: list[typing.Callable[[], bool | None]] = [self.__create_group]
         for title in MAP_TITLES:
             steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
             steps.append(lambda title=title: self.__build_scale(title))  # type: ignore[misc]
         if patterns_shape is not None:
             steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
-        steps.append(self.__start_marks)
+        steps.append(self.__begin_survey_transaction)
+        steps.append(lambda: self.__marks.prepare(PIECE_BUDGET_S))  # all marks exist before the first point
         ui_gate.when_idle(self.__document_controller, [self.__timed(step) for step in steps], on_done=on_ready,
                           cancelled=lambda: self.__closed, kind="run items")
 
-    def __timed(self, step: typing.Callable[[], None]) -> typing.Callable[[], None]:
-        def run() -> None:
+    def __timed(self, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
+        def run() -> bool | None:
             start = time.perf_counter()
-            step()
+            done = step()
             self.stage_seconds.setdefault("create", list()).append(time.perf_counter() - start)
+            return done
         return run
 
     @property
@@ -236,7 +238,7 @@ class LiveItems:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
             if self.__finishing and not force:
-                self.__stages += ["final", "trim", "end"]
+                self.__stages += ["final", "scales", "trim", "close", "end"]
             self.__round_start = time.perf_counter()
             self.__round_cpu_s = 0.0
             self.apply_count += 1
@@ -276,8 +278,8 @@ class LiveItems:
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
 
-        Normally in pieces, one per UI tick (the last round, the final metadata, the trim, the end), so that the end
-        of a run is no long UI task either. The live state ends on later UI ticks with no thumbnail being computed
+        Normally in pieces, one per UI tick (the last round, the final metadata, exact colour-scale labels, the trim,
+        closing each item's transaction, the end), so that the end of a run is no long UI task either. The live state ends on later UI ticks with no thumbnail being computed
         (ending it reorders the data panel). When the window is closing: everything now, and the live state ends on
         the document model's next call-soon round, run by a window that stays open.
         """
@@ -303,6 +305,8 @@ class LiveItems:
         try:
             self.__patterns.trim()
             self.__final_measured()
+            for scale in self.__scales.values():
+                scale.finalize()
         except Exception as e:
             _logger.warning("DKL final update failed: %s", e)
         self.__end(window_closing)
@@ -374,16 +378,14 @@ class LiveItems:
             display_item.display_data_channel.color_map_id = COLOR_MAPS[title]
             self.__scales[title] = colour_scale.ColourScale(display_item, COLOR_MAPS[title], units)
 
-    def __build_scale(self, title: str) -> None:
+    def __build_scale(self, title: str) -> bool:
         scale = self.__scales.get(title)
-        if scale is not None:
-            scale.build(float("inf"))
+        return scale.build(PIECE_BUDGET_S) if scale is not None else True
 
-    def __start_marks(self) -> None:
+    def __begin_survey_transaction(self) -> None:
         survey = self.__survey_display_item
         if survey is not None and not survey._closed:
             self.__transactions.append(self.__document_model.begin_display_item_transaction(survey))
-        self.__marks.hide_old()
 
     # internals
 
@@ -421,7 +423,7 @@ class LiveItems:
         if stage == "measured":
             self.__apply_measured()
         elif stage == "marks":
-            if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
+            if not self.__marks.apply(float("inf") if self.__forcing else PIECE_BUDGET_S):
                 # the rest on a later UI tick, after the maps (and before the end of a finishing run)
                 at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
                 self.__stages.insert(at, "marks")
@@ -429,8 +431,16 @@ class LiveItems:
             self.__patterns.apply()
         elif stage == "final":
             self.__final_measured()
+        elif stage == "scales":
+            for scale in self.__scales.values():
+                scale.finalize()
         elif stage == "trim":
             self.__patterns.trim()
+        elif stage == "close":  # one transaction per UI tick: each writes its item
+            if self.__transactions:
+                self.__transactions.pop(0).close()
+            if self.__transactions:
+                self.__stages.insert(0, "close")
         elif stage == "end":
             self.__stages = list()
             self.__end()

@@ -36,12 +36,13 @@ def thumbnails_busy() -> bool:
     return False
 
 
-def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Callable[[], None]], *,
+def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Callable[[], bool | None]], *,
               on_done: typing.Callable[[], None] | None = None,
               cancelled: typing.Callable[[], bool] = lambda: False,
               max_wait_s: float = MAX_WAIT_S, kind: str = "item list change") -> None:
     """Run steps on the UI thread, one per UI tick on which no thumbnail is being computed, then on_done.
 
+    A step that returns False is not done: it runs again on the next such tick (work split into short pieces).
     Call on the UI thread; the first step runs at once when the thumbnails are idle (the usual case)."""
     pending = list(steps)
     state = {"since": time.perf_counter()}
@@ -55,8 +56,8 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
         if pending and thumbnails_busy():
             _logger.warning("DKL: thumbnails still busy after %.0f s; changing the item list anyway", max_wait_s)
         if pending:
-            step = pending.pop(0)
-            step()
+            if pending[0]() is not False:
+                pending.pop(0)
             state["since"] = time.perf_counter()
         if pending:
             ui_tasks.queue(document_controller, kind, tick)  # the change just made starts thumbnails: look again next tick
