@@ -26,11 +26,11 @@ class TaskTiming:
     wall_s: float
     cpu_s: float  # CPU time of the UI thread: not inflated by waiting for the GIL or by other threads' GC pauses
     at: float     # time.perf_counter() at the start
-    gc_s: float = 0.0  # wall time of the garbage collections that ran inside the task
+    gc_s: float = 0.0  # CPU time of the garbage collections that ran inside the task
 
     @property
     def own_cpu_s(self) -> float:
-        """CPU time without the garbage collections in it (a collection runs on the CPU of the thread it is in)."""
+        """CPU time without the garbage collections in it (a collection runs on the thread that triggered it)."""
         return max(0.0, self.cpu_s - self.gc_s)
 
 
@@ -73,9 +73,9 @@ class _GCClock:
         if threading.get_ident() != self.thread:
             return
         if phase == "start":
-            self.__started = time.perf_counter()
+            self.__started = time.thread_time()
         elif self.__started is not None:
-            self.total_s += time.perf_counter() - self.__started
+            self.total_s += time.thread_time() - self.__started
             self.__started = None
 
 
