@@ -5,7 +5,8 @@ million objects, 0.2-0.6 s per collection, with the GIL held: Swift's UI thread 
 three times in a 500-point run), whichever thread triggered it. gc.freeze() moves the objects that exist at Start into
 the permanent generation, which collections do not scan, so the collections during the run only walk what the run
 allocates (tens of ms). gc.unfreeze() at the end gives them back to the oldest generation: garbage cycles among them
-are collected after the run, as before (one full collection, a while after the run ended). Nested runs (several
+are collected after the run, as before (one full collection, soon after the run ended: the one Python would have made
+every 10-20 s during it). Nested runs (several
 windows) share one freeze; a freeze made by someone else is left alone.
 """
 from __future__ import annotations

@@ -136,23 +136,24 @@ class LiveItems:
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
         """UI thread: create the run's items (one per thumbnail-idle UI tick), then call on_ready."""
         self.__gc_pause = gc_pause.Pause()  # until the run's end (__end): no full collections of Swift's objects
-        steps: list[typing.Callable[[], bool | None]] = [self.__create_group]
+        steps: list[tuple[str, typing.Callable[[], bool | None]]] = [("group", self.__create_group)]
         for title in MAP_TITLES:
-            steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
-            steps.append(lambda title=title: self.__build_scale(title))  # type: ignore[misc]
+            steps.append((f"map {title}", lambda title=title: self.__create_map(title)))  # type: ignore[misc]
+            steps.append((f"colour bar {title}", lambda title=title: self.__build_scale(title)))  # type: ignore[misc]
         if patterns_shape is not None:
-            steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
-        steps.append(self.__begin_survey_transaction)
-        steps.append(lambda: self.__marks.prepare(PIECE_BUDGET_S))  # all marks exist before the first point
-        ui_gate.when_idle(self.__document_controller, [self.__timed(step) for step in steps], on_done=on_ready,
-                          cancelled=lambda: self.__closed, kind="run items")
+            steps.append(("patterns", lambda: self.__patterns.create(tuple(patterns_shape))))
+        steps.append(("survey transaction", self.__begin_survey_transaction))
+        steps.append(("marks", lambda: self.__marks.prepare(PIECE_BUDGET_S)))  # all marks exist before the first point
+        ui_gate.when_idle(self.__document_controller, [self.__timed(name, step) for name, step in steps],
+                          on_done=on_ready, cancelled=lambda: self.__closed, kind="run items")
 
-    def __timed(self, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
+    def __timed(self, name: str, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
         def run() -> bool | None:
             start = time.perf_counter()
             done = step()
             self.stage_seconds.setdefault("create", list()).append(time.perf_counter() - start)
             return done
+        run.__name__ = name  # the kind of its UI task (ui_gate)
         return run
 
     @property

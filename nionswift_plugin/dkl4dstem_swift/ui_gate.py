@@ -47,21 +47,30 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
     pending = list(steps)
     state = {"since": time.perf_counter()}
 
-    def tick() -> None:
+    def tick() -> str | None:
+        """One UI task; returns the name of the step it ran (for ui_tasks.LOG)."""
         if cancelled():
-            return
+            return None
         if pending and thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
             ui_tasks.queue(document_controller, kind, tick)
-            return
+            return "waiting for thumbnails"
+        name = None
         if pending and thumbnails_busy():
             _logger.warning("DKL: thumbnails still busy after %.0f s; changing the item list anyway", max_wait_s)
         if pending:
+            name = getattr(pending[0], "__name__", None)
             if pending[0]() is not False:
                 pending.pop(0)
             state["since"] = time.perf_counter()
         if pending:
             ui_tasks.queue(document_controller, kind, tick)  # the change just made starts thumbnails: look again next tick
         elif on_done is not None:
+            ui_tasks.queue(document_controller, kind, done)  # its own UI task
+        return name
+
+    def done() -> str:
+        if not cancelled() and on_done is not None:
             on_done()
+        return "done"
 
     tick()
