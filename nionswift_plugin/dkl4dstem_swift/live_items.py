@@ -141,7 +141,7 @@ class LiveItems:
             steps.append((f"map {title}", lambda title=title: self.__create_map(title)))  # type: ignore[misc]
             steps.append((f"colour bar {title}", lambda title=title: self.__build_scale(title)))  # type: ignore[misc]
         if patterns_shape is not None:
-            steps.append(("patterns", lambda: self.__patterns.create(tuple(patterns_shape))))
+            steps.append(("patterns", lambda: self.__patterns.create_piece(tuple(patterns_shape))))
         steps.append(("survey transaction", self.__begin_survey_transaction))
         steps.append(("marks", lambda: self.__marks.prepare(PIECE_BUDGET_S)))  # all marks exist before the first point
         ui_gate.when_idle(self.__document_controller, [self.__timed(name, step) for name, step in steps],

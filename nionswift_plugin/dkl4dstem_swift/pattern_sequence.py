@@ -36,6 +36,7 @@ class PatternSequence:
         self.n_applied = 0
         self.__shape: tuple[int, ...] | None = None
         self.__calibrations: list[Calibration.Calibration] = list()
+        self.__unreserved: DataItem.DataItem | None = None  # appended, its data not yet reserved (create_piece)
         self.__positions: list[list[int]] = list()
         self.__probe_positions: list[list[float]] = list()
         self.__timestamps: list[float] = list()
@@ -86,11 +87,19 @@ class PatternSequence:
 
     def create(self, shape: tuple[int, ...]) -> None:
         """The empty stack for n_total patterns: reserved, not written (see the module docstring)."""
-        self.__shape = tuple(int(n) for n in shape)
-        self.__calibrations = [Calibration.Calibration()] + self.__camera_calibrations(self.__shape)
-        data_item = DataItem.DataItem(large_format=True)
-        data_item.title = self.__title
-        self.__append(data_item)
+        while not self.create_piece(shape):
+            pass
+
+    def create_piece(self, shape: tuple[int, ...]) -> bool:
+        """create() in two UI tasks (in the app each makes a file: the item's, then its HDF5 data); True when done."""
+        if self.__unreserved is None:
+            self.__shape = tuple(int(n) for n in shape)
+            self.__calibrations = [Calibration.Calibration()] + self.__camera_calibrations(self.__shape)
+            self.__unreserved = DataItem.DataItem(large_format=True)
+            self.__unreserved.title = self.__title
+            self.__append(self.__unreserved)
+            return False
+        data_item, self.__unreserved = self.__unreserved, None
         data_item.reserve_data(data_shape=(self.__n_total,) + self.__shape, data_dtype=numpy.dtype(numpy.float32),
                                data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 2))
         empty = DataAndMetadata.new_data_and_metadata(numpy.zeros((0,) + self.__shape, dtype=numpy.float32))
@@ -98,6 +107,7 @@ class PatternSequence:
                                                 [slice(0, 0)] + [slice(None)] * 2, [slice(0, 0)] + [slice(None)] * 2,
                                                 update_metadata=True)
         self.item = data_item
+        return True
 
     def __camera_calibrations(self, shape: tuple[int, ...]) -> list[Calibration.Calibration]:
         camera = getattr(self.__instrument, "camera", None)

@@ -1,10 +1,12 @@
 """Driver script for the real-application test: run by the dkl4dstem_test_driver plug-in inside Nion Swift.
 
 Opens the DKL 4D-STEM panel, acquires a usim HAADF survey and does five runs in one session: short ones, and one
-long run stopped mid-run by a real mouse click on the panel's Stop button (xdotool, through the X server). Shows the
+long run stopped mid-run by a real mouse click on the panel's Stop button (XTest, through the X server). Shows the
 maps 2x2, saves screenshots and a JSON summary into $DKL4DSTEM_SWIFT_OUT, then quits Swift."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -42,9 +44,30 @@ def move_pointer(xy: list[int]) -> None:
     subprocess.run(["xdotool", "mousemove", str(xy[0]), str(xy[1])], check=True, timeout=20)
 
 
-def click() -> None:
-    """A real click where the pointer is (xdotool, through the X server)."""
-    subprocess.run(["xdotool", "click", "1"], check=True, timeout=20)
+def click(on_press: typing.Callable[[], None]) -> None:
+    """A real click where the pointer is, through the X server's XTest extension (as xdotool does, but from this
+    process: the press is sent when on_press() has run, with no process start in between); xdotool if libXtst is
+    missing."""
+    try:
+        x11 = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11") or "libX11.so.6")
+        xtst = ctypes.cdll.LoadLibrary(ctypes.util.find_library("Xtst") or "libXtst.so.6")
+    except OSError:
+        on_press()
+        subprocess.run(["xdotool", "click", "1"], check=True, timeout=20)
+        return
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    display = ctypes.c_void_p(x11.XOpenDisplay(None))
+    if not display.value:
+        raise RuntimeError("cannot open the X display for the click")
+    try:
+        on_press()
+        xtst.XTestFakeButtonEvent(display, 1, True, 0)
+        x11.XFlush(display)
+        time.sleep(0.01)
+        xtst.XTestFakeButtonEvent(display, 1, False, 0)
+        x11.XFlush(display)
+    finally:
+        x11.XCloseDisplay(display)
 
 
 def task_summary(since: float) -> dict[str, list[float]]:
@@ -108,11 +131,15 @@ def main(ctx: typing.Any) -> None:
             instrument = handler.controller.instrument
             record["click_xy"] = xy = find_button(ctx, "Stop")
             move_pointer(xy)
-            record["at_click"] = instrument.recorded_count  # the count just before xdotool presses the button
-            t_press = time.time()
-            click()
+            pressed: dict[str, float] = dict()
+
+            def on_press() -> None:
+                record["at_click"] = instrument.recorded_count  # the count when the button is pressed
+                pressed["t"] = time.time()
+
+            click(on_press)
             t_click = time.time()
-            record["xdotool_click_s"] = t_click - t_press
+            record["xdotool_click_s"] = t_click - pressed["t"]
             record["after_click"] = instrument.recorded_count
             while instrument.recorded_count - record["at_click"] <= 3 and not instrument.is_closed:
                 time.sleep(0.01)
