@@ -129,8 +129,6 @@ class LiveItems:
         self.__gc_pause: gc_pause.Pause | None = None
         self.apply_count = 0
         self.apply_cpu_s = 0.0
-        self.task_seconds: list[float] = list()  # wall time of every apply task (benchmarks: the longest)
-        self.stage_seconds: dict[str, list[float]] = dict()  # wall time of every piece, by kind
         self.items: dict[str, DataItem.DataItem] = dict()
 
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
@@ -144,16 +142,14 @@ class LiveItems:
             steps.append(("patterns", lambda: self.__patterns.create_piece(tuple(patterns_shape))))
         steps.append(("survey transaction", self.__begin_survey_transaction))
         steps.append(("marks", lambda: self.__marks.prepare(PIECE_BUDGET_S)))  # all marks exist before the first point
-        ui_gate.when_idle(self.__document_controller, [self.__timed(name, step) for name, step in steps],
+        ui_gate.when_idle(self.__document_controller, [self.__named(name, step) for name, step in steps],
                           on_done=on_ready, cancelled=lambda: self.__closed, kind="run items")
 
-    def __timed(self, name: str, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
+    @staticmethod
+    def __named(name: str, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
         def run() -> bool | None:
-            start = time.perf_counter()
-            done = step()
-            self.stage_seconds.setdefault("create", list()).append(time.perf_counter() - start)
-            return done
-        run.__name__ = name  # the kind of its UI task (ui_gate)
+            return step()
+        run.__name__ = name  # the kind of its UI task in ui_tasks.LOG (ui_gate)
         return run
 
     @property
@@ -189,10 +185,7 @@ class LiveItems:
     def __apply_task(self) -> str | None:
         with self.__lock:
             self.__task_queued = False
-        start = time.perf_counter()
-        piece = self.apply()
-        self.task_seconds.append(time.perf_counter() - start)
-        return piece
+        return self.apply()  # (timed into ui_tasks.LOG under the piece it applied)
 
     # UI thread
 
@@ -248,12 +241,10 @@ class LiveItems:
         while self.__stages:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
-            wall_start = time.perf_counter()
             try:
                 self.__apply_stage(stage)
             except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
                 _logger.warning("DKL live update (%s) failed: %s", stage, e)
-            self.stage_seconds.setdefault(stage, list()).append(time.perf_counter() - wall_start)
             cpu_s = time.thread_time() - cpu_start
             self.apply_cpu_s += cpu_s
             self.__round_cpu_s += cpu_s
@@ -295,7 +286,6 @@ class LiveItems:
         self.__finish_now(window_closing)
 
     def __finish_now(self, window_closing: bool) -> None:
-        finish_start = time.perf_counter()
         if self.is_ready:
             self.__stages = list()
             self.apply(force=True)
@@ -321,10 +311,8 @@ class LiveItems:
         """Close the transactions and end the live state (see finish)."""
         with self.__lock:
             self.__closed = True
-        finish_start = time.perf_counter()
         for transaction in self.__transactions:
             transaction.close()
-        self.stage_seconds.setdefault("finish", list()).append(time.perf_counter() - finish_start)
         self.__transactions = list()
         if self.__gc_pause is not None:
             self.__gc_pause.release()

@@ -100,9 +100,10 @@ class PatternSequence:
             self.__append(self.__unreserved)
             return False
         data_item, self.__unreserved = self.__unreserved, None
-        data_item.reserve_data(data_shape=(self.__n_total,) + self.__shape, data_dtype=numpy.dtype(numpy.float32),
+        frame_shape = self.__shape or tuple(shape)
+        data_item.reserve_data(data_shape=(self.__n_total,) + frame_shape, data_dtype=numpy.dtype(numpy.float32),
                                data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 2))
-        empty = DataAndMetadata.new_data_and_metadata(numpy.zeros((0,) + self.__shape, dtype=numpy.float32))
+        empty = DataAndMetadata.new_data_and_metadata(numpy.zeros((0,) + frame_shape, dtype=numpy.float32))
         data_item.set_data_and_metadata_partial(self.__data_metadata(self.__metadata_for(0)), empty,
                                                 [slice(0, 0)] + [slice(None)] * 2, [slice(0, 0)] + [slice(None)] * 2,
                                                 update_metadata=True)
