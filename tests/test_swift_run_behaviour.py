@@ -26,7 +26,8 @@ from nionswift_plugin.dkl4dstem_swift import ui_tasks
 from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 N_KINDS = len(live_items.MAP_TITLES) + 1  # four maps and the raw patterns per run
-MAX_TASK_BASELINES = 12  # the plug-in's longest UI task during a run, in 128x128 map updates (CPU time)
+MAX_TASK_BASELINES = 20  # the plug-in's longest UI task during a run, in 128x128 map updates (CPU time; one is
+                         # 1.3-2.4 ms on the 2-core box: the 50 ms goal; seen at most 10)
 
 
 def failing_scalarizer(pattern: numpy.ndarray, calibration: typing.Any) -> float:

@@ -417,7 +417,9 @@ class LiveItems:
                 at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
                 self.__stages.insert(at, "marks")
         elif stage == "patterns":
-            self.__patterns.apply()
+            if not self.__patterns.apply(float("inf") if self.__forcing else PIECE_BUDGET_S):
+                at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
+                self.__stages.insert(at, "patterns")  # the rest on the next UI tick
         elif stage == "final":
             self.__final_measured()
         elif stage == "scales":

@@ -8,6 +8,7 @@ deep-copies an item's metadata several times per update, so they are written onc
 The engine's session file has them from the first point on."""
 from __future__ import annotations
 
+import time
 import typing
 
 import numpy
@@ -20,6 +21,7 @@ if typing.TYPE_CHECKING:
     from . import swift_instrument
 
 PATTERNS_TITLE = "DKL measured patterns"
+CHUNK = 4  # patterns per Swift update of the stack
 
 
 class PatternSequence:
@@ -42,25 +44,40 @@ class PatternSequence:
         self.__timestamps: list[float] = list()
         self.__camera_metadata: dict[str, typing.Any] = dict()
 
-    def apply(self) -> None:
+    def apply(self, budget_s: float = float("inf")) -> bool:
+        """Stack the newly recorded patterns, CHUNK per Swift update, until budget_s is spent (at least one chunk);
+        True when all are in (the number per update is bounded: a fast camera does not make a long UI task)."""
+        start_time = time.perf_counter()
+        while True:
+            chunk_start = time.perf_counter()
+            more = self.__apply_chunk()
+            if not more:
+                return True
+            now = time.perf_counter()
+            if now - start_time + (now - chunk_start) > budget_s:  # the next chunk would not fit
+                return False
+
+    def __apply_chunk(self) -> bool:
+        """One block of at most CHUNK patterns; True when more are waiting."""
         instrument = self.__instrument
         if instrument is None:
-            return
+            return False
         new = instrument.recorded_since(self.n_applied)
         if not new:
-            return
+            return False
         if self.item is None:
             self.create(tuple(new[0].pattern.shape))  # the detector shape was not known at Start
         data_item = self.item
         assert data_item is not None
         if not self.__camera_metadata:
             self.__camera_metadata = {k: v for k, v in new[0].metadata.items() if k in ("exposure_ms", "binning", "camera")}
-        new = [r for r in new if r.pattern.shape == self.__shape]  # a camera change mid-run is not stacked
+        waiting = len(new)
+        new = [r for r in new[:CHUNK] if r.pattern.shape == self.__shape]  # a camera change mid-run is not stacked
         start = self.n_applied
         stop = min(start + len(new), self.__n_total)
         count = stop - start
         if count <= 0:
-            return
+            return False
         for record in new[:count]:
             self.__positions.append(list(record.position))
             self.__probe_positions.append(list(record.probe_position))
@@ -72,6 +89,7 @@ class PatternSequence:
         data_item.set_data_and_metadata_partial(data_metadata, xdata, [slice(0, count)] + [slice(None)] * 2,
                                                 [slice(start, stop)] + [slice(None)] * 2, update_metadata=True)
         self.n_applied = stop
+        return waiting > count and stop < self.__n_total
 
     def __metadata_for(self, n: int) -> dict[str, typing.Any]:
         return self.__metadata(PATTERNS_TITLE, n_measured=n, positions=list(self.__positions),
