@@ -10,13 +10,16 @@ Runs come in pairs, in alternating order (bare first, then plug-in first), with 
 decide, emit) over the model-driven steps, so both sides measure the same thing; the run's wall time per
 measurement is reported too. Budget: the plug-in adds <= 10 ms per step. Also printed: the decision median (the
 engine's, as the panel shows it per step), every UI tick's wall time (median, p99, max: Swift's own work included),
-and the plug-in's own UI tasks and their pieces (create an item, measured map, marks, each map, patterns).
+the plug-in's own UI tasks by kind (ui_tasks.LOG: wall, CPU time without garbage collections, the collections inside
+a task), from the Start click to the end of the loop and for the end of the run apart, and Python's full garbage
+collections (generation 2) during each run: their wall time holds every thread (the GIL), whichever triggered them.
 
     python benchmarks/plugin_overhead.py [--survey 32] [--seeds 10] [--steps 40] [--repeats 2] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -71,6 +74,7 @@ def run_bare(tc: typing.Any, survey_display_item: typing.Any, settings: typing.A
     cpu_start = time.process_time()
     thread = threading.Thread(target=lambda: box.setdefault("result", experiment.run()))
     thread.start()
+    FULL_GCS.clear()
     ui_busy_s = _pump_while(tc.document_controller, thread.is_alive)
     thread.join()
     wall_s = time.perf_counter() - start
@@ -80,11 +84,27 @@ def run_bare(tc: typing.Any, survey_display_item: typing.Any, settings: typing.A
     summary["ui_thread_ms_per_measurement"] = 1000 * ui_busy_s / max(1, len(result.visited))
     summary["process_cpu_ms_per_measurement"] = 1000 * (time.process_time() - cpu_start) / max(1, len(result.visited))
     summary.update(_ticks())
+    summary.update(_gcs())
     return summary
 
 
 PROFILE: typing.Any = None
 TICKS: list[float] = list()  # wall duration of every UI tick (periodic) of the current run
+FULL_GCS: list[float] = list()  # wall duration of every full garbage collection (any thread) of the current run
+_gc_started: dict[int, float] = dict()
+
+
+def _gc_callback(phase: str, info: dict[str, int]) -> None:
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _gc_started[threading.get_ident()] = time.perf_counter()
+    elif threading.get_ident() in _gc_started:
+        FULL_GCS.append(time.perf_counter() - _gc_started.pop(threading.get_ident()))
+
+
+def _gcs() -> dict[str, float]:
+    return {"full_gc_count": float(len(FULL_GCS)), "full_gc_ms_max": 1000 * max(FULL_GCS, default=0.0)}
 
 
 def _pump_while(dc: typing.Any, condition: typing.Callable[[], bool]) -> float:
@@ -112,31 +132,77 @@ def _ticks() -> dict[str, float]:
             "ui_tick_ms_median": 1000 * ticks[len(ticks) // 2]}
 
 
-def run_plugin(tc: typing.Any, handler: typing.Any, survey_display_item: typing.Any) -> dict[str, float]:
+def run_plugin(tc: typing.Any, handler: typing.Any, survey_display_item: typing.Any) -> dict[str, typing.Any]:
+    from nionswift_plugin.dkl4dstem_swift import ui_tasks
     dc = tc.document_controller
     start = time.perf_counter()
     cpu_start = time.process_time()
-    assert handler.start(survey_display_item), handler.message.value
-    ui_busy_s = _pump_while(dc, lambda: handler.controller.status.state != "idle")
+    FULL_GCS.clear()
+    with ui_tasks.timing("Start click"):
+        assert handler.start(survey_display_item), handler.message.value
+    loop_end: list[float] = list()
+
+    def running() -> bool:  # the loop thread, once it exists; then the end of the run
+        thread = handler.controller.thread
+        if not loop_end and thread is not None and not thread.is_alive():
+            loop_end.append(time.perf_counter())
+        return handler.controller.status.state != "idle"
+
+    ui_busy_s = _pump_while(dc, running)
+    t_loop_end = loop_end[0] if loop_end else time.perf_counter()
     wall_s = time.perf_counter() - start
     result = handler.controller.result
     assert result is not None and result.error is None, handler.message.value
-    summary = _summarize(result, wall_s)
+    summary: dict[str, typing.Any] = dict(_summarize(result, wall_s))
     summary["ui_thread_ms_per_measurement"] = 1000 * ui_busy_s / max(1, len(result.visited))
     summary["process_cpu_ms_per_measurement"] = 1000 * (time.process_time() - cpu_start) / max(1, len(result.visited))
     live = handler.controller.live_items
     summary["ui_updates"] = float(live.apply_count if live else 0)
     summary["live_update_cpu_ms_per_measurement"] = 1000 * (live.apply_cpu_s if live else 0.0) / max(1, len(result.visited))
     summary.update(_ticks())
-    tasks = sorted(live.task_seconds) if live and live.task_seconds else [math.nan]
-    summary["plugin_task_ms_max"] = 1000 * tasks[-1]
-    for stage, seconds in (live.stage_seconds.items() if live else []):
-        summary[f"piece_ms_max {stage}"] = 1000 * max(seconds)
-        summary[f"piece_ms_median {stage}"] = 1000 * statistics.median(seconds)
-        print(f"  piece {stage:20s} median {1000 * statistics.median(seconds):6.1f} ms, max {1000 * max(seconds):6.1f} ms, n {len(seconds)}")
-    summary["plugin_task_ms_p99"] = 1000 * tasks[min(len(tasks) - 1, int(0.99 * len(tasks)))]
+    summary.update(_gcs())
     _pump_while(tc.document_controller, lambda: any(d.is_live for d in live.items.values()) if live else False)
+    tasks = ui_tasks.LOG.since(start)
+    during = [t for t in tasks if t.at < t_loop_end]
+    summary["plugin_tasks_run"] = _task_table(during)
+    summary["plugin_tasks_end"] = _task_table([t for t in tasks if t.at >= t_loop_end])
+    walls = sorted(t.wall_s for t in during) or [math.nan]
+    summary["plugin_task_ms_max"] = 1000 * walls[-1]
+    summary["plugin_task_ms_p99"] = 1000 * walls[min(len(walls) - 1, int(0.99 * len(walls)))]
+    summary["plugin_task_own_cpu_ms_max"] = 1000 * max((t.own_cpu_s for t in during), default=math.nan)
     return summary
+
+
+def _task_table(tasks: typing.Sequence[typing.Any]) -> dict[str, dict[str, float]]:
+    """By kind: count, wall median / max, CPU without garbage collections median / max, collections inside, in ms."""
+    table = dict()
+    for kind in sorted({t.kind for t in tasks}):
+        these = [t for t in tasks if t.kind == kind]
+        walls = [1000 * t.wall_s for t in these]
+        own = [1000 * t.own_cpu_s for t in these]
+        table[kind] = {"n": float(len(these)), "wall_ms_median": statistics.median(walls), "wall_ms_max": max(walls),
+                       "own_cpu_ms_median": statistics.median(own), "own_cpu_ms_max": max(own),
+                       "gc_ms_max": 1000 * max(t.gc_s for t in these)}
+    return table
+
+
+def _print_tasks(title: str, runs: list[dict[str, typing.Any]], key: str) -> None:
+    """The longest over the plug-in runs, by kind, longest wall first."""
+    merged: dict[str, dict[str, float]] = dict()
+    for run in runs:
+        for kind, row in run[key].items():
+            m = merged.setdefault(kind, {"n": 0.0, "wall_ms_median": 0.0, "wall_ms_max": 0.0, "own_cpu_ms_median": 0.0,
+                                         "own_cpu_ms_max": 0.0, "gc_ms_max": 0.0})
+            m["n"] += row["n"]
+            for k in ("wall_ms_max", "own_cpu_ms_max", "gc_ms_max"):
+                m[k] = max(m[k], row[k])
+            for k in ("wall_ms_median", "own_cpu_ms_median"):
+                m[k] = max(m[k], row[k])  # the larger of the runs' medians
+    print(f"{title}  (ms; wall / CPU of the UI thread without garbage collections / CPU of the collections inside a task)")
+    print(f"  {'kind':34s} {'n':>5s} {'wall med':>9s} {'wall max':>9s} {'CPU med':>8s} {'CPU max':>8s} {'GC max':>7s}")
+    for kind, m in sorted(merged.items(), key=lambda kv: -kv[1]["wall_ms_max"]):
+        print(f"  {kind:34s} {m['n']:5.0f} {m['wall_ms_median']:9.1f} {m['wall_ms_max']:9.1f} {m['own_cpu_ms_median']:8.1f} "
+              f"{m['own_cpu_ms_max']:8.1f} {m['gc_ms_max']:7.1f}")
 
 
 def _settle(dc: typing.Any, seconds: float = 3.0) -> None:
@@ -167,6 +233,7 @@ def main() -> int:
     from nionswift_plugin.dkl4dstem_swift import extension as extension_module
     from nionswift_plugin.dkl4dstem_swift import panel as panel_module
 
+    gc.callbacks.append(_gc_callback)
     old_cwd = os.getcwd()
     tmp = tempfile.TemporaryDirectory()
     os.chdir(tmp.name)  # AcquisitionTestContext recreates ./test_data
@@ -231,6 +298,7 @@ def main() -> int:
     live_ms = statistics.fmean(r["live_update_cpu_ms_per_measurement"] for k, r in rows if k == "plug-in")
     task_max_ms = max(r["plugin_task_ms_max"] for k, r in rows if k == "plug-in")
     task_p99_ms = statistics.fmean(r["plugin_task_ms_p99"] for k, r in rows if k == "plug-in")
+    task_cpu_max_ms = max(r["plugin_task_own_cpu_ms_max"] for k, r in rows if k == "plug-in")
 
     print()
     overhead_cpu_ms = summary["plug-in"]["process_cpu_ms_per_measurement"] - summary["bare"]["process_cpu_ms_per_measurement"]
@@ -247,8 +315,16 @@ def main() -> int:
         s = summary[kind]
         print(f"{kind:10s} {s['decision_ms_median']:16.1f} {s['ui_tick_ms_median']:15.1f} {s['ui_tick_ms_p99']:6.1f} "
               f"{s['ui_tick_ms_max']:6.1f}")
-    print(f"the plug-in's own UI tasks (live updates): p99 {task_p99_ms:.1f} ms, longest {task_max_ms:.1f} ms "
-          f"(the rest of a long tick is Swift's own work)")
+    plugin_runs = [r for k, r in rows if k == "plug-in"]
+    _print_tasks("the plug-in's UI tasks from the Start click to the end of the loop", plugin_runs, "plugin_tasks_run")
+    _print_tasks("the plug-in's UI tasks after the loop (the end of the run)", plugin_runs, "plugin_tasks_end")
+    print(f"the plug-in's own UI tasks during the run: longest {task_max_ms:.1f} ms wall (p99 {task_p99_ms:.1f}), "
+          f"{task_cpu_max_ms:.1f} ms CPU without garbage collections (the rest of a long tick is Swift's own work)")
+    for kind in ("bare", "plug-in"):
+        these = [r for k, r in rows if k == kind]
+        print(f"full garbage collections during the loop, {kind}: {sum(r['full_gc_count'] for r in these):.0f} in "
+              f"{len(these)} runs, longest {max(r['full_gc_ms_max'] for r in these):.0f} ms"
+              + (" (the plug-in freezes the objects that exist at Start: gc_pause)" if kind == "plug-in" else ""))
     print(f"overhead per step {overhead_step_ms:.1f} ± {stderr_ms:.1f} ms (mean ± standard error of {len(paired)} paired runs; "
           f"usim frame timing alone scatters a run's mean step by tens of ms)")
     print(f"budget {BUDGET_MS:g} ms per step: "
@@ -260,6 +336,7 @@ def main() -> int:
               "overhead_process_cpu_ms_per_measurement": overhead_cpu_ms, "ui_thread_cpu_ms_per_measurement": {"bare": ui_bare_ms, "plug-in": ui_ms},
               "live_update_cpu_ms_per_measurement": live_ms,
               "plugin_task_ms_max": task_max_ms, "plugin_task_ms_p99": task_p99_ms,
+              "plugin_task_own_cpu_ms_max": task_cpu_max_ms,
               "pass": overhead_step_ms <= BUDGET_MS, "summary": summary, "runs": [{"kind": k, **r} for k, r in rows],
               "args": vars(args), "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                                "platform": platform.platform()},

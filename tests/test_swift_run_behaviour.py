@@ -14,16 +14,20 @@ pytest.importorskip("nion.swift")
 pytest.importorskip("nion.usim_device")
 
 from nion.swift.model import DataItem
+from nion.swift.model import DisplayItem
 from nion.swift.model import Graphics
 from nion.utils import Geometry
 
 from nionswift_plugin.dkl4dstem_swift import colour_scale
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import survey_marks
+from nionswift_plugin.dkl4dstem_swift import ui_tasks
 
 from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 N_KINDS = len(live_items.MAP_TITLES) + 1  # four maps and the raw patterns per run
+MAX_TASK_BASELINES = 20  # the plug-in's longest UI task during a run, in 128x128 map updates (CPU time; one is
+                         # 1.3-2.4 ms on the 2-core box: the 50 ms goal; seen at most 10)
 
 
 def failing_scalarizer(pattern: numpy.ndarray, calibration: typing.Any) -> float:
@@ -48,6 +52,36 @@ def load_ui(tc: typing.Any, n_graphics: int) -> typing.Any:
     dc.selected_display_panel = display_panel
     display_panel.set_display_panel_display_item(display_item)
     return display_item
+
+
+def map_update_cpu_s(tc: typing.Any, n: int = 15) -> float:
+    """Baseline for the UI tasks: the median CPU time of one Swift data update of a 128x128 map (a fresh item)."""
+    rng = numpy.random.default_rng(7)
+    print("map_update_cpu_s: rng seed 7")
+    data_item = DataItem.new_data_item(rng.random((128, 128)).astype(numpy.float32))
+    tc.document_model.append_data_item(data_item)
+    seconds = list()
+    for _ in range(n):
+        data = rng.random((128, 128)).astype(numpy.float32)
+        start = time.thread_time()
+        data_item.set_data(data)
+        seconds.append(time.thread_time() - start)
+        tc.document_controller.periodic()
+    tc.document_model.remove_data_item(data_item)
+    return float(numpy.median(seconds))
+
+
+def print_tasks(title: str, tasks: typing.Sequence[ui_tasks.TaskTiming]) -> None:
+    """Longest first, by kind: wall and CPU time (the CPU time without garbage collections)."""
+    print(f"{title}: {len(tasks)} tasks")
+    kinds = sorted({t.kind for t in tasks}, key=lambda k: -max(t.wall_s for t in tasks if t.kind == k))
+    for kind in kinds:
+        these = [t for t in tasks if t.kind == kind]
+        wall = numpy.array([t.wall_s for t in these]) * 1000
+        own = numpy.array([t.own_cpu_s for t in these]) * 1000
+        gc_ms = 1000 * max(t.gc_s for t in these)
+        print(f"  {kind:32s} n {len(these):4d}  wall median {numpy.median(wall):6.1f} max {wall.max():6.1f}  "
+              f"own CPU median {numpy.median(own):6.1f} max {own.max():6.1f}  GC in a task max {gc_ms:5.1f} ms")
 
 
 def start_run(tc: typing.Any, handler: typing.Any, seeds: int, steps: int) -> None:
@@ -214,41 +248,72 @@ class TestRuns(SwiftTestCase):
 class TestLongRuns(SwiftTestCase):
 
     def test_ui_work_stays_bounded_during_a_500_point_run_at_128(self) -> None:
-        """Structure, not time: per UI task at most one data item changes, the survey never holds more than 20
-        marks, no graphic is removed; the task durations are printed (benchmarks/plugin_overhead.py tables them)."""
+        """Structure: per UI tick at most one data item changes; while the loop runs no data item or graphic is
+        created or removed (all are made at Start, before the first point); the survey never holds more than 20
+        marks. Time: the plug-in's own UI tasks (ui_tasks.LOG, CPU time without garbage collections), from the Start
+        click to the end of the loop, against a baseline measured here on the same UI thread: one Swift update of a
+        128x128 map. Display data is computed on threads, as in the app. The durations are printed by kind
+        (benchmarks/plugin_overhead.py tables them)."""
         with self.swift() as (tc, panel):
             handler = panel.handler
             dc = tc.document_controller
             handler.survey_size.value = "128"
             survey = acquire_survey(tc, handler)
-            removed: list[typing.Any] = list()
-            listener = survey.item_removed_event.listen(lambda key, value, index: removed.append(key))
-            start_run(tc, handler, 10, 490)
-            items = handler.controller.live_items
-            assert items is not None
-            durations: list[float] = list()
-            most_changed, most_marks = 0, 0
-            end = time.perf_counter() + 900
-            thread = handler.controller.thread
-            assert thread is not None
-            while thread.is_alive():  # during the run (the one-off finish after it applies everything at once)
-                before = {t: d.modified_count for t, d in items.items.items()}
-                t0 = time.perf_counter()
-                dc.periodic()
-                durations.append(time.perf_counter() - t0)
-                most_changed = max(most_changed, sum(d.modified_count != before[t] for t, d in items.items.items()))
-                most_marks = max(most_marks, len(survey_marks.marks_on(survey)))
-                self.assertLess(time.perf_counter(), end)
-                time.sleep(0.002)
-            pump(dc, lambda: handler.controller.status.state == "idle", 60, "idle")
-            listener.close()
+            DisplayItem.DisplayDataChannel._force_sync -= 1  # the app's way: display data on threads
+            try:
+                baseline_s = map_update_cpu_s(tc)
+                handler.seeds.value, handler.steps.value = "10", "490"
+                t_start = time.perf_counter()
+                with ui_tasks.timing("Start click"):
+                    self.assertTrue(handler.start(), handler.message.value)
+                pump(dc, lambda: handler.controller.thread is not None or handler.idle.value, 30, "the loop to start")
+                items = handler.controller.live_items
+                thread = handler.controller.thread
+                assert items is not None and thread is not None
+                display_items = [survey] + items.display_items
+                changes: list[str] = list()
+                listeners = [d.item_inserted_event.listen(lambda key, *args: changes.append(f"+{key}")) for d in display_items]
+                listeners += [d.item_removed_event.listen(lambda key, *args: changes.append(f"-{key}")) for d in display_items]
+                def dkl_items() -> int:  # (Swift adds the camera's own live item at the first frame)
+                    return len([d for d in tc.document_model.data_items if d.title.startswith("DKL")])
+
+                n_data_items = dkl_items()
+                durations: list[float] = list()
+                most_changed, most_marks, most_data_items = 0, 0, n_data_items
+                end = time.perf_counter() + 900
+                while thread.is_alive():  # the loop runs (the end of the run is reported below)
+                    before = {t: d.modified_count for t, d in items.items.items()}
+                    t0 = time.perf_counter()
+                    dc.periodic()
+                    durations.append(time.perf_counter() - t0)
+                    most_changed = max(most_changed, sum(d.modified_count != before[t] for t, d in items.items.items()))
+                    most_marks = max(most_marks, len(survey_marks.marks_on(survey)))
+                    most_data_items = max(most_data_items, dkl_items())
+                    self.assertLess(time.perf_counter(), end)
+                    time.sleep(0.02)  # Swift's UI timer
+                t_loop_end = time.perf_counter()
+                for listener in listeners:
+                    listener.close()
+                listeners.clear()
+                pump(dc, lambda: handler.controller.status.state == "idle" and not live_dkl_items(tc), 120, "the end")
+            finally:
+                DisplayItem.DisplayDataChannel._force_sync += 1
+            tasks = ui_tasks.LOG.since(t_start)
+            during = [t for t in tasks if t.at < t_loop_end]
             ms = numpy.array(durations) * 1000
-            print(f"{len(ms)} UI ticks: median {numpy.median(ms):.2f} ms, p99 {numpy.percentile(ms, 99):.1f} ms, "
-                  f"max {ms.max():.1f} ms; rounds {items.apply_count}, UI CPU {items.apply_cpu_s:.2f} s")
+            print(f"{len(ms)} UI ticks during the loop: median {numpy.median(ms):.1f} ms, p99 {numpy.percentile(ms, 99):.1f} ms, "
+                  f"max {ms.max():.1f} ms (Swift's own work included); baseline: one 128x128 map update "
+                  f"{1000 * baseline_s:.2f} ms CPU")
+            print_tasks("the plug-in's UI tasks from Start to the end of the loop", during)
+            print_tasks("after the loop (the end of the run)", [t for t in tasks if t.at >= t_loop_end])
             self.assertEqual(500, len(handler.controller.result.visited))
             self.assertLessEqual(most_changed, 1)
             self.assertLessEqual(most_marks, survey_marks.MAX_MARKS)
-            self.assertEqual([], [k for k in removed if k == "graphics"])
+            self.assertEqual([], changes)  # no graphic (marks, colour bars) made or removed while the loop ran
+            self.assertEqual(n_data_items, most_data_items)  # nor a data item of ours
+            self.assertIn("live update: marks", {t.kind for t in during})
+            longest = max(during, key=lambda t: t.own_cpu_s)
+            self.assertLessEqual(longest.own_cpu_s, MAX_TASK_BASELINES * baseline_s, longest)
 
     def test_thirty_runs_in_one_session_no_hang_and_only_the_kept_items(self) -> None:
         with self.swift() as (tc, panel):

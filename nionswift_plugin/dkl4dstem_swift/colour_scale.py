@@ -2,7 +2,9 @@
 colour map along its bottom edge, labelled with the lowest and highest value and the units.
 
 A fixed number of graphics per map, built right after the map is created, before it is shown (Swift's Inspector
-rebuilds its sections whenever a graphic is added to the shown item); a data update changes two labels at most.
+rebuilds its sections whenever a graphic is added to the shown item); a data update changes two labels at most, and
+only when an end moved by more than RELABEL_FRACTION of the range (each label write costs Swift a display update);
+the end of a run labels the exact range (finalize).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ GRAPHIC_ID = "dkl4dstem.colour_scale"
 N_STEPS = 8
 LEFT, RIGHT = 0.40, 0.85      # normalized image coordinates of the bar (room for the end labels)
 TOP, HEIGHT = 0.93, 0.04
+RELABEL_FRACTION = 0.02
 
 
 @functools.lru_cache(maxsize=16)
@@ -87,16 +90,30 @@ class ColourScale:
         return self.is_built
 
     def update(self, data: numpy.ndarray) -> None:
-        """Label the ends with the data range (Swift's automatic display limits)."""
+        """Label the ends with the data range (Swift's automatic display limits), when it moved noticeably."""
         finite = numpy.asarray(data)[numpy.isfinite(data)]
         self.__range = (float(finite.min()), float(finite.max())) if finite.size else None
         self.__label()
 
-    def __label(self) -> None:
+    def finalize(self) -> None:
+        """Label the exact range (the end of a run)."""
+        self.__label(exact=True)
+
+    def __moved(self) -> bool:
+        if self.__range is None or self.__labelled is None:
+            return self.__range != self.__labelled
+        (low, high), (old_low, old_high) = self.__range, self.__labelled
+        tolerance = RELABEL_FRACTION * max(abs(high - low), abs(old_high - old_low))
+        return abs(low - old_low) > tolerance or abs(high - old_high) > tolerance or tolerance == 0.0
+
+    def __label(self, exact: bool = False) -> None:
         if not self.is_built or self.__range is None or self.__range == self.__labelled or self.__display_item._closed:
+            return
+        if not exact and not self.__moved():
             return
         self.__labelled = low, high = self.__range
         units = f" {self.__units}" if self.__units else ""
         with self.__display_item.display_item_changes():
-            self.__graphics[0].label = _fmt(low)
-            self.__graphics[-1].label = f"{_fmt(high)}{units}"
+            for graphic, text in ((self.__graphics[0], _fmt(low)), (self.__graphics[-1], f"{_fmt(high)}{units}")):
+                if graphic.label != text:
+                    graphic.label = text

@@ -15,6 +15,7 @@ from . import estimate as estimate_module
 from . import panel_base
 from . import region as region_module
 from . import settings as settings_module
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift.model import DisplayItem
@@ -63,7 +64,7 @@ class EstimateMixin(panel_base.PanelBase):
             self.__estimate_queued = False
             if not self.__controls_closed:
                 self.update_estimate()
-        self.document_controller.queue_task(update)
+        ui_tasks.queue(self.document_controller, "estimate", update)
 
     def survey_shape(self) -> tuple[int, int]:
         display_item = self.survey_display_item

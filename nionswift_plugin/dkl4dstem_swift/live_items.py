@@ -26,9 +26,11 @@ from nion.swift.model import DataGroup
 from nion.swift.model import DataItem
 
 from . import colour_scale
+from . import gc_pause
 from . import pattern_sequence
 from . import survey_marks
 from . import ui_gate
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -52,7 +54,7 @@ NEWEST_COLOR = survey_marks.NEWEST_COLOR
 MIN_INTERVAL_S = 1.0      # a full round of updates at most once per second ...
 MAX_UI_FRACTION = 0.03    # ... and at most 3 % of the UI thread spent applying them (Swift works as much again on threads)
 MAX_INTERVAL_S = 3.0      # ... but never slower than one round every 3 s
-MARKS_BUDGET_S = 0.015    # survey marks per UI tick: as many as fit (each costs Swift ~5-30 ms), at least one
+PIECE_BUDGET_S = 0.010    # graphics per UI tick (marks, colour bars): as many as fit in this, at least one
 
 
 def run_title(kind: str, run: int) -> str:
@@ -124,29 +126,30 @@ class LiveItems:
         self.__live_items: list[DataItem.DataItem] = list()
         self.__scales: dict[str, colour_scale.ColourScale] = dict()
         self.data_group: DataGroup.DataGroup | None = None
+        self.__gc_pause: gc_pause.Pause | None = None
         self.apply_count = 0
         self.apply_cpu_s = 0.0
-        self.task_seconds: list[float] = list()  # wall time of every apply task (benchmarks: the longest)
-        self.stage_seconds: dict[str, list[float]] = dict()  # wall time of every piece, by kind
         self.items: dict[str, DataItem.DataItem] = dict()
 
     def prepare(self, on_ready: typing.Callable[[], None] | None = None, *, patterns_shape: tuple[int, int] | None = None) -> None:
         """UI thread: create the run's items (one per thumbnail-idle UI tick), then call on_ready."""
-        steps: list[typing.Callable[[], None]] = [self.__create_group]
+        self.__gc_pause = gc_pause.Pause()  # until the run's end (__end): no full collections of Swift's objects
+        steps: list[tuple[str, typing.Callable[[], bool | None]]] = [("group", self.__create_group)]
         for title in MAP_TITLES:
-            steps.append(lambda title=title: self.__create_map(title))  # type: ignore[misc]
-            steps.append(lambda title=title: self.__build_scale(title))  # type: ignore[misc]
+            steps.append((f"map {title}", lambda title=title: self.__create_map(title)))  # type: ignore[misc]
+            steps.append((f"colour bar {title}", lambda title=title: self.__build_scale(title)))  # type: ignore[misc]
         if patterns_shape is not None:
-            steps.append(lambda: self.__patterns.create(tuple(patterns_shape)))
-        steps.append(self.__start_marks)
-        ui_gate.when_idle(self.__document_controller, [self.__timed(step) for step in steps], on_done=on_ready,
-                          cancelled=lambda: self.__closed)
+            steps.append(("patterns", lambda: self.__patterns.create_piece(tuple(patterns_shape))))
+        steps.append(("survey transaction", self.__begin_survey_transaction))
+        steps.append(("marks", lambda: self.__marks.prepare(PIECE_BUDGET_S)))  # all marks exist before the first point
+        ui_gate.when_idle(self.__document_controller, [self.__named(name, step) for name, step in steps],
+                          on_done=on_ready, cancelled=lambda: self.__closed, kind="run items")
 
-    def __timed(self, step: typing.Callable[[], None]) -> typing.Callable[[], None]:
-        def run() -> None:
-            start = time.perf_counter()
-            step()
-            self.stage_seconds.setdefault("create", list()).append(time.perf_counter() - start)
+    @staticmethod
+    def __named(name: str, step: typing.Callable[[], bool | None]) -> typing.Callable[[], bool | None]:
+        def run() -> bool | None:
+            return step()
+        run.__name__ = name  # the kind of its UI task in ui_tasks.LOG (ui_gate)
         return run
 
     @property
@@ -177,14 +180,12 @@ class LiveItems:
             if self.__task_queued or self.__closed:
                 return
             self.__task_queued = True
-        self.__document_controller.queue_task(self.__apply_task)
+        ui_tasks.queue(self.__document_controller, "live update", self.__apply_task)
 
-    def __apply_task(self) -> None:
+    def __apply_task(self) -> str | None:
         with self.__lock:
             self.__task_queued = False
-        start = time.perf_counter()
-        self.apply()
-        self.task_seconds.append(time.perf_counter() - start)
+        return self.apply()  # (timed into ui_tasks.LOG under the piece it applied)
 
     # UI thread
 
@@ -206,44 +207,44 @@ class LiveItems:
                 result.append(display_item)
         return result
 
-    def apply(self, force: bool = False) -> None:
-        """One UI task: the status, then one piece of the current round of item updates (all of them when forced)."""
+    def apply(self, force: bool = False) -> str | None:
+        """One UI task: the status, then one piece of the current round of item updates (all of them when forced).
+        Returns the piece applied (the last one when forced), None when none."""
         with self.__lock:
             if self.__closed:
-                return
+                return None
             latest_event = self.__latest_event
         if latest_event is not None and latest_event is not self.__status_event and self.__on_applied:
             self.__status_event = latest_event
             self.__on_applied(latest_event)  # a few label texts: cheap
         if not self.is_ready and not force:
             self.__requeue()  # the items are still being created
-            return
+            return None
         if not self.__stages:
             with self.__lock:
                 dirty = self.__dirty
             if not dirty and not force:
-                return  # nothing new: no task until the next event
+                return None  # nothing new: no task until the next event
             if not force and not self.__finishing and time.perf_counter() - self.__round_start < self.__interval_s:
                 self.__requeue()  # too soon: look again on the next UI tick
-                return
+                return None
             with self.__lock:
                 self.__dirty = False  # events from now on start another round
             self.__stages = ["measured", "marks", PREDICTION_TITLE, UNCERTAINTY_TITLE, ACQUISITION_TITLE, "patterns"]
             if self.__finishing and not force:
-                self.__stages += ["final", "trim", "end"]
+                self.__stages += ["final", "scales", "trim", "close", "end"]
             self.__round_start = time.perf_counter()
             self.__round_cpu_s = 0.0
             self.apply_count += 1
         self.__forcing = force
+        stage: str | None = None
         while self.__stages:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
-            wall_start = time.perf_counter()
             try:
                 self.__apply_stage(stage)
             except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
                 _logger.warning("DKL live update (%s) failed: %s", stage, e)
-            self.stage_seconds.setdefault(stage, list()).append(time.perf_counter() - wall_start)
             cpu_s = time.thread_time() - cpu_start
             self.apply_cpu_s += cpu_s
             self.__round_cpu_s += cpu_s
@@ -255,6 +256,7 @@ class LiveItems:
             self.__interval_s = min(max(self.__min_interval_s, self.__round_cpu_s / MAX_UI_FRACTION),
                                     max(self.__min_interval_s, MAX_INTERVAL_S))
             self.__requeue_if_dirty()  # events during the round: the next round after the interval
+        return stage
 
     def __requeue(self) -> None:
         self.__queue_apply()
@@ -268,8 +270,8 @@ class LiveItems:
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state.
 
-        Normally in pieces, one per UI tick (the last round, the final metadata, the trim, the end), so that the end
-        of a run is no long UI task either. The live state ends on later UI ticks with no thumbnail being computed
+        Normally in pieces, one per UI tick (the last round, the final metadata, exact colour-scale labels, the trim,
+        closing each item's transaction, the end), so that the end of a run is no long UI task either. The live state ends on later UI ticks with no thumbnail being computed
         (ending it reorders the data panel). When the window is closing: everything now, and the live state ends on
         the document model's next call-soon round, run by a window that stays open.
         """
@@ -284,7 +286,6 @@ class LiveItems:
         self.__finish_now(window_closing)
 
     def __finish_now(self, window_closing: bool) -> None:
-        finish_start = time.perf_counter()
         if self.is_ready:
             self.__stages = list()
             self.apply(force=True)
@@ -295,6 +296,8 @@ class LiveItems:
         try:
             self.__patterns.trim()
             self.__final_measured()
+            for scale in self.__scales.values():
+                scale.finalize()
         except Exception as e:
             _logger.warning("DKL final update failed: %s", e)
         self.__end(window_closing)
@@ -308,11 +311,11 @@ class LiveItems:
         """Close the transactions and end the live state (see finish)."""
         with self.__lock:
             self.__closed = True
-        finish_start = time.perf_counter()
         for transaction in self.__transactions:
             transaction.close()
-        self.stage_seconds.setdefault("finish", list()).append(time.perf_counter() - finish_start)
         self.__transactions = list()
+        if self.__gc_pause is not None:
+            self.__gc_pause.release()
         live_items, self.__live_items = self.__live_items, list()
         document_model = self.__document_model
 
@@ -328,7 +331,8 @@ class LiveItems:
         if window_closing and callable(call_soon):
             call_soon(end_all)
         else:
-            ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items])  # type: ignore[misc]
+            ui_gate.when_idle(self.__document_controller, [lambda d=d: end_live(d) for d in live_items],  # type: ignore[misc]
+                              kind="live state end")
 
     def close(self) -> None:
         self.finish()
@@ -363,16 +367,14 @@ class LiveItems:
             display_item.display_data_channel.color_map_id = COLOR_MAPS[title]
             self.__scales[title] = colour_scale.ColourScale(display_item, COLOR_MAPS[title], units)
 
-    def __build_scale(self, title: str) -> None:
+    def __build_scale(self, title: str) -> bool:
         scale = self.__scales.get(title)
-        if scale is not None:
-            scale.build(float("inf"))
+        return scale.build(PIECE_BUDGET_S) if scale is not None else True
 
-    def __start_marks(self) -> None:
+    def __begin_survey_transaction(self) -> None:
         survey = self.__survey_display_item
         if survey is not None and not survey._closed:
             self.__transactions.append(self.__document_model.begin_display_item_transaction(survey))
-        self.__marks.hide_old()
 
     # internals
 
@@ -410,16 +412,26 @@ class LiveItems:
         if stage == "measured":
             self.__apply_measured()
         elif stage == "marks":
-            if not self.__marks.apply(float("inf") if self.__forcing else MARKS_BUDGET_S):
+            if not self.__marks.apply(float("inf") if self.__forcing else PIECE_BUDGET_S):
                 # the rest on a later UI tick, after the maps (and before the end of a finishing run)
                 at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
                 self.__stages.insert(at, "marks")
         elif stage == "patterns":
-            self.__patterns.apply()
+            if not self.__patterns.apply(float("inf") if self.__forcing else PIECE_BUDGET_S):
+                at = self.__stages.index("final") if "final" in self.__stages else len(self.__stages)
+                self.__stages.insert(at, "patterns")  # the rest on the next UI tick
         elif stage == "final":
             self.__final_measured()
+        elif stage == "scales":
+            for scale in self.__scales.values():
+                scale.finalize()
         elif stage == "trim":
             self.__patterns.trim()
+        elif stage == "close":  # one transaction per UI tick: each writes its item
+            if self.__transactions:
+                self.__transactions.pop(0).close()
+            if self.__transactions:
+                self.__stages.insert(0, "close")
         elif stage == "end":
             self.__stages = list()
             self.__end()

@@ -29,6 +29,7 @@ from . import region_controls
 from . import run_controller
 from . import run_end
 from . import settings as settings_module
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -98,7 +99,7 @@ class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_f
         def refresh() -> None:
             if not self.__closed:
                 self.refresh_devices()
-        self.document_controller.queue_task(refresh)
+        ui_tasks.queue(self.document_controller, "devices", refresh)
 
     # run
 
@@ -112,11 +113,11 @@ class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_f
                 if self.__closed:
                     return
                 if run_controller.ENGINE_LOADING.is_set():
-                    self.document_controller.queue_task(retry)
+                    ui_tasks.queue(self.document_controller, "start wait", retry)
                 else:
                     self.start(display_item)
 
-            self.document_controller.queue_task(retry)
+            ui_tasks.queue(self.document_controller, "start wait", retry)
             return True
         if display_item is None:
             # no survey yet: refuse with the reason (nothing is acquired, no dose)
@@ -139,7 +140,8 @@ class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_f
         self.save_preferences()
 
     def start_clicked(self, widget: typing.Any = None) -> None:
-        self.start()
+        with ui_tasks.timing("Start click"):
+            self.start()
 
     def pause_clicked(self, widget: typing.Any = None) -> None:
         if self.controller.status.state == "paused":
@@ -148,7 +150,8 @@ class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_f
             self.controller.pause()
 
     def stop_clicked(self, widget: typing.Any = None) -> None:
-        self.controller.stop()
+        with ui_tasks.timing("Stop click"):
+            self.controller.stop()
 
     def show_maps_clicked(self, widget: typing.Any = None) -> None:
         self.try_action(self.show_maps)

@@ -25,6 +25,7 @@ from . import region as region_module
 from . import run_controller
 from . import run_state
 from . import swift_instrument
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -115,10 +116,10 @@ class Preview:
                 instrument.close()
                 _release(key)
             if not self.__closed:
-                self.__document_controller.queue_task(lambda: self.__done(result, on_done))
+                dc = self.__document_controller
+                ui_tasks.queue(dc, "preview done", lambda: self.__done(result, on_done))
                 # a tick later: stop guarding the released probe against Swift's stale echoes (ProbeGuard)
-                self.__document_controller.queue_task(
-                    lambda: self.__document_controller.queue_task(instrument.dispose))
+                ui_tasks.queue(dc, "probe guard end", lambda: ui_tasks.queue(dc, "probe guard end", instrument.dispose))
 
         self.__thread = threading.Thread(target=measure, name="dkl-preview", daemon=True)
         self.__thread.start()

@@ -21,6 +21,7 @@ from nion.ui import Window
 from dkl4dstem.errors import InputError
 
 from . import live_items as live_items_module
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from dkl4dstem.config import ExperimentConfig
@@ -139,7 +140,7 @@ class ReplayRun:
             self.instrument.close()
         with self.__lock:
             if not self.__closed and self.window_open:
-                self.__document_controller.queue_task(self.__finished)
+                ui_tasks.queue(self.__document_controller, "replay finished", self.__finished)
 
     def __finished(self) -> None:
         self.live_items.finish()

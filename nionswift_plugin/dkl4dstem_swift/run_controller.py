@@ -23,6 +23,7 @@ from . import settings as settings_module
 from . import run_state
 from . import swift_instrument
 from . import ui_gate
+from . import ui_tasks
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -128,7 +129,7 @@ class RunController:
                 xdata = swift_instrument.acquire_survey_xdata(scan, settings.survey)
             except Exception as e:
                 message = str(e)
-                self.__queue_ui(lambda: self.__set_status(state="idle", message=f"Survey failed: {message}"))
+                self.__queue_ui("survey failed", lambda: self.__set_status(state="idle", message=f"Survey failed: {message}"))
                 return
 
             def create() -> None:
@@ -139,7 +140,7 @@ class RunController:
                     on_done(display_item)
 
             # a new item in the data panel: only while no thumbnail is being computed (see ui_gate)
-            self.__queue_ui(lambda: ui_gate.when_idle(self.__document_controller, [create]))
+            self.__queue_ui("survey item", lambda: ui_gate.when_idle(self.__document_controller, [create], kind="survey item"))
 
         self.survey_thread = threading.Thread(target=acquire, name="dkl-survey", daemon=True)
         self.survey_thread.start()
@@ -339,7 +340,7 @@ class RunController:
 
             def done() -> None:
                 self.__release_instrument()
-                self.__queue_ui(instrument.dispose)  # next tick: after Swift's probe graphic caught up (ProbeGuard)
+                self.__queue_ui("probe guard end", instrument.dispose)  # next tick: after Swift's probe graphic caught up (ProbeGuard)
                 if pattern is None:
                     self.__set_status(state="idle", message=f"Vacuum reference failed: {error}")
                     return
@@ -349,7 +350,7 @@ class RunController:
                 self.__set_status(state="idle", message=f"Vacuum reference recorded ({pattern.shape[0]}x{pattern.shape[1]}) "
                                                         f"at ({position.y:.2f}, {position.x:.2f}).")
 
-            self.__queue_ui(done)
+            self.__queue_ui("reference done", done)
 
         self.survey_thread = threading.Thread(target=acquire, name="dkl-reference", daemon=True)
         self.survey_thread.start()
@@ -397,7 +398,7 @@ class RunController:
         finally:
             engine_logger.removeHandler(self.__log_tail)
             instrument.close()
-        self.__queue_ui(lambda: self.__finished(experiment, live_items, result, error))
+        self.__queue_ui("run finished", lambda: self.__finished(experiment, live_items, result, error))
 
     # UI thread
 
@@ -408,8 +409,8 @@ class RunController:
         self.__release_instrument()
         if self.instrument is not None:
             # next tick: Swift's probe graphic has caught up with the release by then; until then a stale echo of a
-            # measured position is undone (swift_instrument.ProbeGuard)
-            self.__queue_ui(self.instrument.dispose)
+            # measured position is undone (probe_control.ProbeGuard)
+            self.__queue_ui("probe guard end", self.instrument.dispose)
         self.result = result
         n = len(result.visited) if result is not None else self.status.step
         if error:
@@ -448,11 +449,11 @@ class RunController:
         if self.__on_status:
             self.__on_status(self.status)
 
-    def __queue_ui(self, fn: typing.Callable[[], None]) -> None:
+    def __queue_ui(self, kind: str, fn: typing.Callable[[], None]) -> None:
         with self.__lock:
             if self.__closed:
                 return
-            self.__document_controller.queue_task(fn)
+            ui_tasks.queue(self.__document_controller, kind, fn)
 
     def __claim_instrument(self, stem_controller: typing.Any) -> None:
         with run_state.active_lock:

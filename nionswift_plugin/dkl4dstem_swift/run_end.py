@@ -12,6 +12,7 @@ from . import export as export_module
 from . import live_items as live_items_module
 from . import panel_base
 from . import settings as settings_module
+from . import ui_tasks
 
 _ = gettext.gettext
 
@@ -68,7 +69,7 @@ class RunEndMixin(panel_base.PanelBase):
             except Exception as e:
                 files, text = [], _("⚠ Saving the summary failed: {e}").format(e=e)
             if not self.__controls_closed:
-                self.document_controller.queue_task(lambda: self.__saved(files, text))
+                ui_tasks.queue(self.document_controller, "summary saved", lambda: self.__saved(files, text))
 
         threading.Thread(target=save, name="dkl-save", daemon=True).start()
 

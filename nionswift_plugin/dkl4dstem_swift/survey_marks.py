@@ -2,8 +2,10 @@
 
 Every graphic is a project write, a widget and an Inspector section in Swift, and adding or removing one rebuilds the
 Inspector: cost that grows with the number of graphics (a 160-point run once froze Swift for half a minute). So the
-survey never holds more than MAX_MARKS point graphics of ours: they are created once per survey, then moved and
-relabelled (never removed) for the newest points, across runs. All visited points are in the run's "measured" map.
+survey never holds more than MAX_MARKS point graphics of ours: they are created once per survey, at Start before the
+first dose (prepare), then moved and relabelled (never removed) for the newest points, across runs. All visited points
+are in the run's "measured" map. Every property written on a graphic makes Swift recompute the survey's display
+calibrations (several ms), so a point costs two writes (position, label) and the colours change once per update.
 """
 from __future__ import annotations
 
@@ -38,17 +40,36 @@ class SurveyMarks:
         self.__points: list[tuple[int, tuple[int, int]]] = list()  # (step, (y, x)) of the newest points
         self.__applied: dict[int, tuple[typing.Any, ...]] = dict()  # ring index -> (step, y, x, colour) shown
 
-    def hide_old(self) -> None:
-        """A new run: the previous run's marks become invisible until reused (no removal)."""
-        graphics = marks_on(self.__display_item)
-        if not graphics:
-            return
-        assert self.__display_item is not None
-        with self.__display_item.display_item_changes():
+    def prepare(self, budget_s: float = 0.01) -> bool:
+        """A new run, before its first point: create the missing graphics (hidden) and hide the previous run's marks
+        (no removal), until budget_s is spent (at least one graphic); True when done."""
+        display_item = self.__display_item
+        if display_item is None or display_item._closed:
+            return True
+        graphics = marks_on(display_item)
+        start = time.perf_counter()
+        with display_item.display_item_changes():
             for graphic in graphics:
-                if graphic.stroke_color != HIDDEN_COLOR:
+                if graphic.stroke_color != HIDDEN_COLOR or graphic.label is not None:
                     graphic.stroke_color = HIDDEN_COLOR
                     graphic.label = None
+                    if time.perf_counter() - start > budget_s:
+                        return False
+            while len(graphics) < MAX_MARKS:
+                graphics.append(self.__new_graphic(display_item))
+                if time.perf_counter() - start > budget_s:
+                    return len(graphics) >= MAX_MARKS
+        return True
+
+    @staticmethod
+    def __new_graphic(display_item: DisplayItem.DisplayItem) -> Graphics.PointGraphic:
+        graphic = Graphics.PointGraphic()
+        graphic.graphic_id = GRAPHIC_ID
+        graphic.is_bounds_constrained = True
+        graphic.is_position_locked = True
+        graphic.stroke_color = HIDDEN_COLOR
+        display_item.add_graphic(graphic)
+        return graphic
 
     def add(self, points: typing.Sequence[tuple[int, tuple[int, int]]]) -> None:
         self.__points = (self.__points + list(points))[-MAX_MARKS:]
@@ -61,8 +82,8 @@ class SurveyMarks:
     def apply(self, budget_s: float = 0.02) -> bool:
         """Show the newest points in step order until budget_s is spent (at least one graphic); True when done.
 
-        Step k goes on graphic k mod MAX_MARKS, so a new point moves one graphic; a graphic is created only the
-        first time its ring slot is used on this survey."""
+        Step k goes on graphic k mod MAX_MARKS, so a new point moves one graphic (the graphics are made by prepare;
+        one missing then, e.g. deleted by the user, is made here)."""
         display_item = self.__display_item
         if display_item is None or display_item._closed:
             return True
@@ -78,13 +99,7 @@ class SurveyMarks:
             for index in todo:
                 step, y, x, color = wanted[index]
                 while len(graphics) <= index:
-                    new_graphic = Graphics.PointGraphic()
-                    new_graphic.graphic_id = GRAPHIC_ID
-                    new_graphic.is_bounds_constrained = True
-                    new_graphic.is_position_locked = True
-                    new_graphic.stroke_color = HIDDEN_COLOR
-                    display_item.add_graphic(new_graphic)
-                    graphics.append(new_graphic)
+                    graphics.append(self.__new_graphic(display_item))
                 graphic = typing.cast(Graphics.PointGraphic, graphics[index])
                 position = Geometry.FloatPoint(y=(y + 0.5) / height, x=(x + 0.5) / width)
                 if graphic.position != position:

@@ -14,6 +14,8 @@ import logging
 import time
 import typing
 
+from . import ui_tasks
+
 _logger = logging.getLogger(__name__)
 
 MAX_WAIT_S = 2.0  # a live camera or scan view keeps thumbnails busy all the time: after this the change is made anyway
@@ -34,31 +36,41 @@ def thumbnails_busy() -> bool:
     return False
 
 
-def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Callable[[], None]], *,
+def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Callable[[], bool | None]], *,
               on_done: typing.Callable[[], None] | None = None,
               cancelled: typing.Callable[[], bool] = lambda: False,
-              max_wait_s: float = MAX_WAIT_S) -> None:
+              max_wait_s: float = MAX_WAIT_S, kind: str = "item list change") -> None:
     """Run steps on the UI thread, one per UI tick on which no thumbnail is being computed, then on_done.
 
+    A step that returns False is not done: it runs again on the next such tick (work split into short pieces).
     Call on the UI thread; the first step runs at once when the thumbnails are idle (the usual case)."""
     pending = list(steps)
     state = {"since": time.perf_counter()}
 
-    def tick() -> None:
+    def tick() -> str | None:
+        """One UI task; returns the name of the step it ran (for ui_tasks.LOG)."""
         if cancelled():
-            return
+            return None
         if pending and thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
-            document_controller.queue_task(tick)
-            return
+            ui_tasks.queue(document_controller, kind, tick)
+            return "waiting for thumbnails"
+        name = None
         if pending and thumbnails_busy():
             _logger.warning("DKL: thumbnails still busy after %.0f s; changing the item list anyway", max_wait_s)
         if pending:
-            step = pending.pop(0)
-            step()
+            name = getattr(pending[0], "__name__", None)
+            if pending[0]() is not False:
+                pending.pop(0)
             state["since"] = time.perf_counter()
         if pending:
-            document_controller.queue_task(tick)  # the change just made starts thumbnails: look again next tick
+            ui_tasks.queue(document_controller, kind, tick)  # the change just made starts thumbnails: look again next tick
         elif on_done is not None:
+            ui_tasks.queue(document_controller, kind, done)  # its own UI task
+        return name
+
+    def done() -> str:
+        if not cancelled() and on_done is not None:
             on_done()
+        return "done"
 
     tick()

@@ -1,10 +1,12 @@
 """Driver script for the real-application test: run by the dkl4dstem_test_driver plug-in inside Nion Swift.
 
 Opens the DKL 4D-STEM panel, acquires a usim HAADF survey and does five runs in one session: short ones, and one
-long run stopped mid-run by a real mouse click on the panel's Stop button (xdotool, through the X server). Shows the
+long run stopped mid-run by a real mouse click on the panel's Stop button (XTest, through the X server). Shows the
 maps 2x2, saves screenshots and a JSON summary into $DKL4DSTEM_SWIFT_OUT, then quits Swift."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import typing
 from nionswift_plugin.dkl4dstem_swift import extension
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
 from nionswift_plugin.dkl4dstem_swift import survey_marks
+from nionswift_plugin.dkl4dstem_swift import ui_tasks
 
 STOP_RUN = 3          # the run stopped by a click
 RUNS = 5
@@ -34,11 +37,48 @@ def find_button(ctx: typing.Any, text: str) -> list[int]:
     return ctx.call(find)
 
 
-def click(xy: list[int]) -> None:
-    """A real click: move the X pointer there and press the button (xdotool, through the X server)."""
+def move_pointer(xy: list[int]) -> None:
+    """Put the X pointer on the button (before the click, so that the click itself is only the press and release)."""
     if not (shutil.which("xdotool") and os.environ.get("DISPLAY")):
         raise RuntimeError("xdotool and DISPLAY are needed for the click")
-    subprocess.run(["xdotool", "mousemove", str(xy[0]), str(xy[1]), "click", "1"], check=True, timeout=20)
+    subprocess.run(["xdotool", "mousemove", str(xy[0]), str(xy[1])], check=True, timeout=20)
+
+
+def click(on_press: typing.Callable[[], None]) -> None:
+    """A real click where the pointer is, through the X server's XTest extension (as xdotool does, but from this
+    process: the press is sent when on_press() has run, with no process start in between); xdotool if libXtst is
+    missing."""
+    try:
+        x11 = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11") or "libX11.so.6")
+        xtst = ctypes.cdll.LoadLibrary(ctypes.util.find_library("Xtst") or "libXtst.so.6")
+    except OSError:
+        on_press()
+        subprocess.run(["xdotool", "click", "1"], check=True, timeout=20)
+        return
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    display = ctypes.c_void_p(x11.XOpenDisplay(None))
+    if not display.value:
+        raise RuntimeError("cannot open the X display for the click")
+    try:
+        on_press()
+        xtst.XTestFakeButtonEvent(display, 1, True, 0)
+        x11.XFlush(display)
+        time.sleep(0.01)
+        xtst.XTestFakeButtonEvent(display, 1, False, 0)
+        x11.XFlush(display)
+    finally:
+        x11.XCloseDisplay(display)
+
+
+def task_summary(since: float) -> dict[str, list[float]]:
+    """The plug-in's UI tasks since a time, by kind: [count, longest wall ms, longest CPU ms without GC]."""
+    table: dict[str, list[float]] = dict()
+    for t in ui_tasks.LOG.since(since):
+        row = table.setdefault(t.kind, [0, 0.0, 0.0])
+        row[0] += 1
+        row[1] = max(row[1], round(1000 * t.wall_s, 1))
+        row[2] = max(row[2], round(1000 * t.own_cpu_s, 1))
+    return table
 
 
 def main(ctx: typing.Any) -> None:
@@ -79,6 +119,7 @@ def main(ctx: typing.Any) -> None:
         steps = {1: 12, STOP_RUN: 200}.get(run, 4)
         ctx.call(lambda: setattr(handler.steps, "value", str(steps)))
         t0 = time.time()
+        t_tasks = time.perf_counter()
         ok = ctx.call(handler.start, timeout_s=120)
         assert ok, handler.message.value
         ctx.wait_until(lambda: handler.controller.thread is not None or handler.idle.value, 120, f"run {run} to start")
@@ -89,9 +130,16 @@ def main(ctx: typing.Any) -> None:
             ctx.wait_until(lambda: handler.controller.status.step >= 24, 240, "steps before the Stop click")
             instrument = handler.controller.instrument
             record["click_xy"] = xy = find_button(ctx, "Stop")
-            record["at_click"] = instrument.recorded_count  # the count when the button is pressed
-            click(xy)
+            move_pointer(xy)
+            pressed: dict[str, float] = dict()
+
+            def on_press() -> None:
+                record["at_click"] = instrument.recorded_count  # the count when the button is pressed
+                pressed["t"] = time.time()
+
+            click(on_press)
             t_click = time.time()
+            record["xdotool_click_s"] = t_click - pressed["t"]
             record["after_click"] = instrument.recorded_count
             while instrument.recorded_count - record["at_click"] <= 3 and not instrument.is_closed:
                 time.sleep(0.01)
@@ -105,6 +153,8 @@ def main(ctx: typing.Any) -> None:
             subprocess.run(["import", "-window", "root", os.path.join(out, "after_stop_click.png")], timeout=60)
         ctx.wait_until(lambda: handler.controller.status.state == "idle", 300, f"run {run} to end")
         result = handler.controller.result
+        time.sleep(1.0)  # the end of the run's pieces
+        record["plugin_tasks"] = ctx.call(lambda: task_summary(t_tasks))
         record.update(seconds=time.time() - t0, message=handler.message.value,
                       n_measured=len(result.visited) if result else 0, error=getattr(result, "error", None),
                       timing_text=handler.timing_text.value)
