@@ -63,11 +63,10 @@ LOG_2PI = math.log(2 * math.pi)
 class GaussianNegLogLikelihood(torch.autograd.Function):
     """-log N(r | 0, K) for a dense K, with the closed-form gradient dK = (K^-1 - a a^T) / 2, a = K^-1 r.
 
-    Why not gpytorch's `MultivariateNormal.log_prob` (what `ExactMarginalLogLikelihood` calls): measured on the 2-core
-    machine, one Adam iteration of the whole DKL took 9 ms at n = 100 and 62 ms at n = 500 through it, 4.4 / 33 ms
-    here. The difference is linear_operator's per-call bookkeeping (~2,700 Python calls an iteration) and torch's
-    generic Cholesky backward (about 13x the factorization; the closed form needs one `cholesky_inverse`). Values
-    and gradients agree with gpytorch's to rounding (tests/test_engine.py).
+    Why not gpytorch's `MultivariateNormal.log_prob` (what `ExactMarginalLogLikelihood` calls): linear_operator's
+    per-call bookkeeping (thousands of Python calls an iteration) and torch's generic Cholesky backward (many times
+    the factorization; the closed form needs one `cholesky_inverse`) made a training iteration about twice as slow
+    (benchmarks/RESULTS.md). Values and gradients agree with gpytorch's to rounding (tests/test_engine.py).
     """
 
     @staticmethod
@@ -86,7 +85,7 @@ class GaussianNegLogLikelihood(torch.autograd.Function):
 
 
 def snapshot(tree: typing.Any) -> typing.Any:
-    """Copy of nested state dicts with every tensor cloned: what deepcopy does, ~15x faster (4.2 -> 0.3 ms a round)."""
+    """Copy of nested state dicts with every tensor cloned: what deepcopy does, without its memo bookkeeping."""
     if isinstance(tree, torch.Tensor):
         return tree.detach().clone()
     if isinstance(tree, dict):  # an nn.Module state dict is an OrderedDict with version `_metadata`: keep both

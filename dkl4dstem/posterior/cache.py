@@ -10,8 +10,8 @@ for any standardization is a combination of two running sums over V's rows. One 
 (for the new row), not twice: at 512 x 512 candidates V is the dominant memory traffic.
 Kernel evaluations still come from gpytorch's kernel module.
 Nothing candidate-by-candidate is ever formed: memory is the n x N buffer V. V is float64 unless that buffer would
-exceed FLOAT64_BUDGET_BYTES: then float32, which halves the memory and the decision's pass over it (memory-bound:
-128 x 128 candidates, n = 200: 9.8 -> 8.0 ms per decision); the Cholesky factor and the running sums stay
+exceed FLOAT64_BUDGET_BYTES: then float32, which halves the memory and the decision's pass over it (the pass is
+memory-bound); the Cholesky factor and the running sums stay
 float64 (they are accumulated from the float64 rows before rounding), so the variance keeps ~1e-7 relative
 accuracy and the mean ~1e-4 of the target's standard deviation.
 With a `LatentGrid` (large surveys) the columns of V are the grid's nodes instead of the candidates, and `predict`
@@ -130,8 +130,8 @@ class PosteriorCache:
             l22 = torch.linalg.cholesky(k22 - l21 @ l21.T)
             self.L[n:n + k, :n] = l21
             self.L[n:n + k, n:n + k] = l22
-            # L22^-1 once (k x k), then plain matrix products over the candidates: 2.4x faster than a triangular
-            # solve with N right-hand sides on the 2-core box (MKL trsm, 100 x 16,384: 31 -> 13 ms)
+            # L22^-1 once (k x k), then plain matrix products over the candidates: cheaper than a triangular solve
+            # with N right-hand sides (MKL trsm)
             l22_inverse = torch.linalg.solve_triangular(
                 l22, torch.eye(k, dtype=torch.float64, device=z.device), upper=False)
             y = torch.as_tensor(values, dtype=torch.float64, device=z.device) - self.offset

@@ -1,7 +1,7 @@
 """Python's full garbage collections skip the objects that existed when a run started, until the run ends.
 
 Why: a full (generation 2) collection walks every tracked object. With torch and Swift loaded that is about half a
-million objects, 0.2-0.6 s per collection, with the GIL held: Swift's UI thread stops wherever it happens (about
+million objects, tenths of a second per collection, with the GIL held: Swift's UI thread stops wherever it happens (about
 three times in a 500-point run), whichever thread triggered it. gc.freeze() moves the objects that exist at Start into
 the permanent generation, which collections do not scan, so the collections during the run only walk what the run
 allocates (tens of ms). gc.unfreeze() at the end gives them back to the oldest generation: garbage cycles among them
