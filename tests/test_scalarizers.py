@@ -18,7 +18,7 @@ import scipy.ndimage
 from dkl4dstem.scalarizers.bragg import NoBraggDiscsWarning
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
-from dkl4dstem.scalarizers import registry
+from dkl4dstem.scalarizers import physics, reference as reference_module, registry
 from dkl4dstem.scalarizers import ENTRY_POINT_GROUP, Scalarizer, available_scalarizers, get_scalarizer
 
 RESOURCES = pathlib.Path(__file__).resolve().parent.parent / "resources"
@@ -309,10 +309,11 @@ def test_demo_com_maxima_sit_at_si_atoms(demo: dict) -> None:
 
 
 def _clear_caches() -> None:
-    for value in vars(registry).values():
-        if hasattr(value, "cache_clear"):  # the functools caches (coordinates, masks)
-            value.cache_clear()
-    registry._REFERENCE_CACHE.clear()
+    for module in (physics, reference_module):
+        for value in vars(module).values():
+            if hasattr(value, "cache_clear"):  # the functools caches (coordinates, masks, disc radii)
+                value.cache_clear()
+    reference_module._REFERENCE_CACHE.clear()
 
 
 def test_warm_caches_give_the_cold_value() -> None:
