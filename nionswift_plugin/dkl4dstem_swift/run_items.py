@@ -51,6 +51,18 @@ def next_run_number(document_model: typing.Any) -> int:
     return max(runs) + 1
 
 
+def display_items_for(document_model: typing.Any, items: typing.Mapping[str, DataItem.DataItem],
+                      titles: typing.Sequence[str]) -> list[DisplayItem.DisplayItem]:
+    """The display items of those of `items` with these titles that still exist."""
+    result = list()
+    for title in titles:
+        data_item = items.get(title)
+        display_item = document_model.get_display_item_for_data_item(data_item) if data_item else None
+        if display_item is not None:
+            result.append(display_item)
+    return result
+
+
 class RunItems:
     """The run's group, map items, colour scales and transactions. UI thread, except add_run_metadata (any)."""
 
