@@ -1,6 +1,7 @@
 """The two recordings outside a run, each on its own thread: a survey (a new data item "DKL survey (HAADF)") and a
-vacuum reference (one pattern at a marked survey position, a data item "DKL vacuum reference"). The items are made
-on the UI thread; the owner (run_controller.RunController) checks, claims the microscope and reports the status."""
+vacuum reference (one pattern at a marked survey position, a data item "DKL vacuum reference", kept for the next
+runs). The items are made on the UI thread; the owner (run_controller.RunController) says whether it is busy, shares
+its microscope claim, and shows the status."""
 from __future__ import annotations
 
 import dataclasses
