@@ -97,7 +97,9 @@ class Captures:
         if busy:
             raise InputError("a run or acquisition is in progress")
         scan, camera = run_start.devices_for(survey_display_item, settings)
-        survey = swift_instrument.survey_from_xdata(survey_display_item.data_item.xdata)
+        data_item = survey_display_item.data_item
+        assert data_item is not None and data_item.xdata is not None  # devices_for checked the survey
+        survey = swift_instrument.survey_from_xdata(data_item.xdata)
         instrument = swift_instrument.SwiftInstrument(scan.stem_controller, scan, camera, survey=survey,
                                                       camera_settings=settings.camera)
         self.__claim.claim(scan.stem_controller)
