@@ -7,6 +7,9 @@ import logging
 import math
 import threading
 import time
+import typing
+
+from dkl4dstem.errors import InputError
 
 _logger = logging.getLogger(__name__)
 
@@ -67,3 +70,39 @@ class RunStatus:
     @property
     def progress(self) -> int:
         return int(round(100 * self.step / self.n_total)) if self.n_total else 0
+
+
+class InstrumentClaim:
+    """This window's claim on one microscope (active_instruments): claim() refuses a second run or acquisition on the
+    same STEM controller from another window; release() (idempotent) frees it."""
+
+    def __init__(self) -> None:
+        self.__key: int | None = None
+
+    def claim(self, stem_controller: typing.Any) -> None:
+        with active_lock:
+            if id(stem_controller) in active_instruments:
+                raise InputError("another DKL run or acquisition is using this microscope (in another window)")
+            active_instruments.add(id(stem_controller))
+            self.__key = id(stem_controller)
+
+    def release(self) -> None:
+        with active_lock:
+            if self.__key is not None:
+                active_instruments.discard(self.__key)
+                self.__key = None
+
+
+def status_changes_for(status: RunStatus, event: typing.Any) -> dict[str, typing.Any]:
+    """The status fields a step event changes while a run goes on (none once it has ended)."""
+    if status.state not in ("running", "paused", "stopping"):
+        return dict()
+    phase = "seed point" if event.phase == "seed" else "step"
+    message = status.message if status.state != "running" else f"Running: {phase} {event.n_measured} of {event.n_total}"
+    # training runs in the background: a step reports its time only when it swaps a new model in
+    training_ms = 1000 * event.training_seconds if event.training_seconds > 0 else status.training_ms
+    return dict(step=int(event.n_measured), n_total=int(event.n_total), phase=event.phase,
+                last_value=float(event.value), best_value=float(event.best_value),
+                best_position=event.best_position, units=event.units, message=message,
+                decision_ms=1000 * event.decision_seconds, training_ms=training_ms,
+                instrument_ms=1000 * event.instrument_seconds, step_ms=1000 * event.step_seconds)
