@@ -158,8 +158,8 @@ class PanelHandler(panel_survey.SurveyMixin, panel_devices.DevicesMixin, panel_f
 
     def show_maps(self) -> None:
         """Survey (with the visited points), prediction, uncertainty and acquisition side by side (2x2)."""
-        items = [self.survey_display_item] + self.controller.map_display_items()
-        items = [item for item in items if item is not None][:4]
+        candidates = [self.survey_display_item] + self.controller.map_display_items()
+        items = [item for item in candidates if item is not None][:4]
         if not items:
             raise InputError(_("nothing to show yet: acquire a survey and start a run"))
         workspace_controller = self.document_controller.workspace_controller
