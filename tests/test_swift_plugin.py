@@ -251,6 +251,7 @@ class TestFullRun(SwiftTestCase):
 
 class TestControl(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_menu_action_runs_on_selected_survey_and_stop_ends_within_one_step(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -285,6 +286,7 @@ class TestControl(SwiftTestCase):
             # the raw-pattern sequence is trimmed to what was measured
             self.assertEqual(len(handler.controller.result.visited), item(tc, live_items.PATTERNS_TITLE).data_shape[0])
 
+    @pytest.mark.slow
     def test_pause_and_resume(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -439,6 +441,7 @@ class TestRefusals(SwiftTestCase):
 
 class TestReliability(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_closing_the_document_window_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -469,6 +472,7 @@ class TestReliability(SwiftTestCase):
             # the live state ends in the window that stays open
             pump(tc.document_controller, lambda: not item(tc, live_items.PREDICTION_TITLE).is_live, 5, "live state end")
 
+    @pytest.mark.slow
     def test_closing_the_panel_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller
@@ -495,6 +499,7 @@ class TestReliability(SwiftTestCase):
             # queued UI tasks of the closed panel do nothing; the live state ends on the document's next call-soon
             pump(dc, lambda: not item(tc, live_items.PREDICTION_TITLE).is_live, 5, "live state end")
 
+    @pytest.mark.slow
     def test_camera_raising_inside_measure_stops_cleanly(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -569,6 +574,7 @@ class TestLifecycle(SwiftTestCase):
         self.assertEqual(panel_count, Panel.Panel.count)
         self.assertNotIn(panel_module.PANEL_ID, Panel.PanelManager().panel_ids)
 
+    @pytest.mark.slow
     def test_live_updates_are_coalesced_latest_wins_in_small_ui_tasks(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller
