@@ -23,7 +23,7 @@ from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import survey_marks
 from nionswift_plugin.dkl4dstem_swift import ui_tasks
 
-from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
+from swift_support import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 N_KINDS = len(live_items.MAP_TITLES) + 1  # four maps and the raw patterns per run
 MAX_TASK_BASELINES = 20  # the plug-in's longest UI task during a run, in 128x128 map updates (CPU time; one is
