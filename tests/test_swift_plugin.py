@@ -18,6 +18,7 @@ from nion.swift.model import DataItem
 from nion.swift.model import Graphics
 from nion.ui import Window
 
+from dkl4dstem.experiment import StepEvent
 from nionswift_plugin.dkl4dstem_swift import extension as extension_module
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
@@ -478,14 +479,15 @@ class TestLifecycle(SwiftTestCase):
                 rng = numpy.random.default_rng(1)
                 print("events: rng seed 1")
 
-                class Event:
-                    def __init__(self, k: int) -> None:
-                        self.step, self.phase, self.position, self.value = k, "step", (k // 32, k % 32), float(k)
-                        self.prediction = self.uncertainty = self.acquisition = rng.random((32, 32))
-                        self.n_measured = k + 1
-                        self.excluded = False
+                def event(k: int) -> StepEvent:
+                    maps = rng.random((32, 32))
+                    return StepEvent(step=k, phase="step", position=(k // 32, k % 32), value=float(k),
+                                     next_position=None, prediction=maps, uncertainty=maps, acquisition=maps,
+                                     decision_seconds=0.0, training_seconds=0.0, instrument_seconds=0.0,
+                                     step_seconds=0.0, n_measured=k + 1, n_total=50, best_value=float(k),
+                                     best_position=(k // 32, k % 32), units="a.u.")
 
-                events = [Event(k) for k in range(50)]
+                events = [event(k) for k in range(50)]
                 worker = threading.Thread(target=lambda: [items.post(e) for e in events])
                 worker.start()
                 worker.join()
