@@ -1,8 +1,8 @@
 """The Nion Swift plug-in, headless, on the real Swift model (nion.ui TestUI) with the usim microscope."""
 from __future__ import annotations
 
-import math
 import os
+import sys
 import threading
 import time
 import typing
@@ -43,6 +43,33 @@ def spy_on_close(controller: typing.Any) -> dict[str, typing.Any]:
 
     controller.close = close_spy
     return at_close
+
+
+def waiting_at_pause_gate(thread: threading.Thread) -> bool:
+    """The run's thread is blocked in RunControl.wait_if_paused (its current stack, read from this thread)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "wait_if_paused":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def settled_at_pause_gate(thread: threading.Thread, instrument: typing.Any) -> typing.Callable[[], bool]:
+    """A pump() predicate: the thread is at the pause gate on two polls in a row with the same measurement count."""
+    seen: dict[str, int] = dict()
+
+    def settled() -> bool:
+        if not waiting_at_pause_gate(thread):
+            seen.clear()
+            return False
+        count = instrument.recorded_count
+        if seen.get("count") == count:
+            return True
+        seen["count"] = count
+        return False
+
+    return settled
 
 
 class TestFullRun(SwiftTestCase):
@@ -153,17 +180,18 @@ class TestControl(SwiftTestCase):
             instrument = handler.controller.instrument
             pump(dc, lambda: handler.controller.status.step >= 8, 60, "steps after the seeds")
             measured_at_stop = instrument.recorded_count
-            step_times = [s for s in [handler.controller.status.step_ms / 1000] if math.isfinite(s)]
+            step_ms = handler.controller.status.step_ms
             t0 = time.perf_counter()
             handler.stop_clicked()
             self.assertEqual("stopping", handler.controller.status.state)
             thread = handler.controller.thread
-            thread.join(30)
+            thread.join(60)  # a hang guard only: the behaviour is the count of points below
             elapsed = time.perf_counter() - t0
             self.assertFalse(thread.is_alive())
-            pump(dc, lambda: handler.controller.status.state == "idle", 10, "idle")
+            pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
+            print(f"stop: the loop ended {elapsed:.2f} s after Stop (last step {step_ms:.0f} ms)")
             self.assertLessEqual(instrument.recorded_count - measured_at_stop, 1)  # at most the step in flight
-            self.assertLess(elapsed, 3.0 * max(step_times + [1.0]))
+            self.assertEqual(instrument.recorded_count, len(handler.controller.result.visited))
             self.assertTrue(handler.controller.result.stopped)
             self.assertIn("Stopped", handler.message.value)
             self.assertIsNone(tc.instrument.probe_position)
@@ -182,16 +210,23 @@ class TestControl(SwiftTestCase):
             acquire_survey(tc, handler)
             self.assertTrue(handler.start(), handler.message.value)
             pump(dc, lambda: handler.controller.status.step >= 2, 60, "seed points")
+            instrument, thread = handler.controller.instrument, handler.controller.thread
+            count_at_pause = instrument.recorded_count
             handler.pause_clicked()
             self.assertEqual("paused", handler.controller.status.state)
             self.assertEqual("Resume", handler.pause_text.value)
-            time.sleep(0.5)
-            count = handler.controller.instrument.recorded_count
-            time.sleep(1.0)
-            self.assertLessEqual(handler.controller.instrument.recorded_count - count, 0)
+            # the loop finishes the step in flight, then waits at the pause gate: seen there twice, same count
+            pump(dc, settled_at_pause_gate(thread, instrument), 120, "the loop to wait at the pause gate")
+            count = instrument.recorded_count
+            self.assertLessEqual(count - count_at_pause, 1)  # at most the step in flight
+            for _ in range(20):  # UI ticks while paused: nothing is measured, the loop stays at the gate
+                dc.periodic()
+            self.assertEqual(count, instrument.recorded_count)
+            self.assertTrue(waiting_at_pause_gate(thread))
+            self.assertEqual("paused", handler.controller.status.state)
             handler.pause_clicked()
             self.assertEqual("running", handler.controller.status.state)
-            pump(dc, lambda: handler.controller.instrument.recorded_count > count, 30, "resumed")
+            pump(dc, lambda: instrument.recorded_count > count, 60, "resumed")
             handler.stop_clicked()
             pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
             self.assertIsNone(tc.instrument.probe_position)
@@ -352,7 +387,7 @@ class TestReliability(SwiftTestCase):
             # from the moment the window begins to close: at most the step in flight
             self.assertLessEqual(instrument.recorded_count - at_request, 1)
             self.assertLessEqual(instrument.recorded_count - at_close["count"], 1)
-            self.assertLess(time.perf_counter() - at_close["t"], 10.0)
+            print(f"window close: the loop ended {time.perf_counter() - at_close['t']:.2f} s after close() began")
             self.assertIsNone(tc.instrument.probe_position)
             self.assertFalse(tc.camera_hardware_source.is_playing)
             # the live state ends in the window that stays open
