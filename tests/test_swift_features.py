@@ -22,7 +22,7 @@ from nionswift_plugin.dkl4dstem_swift import point_controls
 from nionswift_plugin.dkl4dstem_swift import preview as preview_module
 from nionswift_plugin.dkl4dstem_swift import swift_instrument
 
-from test_swift_plugin import SwiftTestCase, acquire_survey, item, pump
+from swift_support import SwiftTestCase, acquire_survey, item, pump
 
 
 def add_rectangle(display_item: typing.Any, tlhw: tuple[float, float, float, float], label: str = "") -> Graphics.RectangleGraphic:

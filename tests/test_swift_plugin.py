@@ -1,14 +1,11 @@
 """The Nion Swift plug-in, headless, on the real Swift model (nion.ui TestUI) with the usim microscope."""
 from __future__ import annotations
 
-import contextlib
-import math
 import os
-import tempfile
+import sys
 import threading
 import time
 import typing
-import unittest
 
 import numpy
 import pytest
@@ -16,116 +13,22 @@ import pytest
 pytest.importorskip("nion.swift")
 pytest.importorskip("nion.usim_device")
 
-from nion.instrumentation.test import AcquisitionTestContext
 from nion.swift import Panel
 from nion.swift.model import DataItem
 from nion.swift.model import Graphics
-from nion.swift.test import TestContext
 from nion.ui import Window
-from nion.usim_device import DeviceConfiguration
 
+from dkl4dstem.experiment import StepEvent
 from nionswift_plugin.dkl4dstem_swift import extension as extension_module
 from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import panel as panel_module
 from nionswift_plugin.dkl4dstem_swift import panel_survey
-from nionswift_plugin.dkl4dstem_swift import run_controller
 from nionswift_plugin.dkl4dstem_swift import survey_marks
+
+from swift_support import FAST_CONFIG, RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 
 MAP_TITLES = live_items.MAP_TITLES
-
-# few training iterations and a small network: the tests check the plumbing, not the model quality
-FAST_CONFIG = {"initial_iterations": 40, "update_iterations": 5, "refit_every": 1000, "refit_iterations": 20,
-               "hidden": (32, 16)}
-
-
-def pump(document_controller: typing.Any, predicate: typing.Callable[[], bool], timeout_s: float, what: str = "") -> float:
-    """Run the UI thread's periodic() until predicate() holds; return the seconds it took."""
-    start = time.perf_counter()
-    while not predicate():
-        document_controller.periodic()
-        if time.perf_counter() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        time.sleep(0.005)
-    document_controller.periodic()
-    return time.perf_counter() - start
-
-
-class SwiftTestCase(unittest.TestCase):
-    """Each test runs in its own temporary directory (AcquisitionTestContext recreates ./test_data)."""
-
-    def setUp(self) -> None:
-        self._old_cwd = os.getcwd()
-        self._tmp = tempfile.TemporaryDirectory()
-        os.chdir(self._tmp.name)
-        AcquisitionTestContext.begin_leaks()
-        self._test_setup = TestContext.TestSetup()
-
-    def tearDown(self) -> None:
-        self._test_setup = typing.cast(typing.Any, None)
-        os.chdir(self._old_cwd)
-        self._tmp.cleanup()
-        AcquisitionTestContext.end_leaks(self)
-
-    @contextlib.contextmanager
-    def swift(self, *, is_app: bool = True) -> typing.Iterator[tuple[typing.Any, panel_module.DKLPanel]]:
-        """usim + a document window with the DKL extension loaded and its panel found."""
-        extension = extension_module.DKLExtension(None)
-        try:
-            with AcquisitionTestContext.AcquisitionTestContext(DeviceConfiguration.AcquisitionContextConfiguration(),
-                                                               is_app=is_app) as tc:
-                # the extension imports the engine in the background; tests start runs synchronously
-                self.assertTrue(wait_for_engine(120), "the engine did not load")
-                panel = tc.document_controller.find_dock_panel(panel_module.PANEL_ID)
-                assert isinstance(panel, panel_module.DKLPanel)
-                handler = panel.handler
-                handler.survey_size.value = "32"
-                handler.fov_nm.value = "16"
-                handler.pixel_time_us.value = "1"
-                handler.exposure_ms.value = "2"
-                handler.binning.value = "8"
-                handler.window.value = "8"
-                handler.extra_config = dict(FAST_CONFIG)
-                yield tc, panel
-        finally:
-            extension.close()
-
-
-def acquire_survey(tc: typing.Any, handler: panel_module.PanelHandler) -> typing.Any:
-    assert handler.acquire_survey(), handler.message.value
-    pump(tc.document_controller, lambda: handler.controller.survey_display_item is not None and handler.idle.value, 30, "survey")
-    return handler.controller.survey_display_item
-
-
-def wait_for_engine(timeout_s: float) -> bool:
-    end = time.perf_counter() + timeout_s
-    while run_controller.ENGINE_LOADING.is_set():
-        if time.perf_counter() > end:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def select(dc: typing.Any, display_item: typing.Any) -> None:
-    """Show the item in the first display panel and focus it: the window's selection, as a click would."""
-    display_panel = dc.workspace_controller.display_panels[0]
-    dc.selected_display_panel = display_panel
-    display_panel.set_display_panel_display_item(display_item)
-
-
-def item(tc: typing.Any, title: str, run: int | None = None) -> DataItem.DataItem:
-    """The item of that kind of the given run (default: the newest run), e.g. 'DKL prediction #2'."""
-    if title.startswith("DKL") and title not in ("DKL vacuum reference",):
-        if run is None:
-            run = live_items.next_run_number(tc.document_model) - 1
-        title = live_items.run_title(title, run)
-    items = [d for d in tc.document_model.data_items if d.title == title]
-    assert len(items) == 1, (title, [d.title for d in tc.document_model.data_items])
-    return items[0]
-
-
-def live_dkl_items(tc: typing.Any) -> list[str]:
-    return [d.title for d in tc.document_model.data_items if d.is_live and d.title.startswith("DKL")]
 
 
 def spy_on_close(controller: typing.Any) -> dict[str, typing.Any]:
@@ -142,21 +45,31 @@ def spy_on_close(controller: typing.Any) -> dict[str, typing.Any]:
     return at_close
 
 
-class RecordingProbe:
-    """Every probe position the STEM controller was set to (any thread)."""
+def waiting_at_pause_gate(thread: threading.Thread) -> bool:
+    """The run's thread is blocked in RunControl.wait_if_paused (its current stack, read from this thread)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "wait_if_paused":
+            return True
+        frame = frame.f_back
+    return False
 
-    def __init__(self, stem_controller: typing.Any) -> None:
-        self.positions: list[typing.Any] = list()
-        self.__lock = threading.Lock()
-        self.__listener = stem_controller.probe_state_changed_event.listen(self.__changed)
 
-    def __changed(self, probe_state: str, probe_position: typing.Any) -> None:
-        with self.__lock:
-            self.positions.append(probe_position)
+def settled_at_pause_gate(thread: threading.Thread, instrument: typing.Any) -> typing.Callable[[], bool]:
+    """A pump() predicate: the thread is at the pause gate on two polls in a row with the same measurement count."""
+    seen: dict[str, int] = dict()
 
-    def close(self) -> None:
-        self.__listener.close()
-        self.__listener = typing.cast(typing.Any, None)
+    def settled() -> bool:
+        if not waiting_at_pause_gate(thread):
+            seen.clear()
+            return False
+        count = instrument.recorded_count
+        if seen.get("count") == count:
+            return True
+        seen["count"] = count
+        return False
+
+    return settled
 
 
 class TestFullRun(SwiftTestCase):
@@ -251,6 +164,7 @@ class TestFullRun(SwiftTestCase):
 
 class TestControl(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_menu_action_runs_on_selected_survey_and_stop_ends_within_one_step(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -266,17 +180,18 @@ class TestControl(SwiftTestCase):
             instrument = handler.controller.instrument
             pump(dc, lambda: handler.controller.status.step >= 8, 60, "steps after the seeds")
             measured_at_stop = instrument.recorded_count
-            step_times = [s for s in [handler.controller.status.step_ms / 1000] if math.isfinite(s)]
+            step_ms = handler.controller.status.step_ms
             t0 = time.perf_counter()
             handler.stop_clicked()
             self.assertEqual("stopping", handler.controller.status.state)
             thread = handler.controller.thread
-            thread.join(30)
+            thread.join(60)  # a hang guard only: the behaviour is the count of points below
             elapsed = time.perf_counter() - t0
             self.assertFalse(thread.is_alive())
-            pump(dc, lambda: handler.controller.status.state == "idle", 10, "idle")
+            pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
+            print(f"stop: the loop ended {elapsed:.2f} s after Stop (last step {step_ms:.0f} ms)")
             self.assertLessEqual(instrument.recorded_count - measured_at_stop, 1)  # at most the step in flight
-            self.assertLess(elapsed, 3.0 * max(step_times + [1.0]))
+            self.assertEqual(instrument.recorded_count, len(handler.controller.result.visited))
             self.assertTrue(handler.controller.result.stopped)
             self.assertIn("Stopped", handler.message.value)
             self.assertIsNone(tc.instrument.probe_position)
@@ -285,6 +200,7 @@ class TestControl(SwiftTestCase):
             # the raw-pattern sequence is trimmed to what was measured
             self.assertEqual(len(handler.controller.result.visited), item(tc, live_items.PATTERNS_TITLE).data_shape[0])
 
+    @pytest.mark.slow
     def test_pause_and_resume(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -294,16 +210,23 @@ class TestControl(SwiftTestCase):
             acquire_survey(tc, handler)
             self.assertTrue(handler.start(), handler.message.value)
             pump(dc, lambda: handler.controller.status.step >= 2, 60, "seed points")
+            instrument, thread = handler.controller.instrument, handler.controller.thread
+            count_at_pause = instrument.recorded_count
             handler.pause_clicked()
             self.assertEqual("paused", handler.controller.status.state)
             self.assertEqual("Resume", handler.pause_text.value)
-            time.sleep(0.5)
-            count = handler.controller.instrument.recorded_count
-            time.sleep(1.0)
-            self.assertLessEqual(handler.controller.instrument.recorded_count - count, 0)
+            # the loop finishes the step in flight, then waits at the pause gate: seen there twice, same count
+            pump(dc, settled_at_pause_gate(thread, instrument), 120, "the loop to wait at the pause gate")
+            count = instrument.recorded_count
+            self.assertLessEqual(count - count_at_pause, 1)  # at most the step in flight
+            for _ in range(20):  # UI ticks while paused: nothing is measured, the loop stays at the gate
+                dc.periodic()
+            self.assertEqual(count, instrument.recorded_count)
+            self.assertTrue(waiting_at_pause_gate(thread))
+            self.assertEqual("paused", handler.controller.status.state)
             handler.pause_clicked()
             self.assertEqual("running", handler.controller.status.state)
-            pump(dc, lambda: handler.controller.instrument.recorded_count > count, 30, "resumed")
+            pump(dc, lambda: instrument.recorded_count > count, 60, "resumed")
             handler.stop_clicked()
             pump(dc, lambda: handler.controller.status.state == "idle", 30, "idle")
             self.assertIsNone(tc.instrument.probe_position)
@@ -439,6 +362,7 @@ class TestRefusals(SwiftTestCase):
 
 class TestReliability(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_closing_the_document_window_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -463,12 +387,13 @@ class TestReliability(SwiftTestCase):
             # from the moment the window begins to close: at most the step in flight
             self.assertLessEqual(instrument.recorded_count - at_request, 1)
             self.assertLessEqual(instrument.recorded_count - at_close["count"], 1)
-            self.assertLess(time.perf_counter() - at_close["t"], 10.0)
+            print(f"window close: the loop ended {time.perf_counter() - at_close['t']:.2f} s after close() began")
             self.assertIsNone(tc.instrument.probe_position)
             self.assertFalse(tc.camera_hardware_source.is_playing)
             # the live state ends in the window that stays open
             pump(tc.document_controller, lambda: not item(tc, live_items.PREDICTION_TITLE).is_live, 5, "live state end")
 
+    @pytest.mark.slow
     def test_closing_the_panel_during_a_run_stops_within_one_step_and_releases_probe(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller
@@ -495,6 +420,7 @@ class TestReliability(SwiftTestCase):
             # queued UI tasks of the closed panel do nothing; the live state ends on the document's next call-soon
             pump(dc, lambda: not item(tc, live_items.PREDICTION_TITLE).is_live, 5, "live state end")
 
+    @pytest.mark.slow
     def test_camera_raising_inside_measure_stops_cleanly(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -569,6 +495,7 @@ class TestLifecycle(SwiftTestCase):
         self.assertEqual(panel_count, Panel.Panel.count)
         self.assertNotIn(panel_module.PANEL_ID, Panel.PanelManager().panel_ids)
 
+    @pytest.mark.slow
     def test_live_updates_are_coalesced_latest_wins_in_small_ui_tasks(self) -> None:
         with self.swift() as (tc, panel):
             dc = tc.document_controller
@@ -587,14 +514,15 @@ class TestLifecycle(SwiftTestCase):
                 rng = numpy.random.default_rng(1)
                 print("events: rng seed 1")
 
-                class Event:
-                    def __init__(self, k: int) -> None:
-                        self.step, self.phase, self.position, self.value = k, "step", (k // 32, k % 32), float(k)
-                        self.prediction = self.uncertainty = self.acquisition = rng.random((32, 32))
-                        self.n_measured = k + 1
-                        self.excluded = False
+                def event(k: int) -> StepEvent:
+                    maps = rng.random((32, 32))
+                    return StepEvent(step=k, phase="step", position=(k // 32, k % 32), value=float(k),
+                                     next_position=None, prediction=maps, uncertainty=maps, acquisition=maps,
+                                     decision_seconds=0.0, training_seconds=0.0, instrument_seconds=0.0,
+                                     step_seconds=0.0, n_measured=k + 1, n_total=50, best_value=float(k),
+                                     best_position=(k // 32, k % 32), units="a.u.")
 
-                events = [Event(k) for k in range(50)]
+                events = [event(k) for k in range(50)]
                 worker = threading.Thread(target=lambda: [items.post(e) for e in events])
                 worker.start()
                 worker.join()

@@ -11,7 +11,7 @@ pytest.importorskip("nion.usim_device")
 
 from nion.data import Calibration, DataAndMetadata  # noqa: E402
 from nion.swift.model import DataItem  # noqa: E402
-from test_swift_plugin import FAST_CONFIG, SwiftTestCase, pump, select  # noqa: E402
+from swift_support import FAST_CONFIG, SwiftTestCase, pump, select  # noqa: E402
 
 from dkl4dstem.data.diffraction import DetectorCalibration  # noqa: E402
 from dkl4dstem.scalarizers import get_scalarizer  # noqa: E402

@@ -23,7 +23,7 @@ from nionswift_plugin.dkl4dstem_swift import live_items
 from nionswift_plugin.dkl4dstem_swift import survey_marks
 from nionswift_plugin.dkl4dstem_swift import ui_tasks
 
-from test_swift_plugin import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
+from swift_support import RecordingProbe, SwiftTestCase, acquire_survey, item, live_dkl_items, pump, select
 
 N_KINDS = len(live_items.MAP_TITLES) + 1  # four maps and the raw patterns per run
 MAX_TASK_BASELINES = 20  # the plug-in's longest UI task during a run, in 128x128 map updates (CPU time; one is
@@ -93,6 +93,7 @@ def start_run(tc: typing.Any, handler: typing.Any, seeds: int, steps: int) -> No
 
 class TestStop(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_stop_acts_without_the_ui_thread_at_most_one_more_point_under_ui_load(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -179,6 +180,7 @@ class TestRefusalsBeforeDose(SwiftTestCase):
             self.assertEqual([], probe.positions)
             self.assertFalse(tc.scan_hardware_source.is_playing)
 
+    @pytest.mark.slow
     def test_bragg_distance_without_reference_is_refused_before_any_dose(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -195,6 +197,7 @@ class TestRefusalsBeforeDose(SwiftTestCase):
             self.assertEqual(n_items, len(tc.document_model.data_items))
             self.assertIsNone(handler.controller.experiment)
 
+    @pytest.mark.slow
     def test_a_scalarizer_that_gives_nothing_stops_after_three_seed_points_with_the_reason(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler
@@ -211,6 +214,7 @@ class TestRefusalsBeforeDose(SwiftTestCase):
 
 class TestRuns(SwiftTestCase):
 
+    @pytest.mark.slow
     def test_runs_are_numbered_grouped_and_the_display_panels_follow_the_current_run(self) -> None:
         with self.swift() as (tc, panel):
             handler = panel.handler

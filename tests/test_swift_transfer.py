@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("nion.swift")
 pytest.importorskip("nion.usim_device")
 
-from test_swift_plugin import SwiftTestCase, acquire_survey, pump  # noqa: E402  (the plug-in tests' harness)
+from swift_support import SwiftTestCase, acquire_survey, pump  # noqa: E402  (the plug-in tests' harness)
 
 
 class TestStartFromEarlierSession(SwiftTestCase):
