@@ -1,10 +1,8 @@
 """dkl4dstem: deep-kernel-learning automated 4D-STEM experiments (engine; no Nion Swift import here)."""
 from __future__ import annotations
 
-import importlib
-import typing
+from dkl4dstem import exports
 
-# Names resolve on first use (PEP 562): importing the package stays cheap (`dkl4dstem --help` loads no torch).
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -21,10 +19,4 @@ _EXPORTS = {
     "get_scalarizer": "dkl4dstem.scalarizers.registry",
     "available_scalarizers": "dkl4dstem.scalarizers.registry",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> typing.Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = exports.lazy(__name__, _EXPORTS)

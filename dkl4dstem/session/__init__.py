@@ -1,10 +1,8 @@
 """The session file: the record of every dose spent (one flushed row per measurement), its lock and its checksums."""
 from __future__ import annotations
 
-import importlib
-import typing
+from dkl4dstem import exports
 
-# Names resolve on first use (PEP 562): importing the package stays cheap (`dkl4dstem --help` loads no h5py).
 _EXPORTS = {
     "SessionWriter": "dkl4dstem.session.store",
     "SessionData": "dkl4dstem.session.store",
@@ -14,10 +12,4 @@ _EXPORTS = {
     "resume_differences": "dkl4dstem.session.checksums",
     "row_checksum": "dkl4dstem.session.checksums",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> typing.Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = exports.lazy(__name__, _EXPORTS)
