@@ -2,8 +2,6 @@
 numbered runs the display follows, and many runs in one session. Headless, real Swift model + usim."""
 from __future__ import annotations
 
-import math
-import threading
 import time
 import typing
 
