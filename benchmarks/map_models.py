@@ -226,7 +226,7 @@ def compare(before_path: str, after_path: str) -> None:
     """NRMSE of the loop's maps, AFTER minus BEFORE per set and budget (paired bootstrap), and the first hits."""
     before, after = json.load(open(before_path))["runs"], json.load(open(after_path))["runs"]
     keys = [k for k in after if k in before]
-    print(f"| set | budget | seeds | NRMSE before | NRMSE after | after minus before [95%] | first hits equal |")
+    print("| set | budget | seeds | NRMSE before | NRMSE after | after minus before [95%] | first hits equal |")
     print("|---|---|---|---|---|---|---|")
     for name in sorted({k.split("/")[0] for k in keys}):
         common = [k for k in keys if k.startswith(name + "/")]

@@ -18,7 +18,7 @@ import scipy.ndimage
 from dkl4dstem.scalarizers.bragg import NoBraggDiscsWarning
 from dkl4dstem.data.diffraction import DetectorCalibration
 from dkl4dstem.errors import InputError
-from dkl4dstem.scalarizers import physics, reference as reference_module, registry
+from dkl4dstem.scalarizers import physics, reference as reference_module
 from dkl4dstem.scalarizers import ENTRY_POINT_GROUP, Scalarizer, available_scalarizers, get_scalarizer
 
 RESOURCES = pathlib.Path(__file__).resolve().parent.parent / "resources"

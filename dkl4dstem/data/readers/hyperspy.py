@@ -47,7 +47,7 @@ def from_experiment(group: typing.Any, path: str, scan_shape: tuple[int, int] | 
     energy = find_number(metadata, ("beam_energy",))
     if len(axes) == 4:
         calibrate_axes(opened, [(float(a.get("scale", 1.0)), _text(a.get("units", ""))) for a in axes],
-                       f"HyperSpy axes", energy[1] * 1e3 if energy else None)
+                       "HyperSpy axes", energy[1] * 1e3 if energy else None)
     angle = find_number(metadata, ("convergence_angle",))
     if angle:
         opened.set("semiangle_mrad", angle[1], f"HyperSpy metadata ({angle[0]}, mrad)")
