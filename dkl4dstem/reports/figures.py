@@ -121,7 +121,7 @@ def overview_figure(survey: numpy.ndarray, visited: list[tuple[int, int]], n_see
     _path(axes[0], visited, n_seeds)
     axes[0].legend(fontsize=6, loc="upper right", framealpha=0.5)
     limits = shared_limits(final["prediction"], truth)
-    _show(figure, axes[1], final["prediction"], f"DKL prediction: {scalarizer}", label=f"{scalarizer} ({units})",
+    _show(figure, axes[1], final["prediction"], f"predicted map: {scalarizer}", label=f"{scalarizer} ({units})",
           limits=limits, nm_per_px=nm_per_px)
     _show(figure, axes[2], final["uncertainty"], UNCERTAINTY_TITLE, cmap="magma",
           label=f"1 sigma ({units})", nm_per_px=nm_per_px)
