@@ -43,6 +43,7 @@ def main(extra: list[str]) -> int:
             per_test[key] = per_test.get(key, 0.0) + float(match.group(1))
     total = sum(per_test.values())
     fast_seconds = sum(seconds for key, seconds in per_test.items() if key in fast)
+    print("\n".join(line for line in full.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))))
     print(full.stdout.strip().splitlines()[-1])
     print(f"| full suite wall | test durations | fast tier ({len(fast)} tests) | fast share |")
     print("|---|---|---|---|")
