@@ -12,7 +12,9 @@ thread, waited for) and spreading the seed points over its embedding, per survey
     python benchmarks/latency.py [--sizes 64,128,256,512] [--n 10,50,100,200,500] [--windows 12,16] [--exact]
 
 Large surveys use the latent-grid posterior by default (`dkl4dstem/posterior/latentgrid.py`; the "posterior" column says
-which path ran); --exact forces the exact posterior at every candidate, for comparison.
+which path ran); --exact forces the exact posterior at every candidate, for comparison. While the map model steers
+(experiment/steering.py, surveys up to 65,536 positions) the decision reads its posterior as well: timed as
+`Decider.decide` in "decision ms, map model steering", the map model's own update after it in "its maps ms".
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import typing
 import numpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MAP_MODEL_MAX = 1 << 16  # survey_map.MAX_POSITIONS: larger surveys have no map model, nothing else steers
 
 
 def synthetic_survey(size: int, seed: int = 0) -> numpy.ndarray:
@@ -52,7 +55,7 @@ def measure_size(size: int, ns: list[int], windows: list[int], repeats: int, lat
     for window in windows:
         rows.append(measure_pretraining(extract_patches(survey, window), window, repeats, size))
         rows += measure_steps(extract_patches(survey, window), target, ns, window, repeats, size=size,
-                              latent_grid=latent_grid)
+                              latent_grid=latent_grid, survey=survey)
     return rows
 
 
@@ -93,8 +96,37 @@ def measure_pretraining(patches: numpy.ndarray, window: int, repeats: int, size:
     return row
 
 
+def steered_decisions(survey: numpy.ndarray, patches: numpy.ndarray, posterior: typing.Any, config: typing.Any,
+                      order: list[int], target: numpy.ndarray, n: int, repeats: int) -> tuple[float, float]:
+    """Median ms of one decision while the map model steers (`Decider.decide`: the DKL's posterior, then the map
+    model conditioned on the new point with its hyperparameters kept, EI on its posterior), and of the map model's
+    part after the decision (the maps: hyperparameters again when the data grew by a tenth)."""
+    from dkl4dstem.experiment.deciding import Decider
+    from dkl4dstem.experiment.points import Points
+    from dkl4dstem.models.survey_map import SurveyMapModel
+
+    survey_map = SurveyMapModel(survey, patches, seed=config.seed)
+    decider = Decider(config, patches, len(target), None, survey_map)
+    points = Points(numpy.zeros(len(target), dtype=bool), survey.shape[1])
+    for index in order[:n]:
+        points.record(index, float(target[index]), "seed")
+    survey_map.fit(points.indices, points.values)  # as after the previous decision
+    decisions, updates = [], []
+    for r in range(repeats):
+        points.record(order[n + r], float(target[order[n + r]]), "step")
+        assert decider.steering.leader == "survey"
+        start = time.perf_counter()
+        decider.decide(posterior, points)
+        decisions.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        survey_map.maps(points.indices, points.values)
+        updates.append(time.perf_counter() - start)
+    return 1e3 * float(numpy.median(decisions)), 1e3 * float(numpy.median(updates))
+
+
 def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], window: int, repeats: int,
-                  size: int | None = None, latent_grid: bool = True) -> list[dict[str, typing.Any]]:
+                  size: int | None = None, latent_grid: bool = True, survey: numpy.ndarray | None = None
+                  ) -> list[dict[str, typing.Any]]:
     """Time the loop's own pieces at each n: one decision, then what the background trainer does per step."""
     import torch
 
@@ -134,6 +166,8 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
             trainer.start(indices, values)  # what one step trains, on the trainer's thread, as replay waits for it
             posterior = trainer.take_result(wait=True) or posterior
             trainings.append(time.perf_counter() - start)
+        steered = (steered_decisions(survey, patches, posterior, config, order, target, n, repeats)
+                   if survey is not None and n_candidates <= MAP_MODEL_MAX else (float("nan"), float("nan")))
         # a refit round (every refit_every points, from the initial weights): a fresh trainer's first fit is one
         start = time.perf_counter()
         BackgroundTrainer(patches, config).fit_now(indices, values, iterations=config.refit_iterations)
@@ -142,6 +176,7 @@ def measure_steps(patches: numpy.ndarray, target: numpy.ndarray, ns: list[int], 
         grid = posterior.cache.grid
         row = {"size": size or int(round(n_candidates ** 0.5)), "candidates": n_candidates, "window": window,
                "n": n, "decision_ms": 1e3 * float(numpy.median(decisions)),
+               "steered_decision_ms": steered[0], "map_model_ms": steered[1],
                "training_ms": 1e3 * float(numpy.median(trainings)),
                "step_ms": 1e3 * step_seconds, "refit_ms": 1e3 * refit_seconds,
                # the mean step over the refit period at n: (period - 1) update rounds and one refit round
@@ -198,12 +233,13 @@ def main() -> None:
         print(f"| {row['size']}² | {row['window']} | {row['pretrain_ms']:.0f} | {row['pretrain_cpu_ms']:.0f} "
               f"| {row['spread_ms']:.0f} | {row['patches_used']} | {row['load_avg_1min']:.1f} |")
     rows = [r for r in rows if r.get("kind") != "pretrain"]
-    print("| survey | window | n | posterior | decision ms | training ms | full step ms | refit round ms "
-          "| mean step ms (with refits) | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| survey | window | n | posterior | decision ms | decision ms, map model steering | its maps ms "
+          "| training ms | full step ms | refit round ms | mean step ms (with refits) | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['size']}² | {row['window']} | {row['n']} | {row.get('posterior', 'exact')} "
-              f"| {row['decision_ms']:.1f} | {row['training_ms']:.0f} "
+              f"| {row['decision_ms']:.1f} | {row.get('steered_decision_ms', float('nan')):.1f} "
+              f"| {row.get('map_model_ms', float('nan')):.0f} | {row['training_ms']:.0f} "
               f"| {row['step_ms']:.0f} | {row['refit_ms']:.0f} | {row['mean_step_ms']:.0f} "
               f"| {row['peak_rss_mb']:.0f} |")
 

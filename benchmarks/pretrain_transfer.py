@@ -14,12 +14,14 @@ the means with 95% bootstrap intervals (over seeds) and the ratio of the mean fi
         --variants base,pca,transfer:0,transfer:3 --seeds 0-19 --out out/pt_transfer.json
 
 Variants: `base` (pre-training off), `pretrain` (pre-training as shipped), `pca` / `autoencoder` (pre-training with that objective), `METHOD@STD`
-(latent std after pre-training), `VARIANT/K` (K seed points instead of --seed-points), `transfer:K` (`--init-from`, K seed points, pre-training off; the budget of
+(latent std after pre-training), `VARIANT/K` (K seed points instead of --seed-points), `VARIANT[NAME=VALUE;...]`
+(config fields as `--set` takes them, e.g. `pretrain[steer=dkl]`), `transfer:K` (`--init-from`, K seed points, pre-training off; the budget of
 measurements stays `--seed-points + --steps`). The JSON is rewritten after every seed.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -57,6 +59,12 @@ def config_for(variant: str, seed: int, seed_points: int, steps: int, scalarizer
     from dkl4dstem.experiment import ExperimentConfig
 
     restore_defaults()
+    variant, _, settings = variant.partition("[")  # VARIANT[NAME=VALUE;...]: config fields (`--set`'s syntax)
+    if settings:
+        from dkl4dstem.config import parse_setting
+
+        overrides = dict(parse_setting(item) for item in settings.rstrip("]").split(";") if item.strip())
+        return dataclasses.replace(config_for(variant, seed, seed_points, steps, scalarizer, init_from), **overrides)
     total = seed_points + steps
     if variant.startswith("transfer:"):
         k = int(variant.split(":")[1])
@@ -99,7 +107,11 @@ def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoint
     height, width = instrument.scan_shape
     errors: dict[str, float] = {}
 
+    steered: list[str] = []
+
     def on_event(event: StepEvent) -> None:
+        if event.phase == "step" and event.next_position is not None:
+            steered.append(event.steered_by)
         if event.n_measured in checkpoints and event.prediction is not None:
             errors[str(checkpoints[event.n_measured])] = nrmse(event.prediction, target.reshape(height, width))
 
@@ -107,7 +119,8 @@ def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoint
     result = Experiment(instrument, config, on_event=on_event).run()
     visited = [y * width + x for y, x in result.visited]
     return {"first_top1": first_hit(visited, target), "nrmse_at": errors, "n_measured": len(visited),
-            "seconds": time.perf_counter() - start, "error": result.error}
+            "seconds": time.perf_counter() - start, "error": result.error,
+            "steered_by_survey": [i for i, name in enumerate(steered) if name == "survey"]}
 
 
 def make_source(path: str, out: str, budget: str, scalarizer: str, seed: int = 0) -> None:

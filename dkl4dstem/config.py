@@ -16,7 +16,8 @@ import typing
 from dkl4dstem.errors import InputError
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
-MAP_MODELS = ("survey", "dkl")  # the maps: a GP on fixed survey features (models/survey_map.py) or the DKL's fit
+MAP_MODELS = ("survey", "dkl")
+STEERS = ("auto", "dkl")  # who steers the acquisition: prequential hand-over map model -> DKL (steering.py), or the DKL  # the maps: a GP on fixed survey features (models/survey_map.py) or the DKL's fit
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's range (numpy's default_rng takes any non-negative integer)
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")  # torch.device strings
 
@@ -53,6 +54,7 @@ class ExperimentConfig:
     pretrain: bool = True           # self-supervised pre-training of the network on the survey (pretrain.py)
     init_from: str | None = None    # start from an earlier run's model and points (transfer.py); seeds may be 0
     map_model: str = "survey"       # the maps: "survey" (GP on fixed survey features, survey_map.py) or "dkl"
+    steer: str = "auto"             # with pretrain and the survey map model: it steers until the DKL predicts better
 
     def validate(self, survey_shape: tuple[int, int], n_excluded: int = 0) -> None:
         """Refuse settings that cannot work, before any dose is spent."""
@@ -160,7 +162,7 @@ RULES: dict[str, Rule] = {
     "device": Rule("str", optional=True), "checkpoint_every": Rule("int", 1),
     "measure_timeout_s": Rule("float", 0, strict=True, optional=True),
     "pretrain": Rule("bool"), "init_from": Rule("str", optional=True),
-    "map_model": Rule("str", choices=MAP_MODELS),
+    "map_model": Rule("str", choices=MAP_MODELS), "steer": Rule("str", choices=STEERS),
 }
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(ExperimentConfig))
 DEFAULTS = ExperimentConfig()  # the defaults, for the panel and the help texts

@@ -18,7 +18,8 @@ from dkl4dstem.acquisition.mapping import FeatureSpaceDesign
 from dkl4dstem.errors import InputError
 from dkl4dstem.experiment.control import RunControl
 from dkl4dstem.experiment.points import Points
-from dkl4dstem.posterior.predictive import Predictive
+from dkl4dstem.experiment.steering import DKL, Steering
+from dkl4dstem.posterior.predictive import Predictive, standardization
 from dkl4dstem.posterior.trained import TrainedPosterior
 
 if typing.TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Decision:
     acquisition: torch.Tensor    # (N,) its values
     targets: numpy.ndarray       # the values the posterior was standardized over
     seconds: float
+    steered_by: str = DKL        # whose posterior the acquisition read: the DKL's or the map model's (steering.py)
 
 
 class Decider:
@@ -89,6 +91,8 @@ class Decider:
         self.prior_values = prior_values  # a transferred run's values: standardized together with this run's
         self.design: FeatureSpaceDesign | None = None  # --acquisition map with map_model="dkl"
         self.survey_map = survey_map  # --acquisition map: the design targets the map model
+        # early in a run the map model may steer (steering.py): with pre-training, on the survey's own candidates
+        self.steering = Steering(survey_map is not None and config.pretrain and config.steer == "auto")
 
     def targets(self, values: numpy.ndarray) -> numpy.ndarray:
         """The values the posterior's targets are standardized over: this run's plus a transferred run's."""
@@ -102,6 +106,7 @@ class Decider:
         predictive = posterior.predict(targets).first(self.n_candidates)
         incumbent = valid if valid.size else targets  # no own point yet: the earlier run's best
         best = float(incumbent.max() if self.config.maximize else incumbent.min())
+        steered_by = DKL
         if self.config.acquisition == "map" and self.survey_map is not None:  # the mapping mode (survey_map.py)
             values = self.survey_map.design_values(points.indices, points.values, points.blocked)
         elif self.config.acquisition == "map":  # with the DKL map model: a design in fixed patch features
@@ -110,10 +115,26 @@ class Decider:
                                                  seed=self.config.seed)
             values = self.design.values(points.indices)
         else:
+            steered_by = self.steering.leader
+            steering = predictive if steered_by == DKL else self._survey_predictive(points, valid, predictive)
             # on the predictive distribution of the next *measurement* by default (`observation_noise`, as gpax
             # does), not of the noiseless latent function: measured values are noisy and so is the incumbent
             values = acquisition.acquisition_values(
-                predictive, best, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
+                steering, best, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
                 maximize=self.config.maximize, observation_noise=self.config.observation_noise)
+            if not final:
+                self.steering.steered(steered_by)
         next_index = None if final else acquisition.choose_next(values, points.blocked)
-        return Decision(next_index, predictive, values, targets, time.perf_counter() - start)
+        return Decision(next_index, predictive, values, targets, time.perf_counter() - start, steered_by)
+
+    def _survey_predictive(self, points: Points, valid: numpy.ndarray, like: Predictive) -> Predictive:
+        """The map model's posterior, conditioned on every point with its hyperparameters kept (they are refitted
+        after the decision, with the maps), standardized like the DKL's targets."""
+        assert self.survey_map is not None
+        self.survey_map.fit(points.indices, points.values, refit=False)
+        mean, variance = self.survey_map.predict()
+        shift, scale = standardization(valid)
+        dtype = like.mean.dtype
+        return Predictive(((mean - shift) / scale).to(dtype)[:self.n_candidates],
+                          (variance / scale ** 2).to(dtype)[:self.n_candidates],
+                          self.survey_map.noise / scale ** 2, shift, scale)

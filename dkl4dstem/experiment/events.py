@@ -27,6 +27,7 @@ class StepEvent:
     units: str
     model_version: int = 0
     excluded: bool = False  # the position's frames all failed: not measured, not counted in n_measured
+    steered_by: str = "dkl"  # whose posterior chose next_position: "dkl" or "survey" (the map model, steering.py)
 
 
 @dataclasses.dataclass
@@ -48,3 +49,4 @@ class ExperimentResult:
     units: str
     n_candidates: int
     excluded: list[tuple[int, int]]
+    steered_by: list[str] = dataclasses.field(default_factory=list)  # per decision: "survey" or "dkl" (steering.py)

@@ -2,7 +2,8 @@
 
 Per step: measure (measuring.py) -> record (points.py, the session file: recording.py) -> swap in a finished
 training -> decide (deciding.py: condition the GP on the new points with the current embedding, acquisition, next
-position) -> start the next training round -> maps (maps.py) -> event. Network training runs on a background
+position; early in a run on the map model's posterior instead, steering.py) -> start the next training round ->
+maps (maps.py) -> event. Network training runs on a background
 thread (`models.trainer.BackgroundTrainer`) on a snapshot of the data and is swapped in when ready, so the
 microscope never waits for it; with `wait_for_training` (replay default) the loop waits for it before the next
 decision, which makes a run reproducible for a given seed.
@@ -30,6 +31,7 @@ from dkl4dstem.experiment.measuring import Measurer
 from dkl4dstem.experiment.points import Points
 from dkl4dstem.experiment.reporting import Reporter
 from dkl4dstem.experiment.recording import Recorder, check_resume, detector_shape, replay_resumed
+from dkl4dstem.experiment.steering import DKL, SURVEY
 from dkl4dstem.session.store import SessionData
 from dkl4dstem.experiment.setup import known_detector_shape, new_trainer
 from dkl4dstem.instruments.base import Instrument
@@ -160,7 +162,8 @@ class _Run:
             self.control.clear_on_stop()
             self.trainer.close()
             self.recorder.close(len(self.points), self.trainer.state if self.posterior is not None else None)
-        return self.reporter.result(self.control.stopped, self.error or self.measurer.error)
+        return self.reporter.result(self.control.stopped, self.error or self.measurer.error,
+                                    self.decider.steering.history)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def _run_seeds(self) -> None:
@@ -205,6 +208,7 @@ class _Run:
         self.recorder.append(y, x, measured.pattern, measured.value, phase)
         self.points.record(index, measured.value, phase)
         self.maps.measured(index, measured.value)
+        self.decider.steering.measured(index, measured.value)
         return measured.value, measured.instrument_seconds
 
     def _first_fit(self) -> bool:
@@ -236,7 +240,11 @@ class _Run:
         decision = self.decider.decide(self.posterior, self.points, final)
         if not final and not self.control.stopped:
             self.trainer.start(self.points.indices, self.points.values)
-        self.maps.update(self.posterior, decision, self.points)
+        maps = self.maps.update(self.posterior, decision, self.points)
+        if decision.next_index is not None:  # both models' predictions of the next value, for the steering
+            self.decider.steering.predicted(decision.next_index, {
+                SURVEY: float(maps[0].reshape(-1)[decision.next_index]),
+                DKL: float(decision.predictive.mean_in_units()[decision.next_index])})
         return decision
 
     def _emit(self, index: int, value: float, phase: str, decision: Decision | None, training_seconds: float,

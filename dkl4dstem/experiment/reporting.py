@@ -49,13 +49,14 @@ class Reporter:
             acquisition=None if maps is None else maps[2], decision_seconds=decision_seconds,
             training_seconds=training_seconds, instrument_seconds=instrument_seconds, step_seconds=step_seconds,
             n_measured=len(self.points), n_total=self.n_total, best_value=best_value, best_position=best_position,
-            units=self.units, model_version=model_version, excluded=self.points.is_excluded(index))
+            units=self.units, model_version=model_version, excluded=self.points.is_excluded(index),
+            steered_by=decision.steered_by if decision is not None else "dkl")
         try:
             self.on_event(event)
         except Exception:  # a broken listener (UI) must never stop the microscope
             logger.exception("experiment event listener failed")
 
-    def result(self, stopped: bool, error: str | None) -> ExperimentResult:
+    def result(self, stopped: bool, error: str | None, steered_by: list[str] | None = None) -> ExperimentResult:
         best_value, best_position = self.points.best(self.maximize)
         maps = self.maps.latest or (None, None, None)
         return ExperimentResult(
@@ -65,4 +66,4 @@ class Reporter:
             training_seconds=self.timings["training"], instrument_seconds=self.timings["instrument"],
             prediction=maps[0], uncertainty=maps[1], acquisition=maps[2], stopped=stopped, error=error,
             units=self.units, n_candidates=len(self.points.blocked),
-            excluded=self.points.positions(self.points.excluded))
+            excluded=self.points.positions(self.points.excluded), steered_by=list(steered_by or []))

@@ -12,7 +12,8 @@ averages them by their evidence, so the data choose the embedding.
 The constant prior mean is the generalized least-squares estimate (the marginal likelihood's own optimum for a
 constant mean), not the mean of the measured values: expected-improvement runs measure near the maximum, and
 such clustered points are correlated, so GLS weighs them down where the plain mean is biased towards the maximum.
-Its uncertainty is part of the predictive variance (universal kriging). The map model never steers EI.
+Its uncertainty is part of the predictive variance (universal kriging). With pre-training on, the map model also
+steers the acquisition while it predicts the measured values better than the DKL (experiment/steering.py).
 """
 from __future__ import annotations
 
@@ -270,6 +271,10 @@ def for_run(config: typing.Any, survey_image: numpy.ndarray, patches: numpy.ndar
     return SurveyMapModel(survey_image, patches, seed=config.seed)
 
 
+def _same(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]]) -> bool:
+    return a[0] == b[0] and numpy.array_equal(numpy.asarray(a[1]), numpy.asarray(b[1]), equal_nan=True)
+
+
 class SurveyMapModel:
     """Several fixed embeddings of the survey (the local jet at a few scales, centre-weighted PCA), one GP each,
     averaged with weights from their evidence (Bayesian model averaging; the MAP objective stands in for the log
@@ -286,16 +291,23 @@ class SurveyMapModel:
         self.models = [FixedFeatureGP(f) for f in features]
         self.weights = numpy.full(len(self.models), 1.0 / len(self.models))
         self._fitted_n = 0
+        self._data: tuple[list[int], list[float]] | None = None  # what the current state is conditioned on
+        self._prediction: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def fit(self, indices: typing.Sequence[int], values: typing.Sequence[float], iterations: int = ITERATIONS
-            ) -> None:
+    def fit(self, indices: typing.Sequence[int], values: typing.Sequence[float], iterations: int = ITERATIONS,
+            refit: bool = True) -> None:
         """Hyperparameters again when the data grew by a tenth (at least one point) since the last fit; else
-        conditioned on the new points with the hyperparameters kept."""
+        (or with `refit` False once fitted: the decision's part, fast) conditioned on the new points with the
+        hyperparameters kept."""
         n = sum(1 for v in values if math.isfinite(v))
-        if n - self._fitted_n < max(1, self._fitted_n // 10):
+        if (not refit and self._fitted_n) or n - self._fitted_n < max(1, self._fitted_n // 10):
             iterations = 0
         else:
             self._fitted_n = n
+        data = (list(indices), [float(v) for v in values])
+        if iterations == 0 and self._data is not None and _same(data, self._data):
+            return  # nothing new: keep the state and the cached prediction
+        self._data, self._prediction = data, None
         evidence = []
         for model in self.models:
             model.fit(indices, values, iterations)
@@ -319,7 +331,13 @@ class SurveyMapModel:
         return float(sum(w * m.noise for w, m in zip(self.weights, self.models)))
 
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixture mean and latent variance (values' units) over the embeddings with a weight of at least 1e-3."""
+        """Mixture mean and latent variance (values' units) over the embeddings with a weight of at least 1e-3;
+        cached until the next change."""
+        if self._prediction is None:
+            self._prediction = self._mixture()
+        return self._prediction
+
+    def _mixture(self) -> tuple[torch.Tensor, torch.Tensor]:
         keep = [k for k in range(len(self.models)) if self.weights[k] >= 1e-3]
         total = float(sum(self.weights[k] for k in keep))
         mean = second = None
