@@ -163,7 +163,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "pretrain_transfer.json"))
+    parser.add_argument("--table", default=None, metavar="JSON", help="only print the table of a saved run")
+    parser.add_argument("--reference", default="base", help="the variant the differences and ratios are to")
     args = parser.parse_args()
+    if args.table:
+        saved = json.load(open(args.table))
+        print_table(saved["meta"], saved["results"], args.reference)
+        return
     if args.merge:
         merge(args.merge, args.out)
         return
@@ -226,7 +232,8 @@ def merge(paths: list[str], out: str) -> None:
     print_table(meta, results)
 
 
-def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, typing.Any]]]) -> None:
+def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, typing.Any]]], reference: str = "base"
+                ) -> None:
     budget = int(meta["seed_points"]) + int(meta["steps"])
     rng = numpy.random.default_rng(0)
 
@@ -240,16 +247,20 @@ def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, t
     print("| variant | mean first top-1% hit (miss = budget+1) | median | misses | ratio to base | minus base [95%] "
           "| NRMSE @1% | minus base | NRMSE @2.5% | minus base |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    base = numpy.array([metrics(r) for r in results["base"]]) if "base" in results else None
+    base = numpy.array([metrics(r) for r in results[reference]]) if reference in results else None
+    if base is not None and reference != "base":
+        print(f"(differences and ratios to {reference})")
     for variant, runs in results.items():
         m = numpy.array([metrics(r) for r in runs])
         cells = [f"{m[:, 0].mean():.1f}", f"{numpy.median(m[:, 0]):.1f}",
                  str(sum(r["first_top1"] is None for r in runs))]
         cells.append(f"{m[:, 0].mean() / base[:, 0].mean():.2f}" if base is not None else "")
+        steered = [len(r.get("steered_by_survey", [])) for r in runs]
+        cells[0] += f" (map model steered {numpy.mean(steered):.1f} steps)" if any(steered) else ""
         for column in range(3):
             if column:
                 cells.append(f"{numpy.nanmean(m[:, column]):.3f}")
-            if base is None or variant == "base":
+            if base is None or variant == reference:
                 cells.append("")
                 continue
             diff = m[:, column] - base[:, column]

@@ -49,6 +49,7 @@ BAD: list[tuple[str, typing.Any]] = [
     ("pretrain", 1),
     ("init_from", ""), ("init_from", 3),
     ("map_model", "gp"), ("map_model", None),
+    ("steer", "survey"), ("steer", True),
 ]
 
 
