@@ -78,7 +78,7 @@ def test_expected_improvement_is_taken_on_the_next_measurement(graphene_path: st
     events: list[StepEvent] = []
     posteriors: list[tuple[numpy.ndarray, numpy.ndarray]] = []
     config = ExperimentConfig(scalarizer="com_magnitude", seeds=8, steps=3, observation_noise=observation_noise,
-                              **FAST)
+                              steer="dkl", **FAST)  # EI on the DKL's posterior throughout (steering: test_steering)
 
     def record(event: StepEvent) -> None:
         events.append(event)

@@ -24,14 +24,10 @@ import numpy
 import torch
 
 from dkl4dstem.models import pretrain
+from dkl4dstem.models.fixed_gp import ITERATIONS, FixedFeatureGP, matern52
 
 COMPONENTS = 4          # principal components of the centre-weighted patches (the fixed embedding)
 BASIS_PATCHES = 2048    # the basis is computed on at most this many patches (seeded subsample)
-LENGTHSCALE_PRIOR = (math.log(1.5), 0.75)  # log-normal (mu, sigma) of each lengthscale, features of unit std
-NOISE_PRIOR = (math.log(0.05), 1.5)        # log-normal of the noise variance relative to the values' variance
-SIGNAL_PRIOR = (0.0, 1.0)                  # log-normal of the signal variance relative to the values' variance
-ITERATIONS = 60
-JITTER = 1e-8
 
 
 def survey_features(patches: numpy.ndarray, components: int = COMPONENTS, seed: int = 0,
@@ -78,182 +74,13 @@ def _variance_reduction(model: FixedFeatureGP, reference: torch.Tensor) -> torch
     features = model.features
     signal, noise = float(torch.exp(model.log_signal)), float(torch.exp(model.log_noise))
     with torch.no_grad():
-        covariance = signal * _matern52(features[reference], features, torch.exp(model.log_lengthscale))
+        covariance = signal * matern52(features[reference], features, torch.exp(model.log_lengthscale))
         variance = torch.full((features.shape[0],), signal, dtype=torch.float64)
         if model.indices:
-            _, whitened, sum_squares = model._whitened()
+            _, whitened, sum_squares = model._whitened()[:3]
             covariance -= whitened[:, reference].T @ whitened
             variance -= sum_squares
         return (covariance * covariance).sum(dim=0) / (variance.clamp_min(0) + noise)
-
-
-def _matern52(a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor) -> torch.Tensor:
-    d = torch.cdist(a / lengthscale, b / lengthscale).clamp_min(0) * math.sqrt(5.0)
-    return (1 + d + d * d / 3) * torch.exp(-d)
-
-
-class FixedFeatureGP:
-    """Exact GP with a Matern-5/2 ARD kernel on fixed features; MAP hyperparameters (log-normal priors)."""
-
-    def __init__(self, features: torch.Tensor) -> None:
-        self.features = features.to(torch.float64)
-        d = self.features.shape[1]
-        self.log_lengthscale = torch.full((d,), LENGTHSCALE_PRIOR[0], dtype=torch.float64)
-        self.log_signal = torch.tensor(0.0, dtype=torch.float64)
-        self.log_noise = torch.tensor(NOISE_PRIOR[0], dtype=torch.float64)
-        self.indices: list[int] = []
-        self.values = numpy.zeros(0)
-        self._y_mean, self._y_std = 0.0, 1.0
-        self._cache: tuple[typing.Any, ...] | None = None  # see _whitened
-
-    # --- fitting ---------------------------------------------------------------------------------------------
-    def _parts(self, params: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cholesky factor, GLS mean, K^-1 (y - m), K^-1 1 for the given (log) hyperparameters."""
-        log_ls, log_signal, log_noise = params
-        n = x.shape[0]
-        k = torch.exp(log_signal) * _matern52(x, x, torch.exp(log_ls))
-        k = k + (torch.exp(log_noise) + JITTER) * torch.eye(n, dtype=x.dtype)
-        factor = torch.linalg.cholesky(k)
-        ones = torch.ones(n, 1, dtype=x.dtype)
-        k_inv_1 = torch.cholesky_solve(ones, factor)[:, 0]
-        k_inv_y = torch.cholesky_solve(y[:, None], factor)[:, 0]
-        m = k_inv_y.sum() / k_inv_1.sum()
-        return factor, m, k_inv_y - m * k_inv_1, k_inv_1
-
-    def _objective(self, params: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        factor, m, alpha, _ = self._parts(params, x, y)
-        nll = 0.5 * ((y - m) * alpha).sum() + torch.log(factor.diagonal()).sum()
-        log_ls, log_signal, log_noise = params
-        for value, (mu, sigma) in ((log_ls, LENGTHSCALE_PRIOR), (log_signal, SIGNAL_PRIOR), (log_noise, NOISE_PRIOR)):
-            nll = nll + (0.5 * ((value - mu) / sigma) ** 2).sum()
-        return nll
-
-    def fit(self, indices: typing.Sequence[int], values: typing.Sequence[float], iterations: int = ITERATIONS
-            ) -> None:
-        """MAP hyperparameters on the measured points (finite values only), warm-started from the last fit."""
-        pairs = [(int(i), float(v)) for i, v in zip(indices, values) if math.isfinite(v)]
-        self.indices = [i for i, _ in pairs]
-        self.values = numpy.array([v for _, v in pairs], dtype=numpy.float64)
-        self._y_mean = float(self.values.mean()) if self.values.size else 0.0
-        std = float(self.values.std()) if self.values.size > 1 else 0.0
-        self._y_std = std if std > 1e-12 * max(1.0, abs(self._y_mean)) else 1.0
-        if len(self.indices) < 2 or iterations <= 0:
-            return
-        x, y = self._train()
-        params = [p.clone().requires_grad_(True) for p in (self.log_lengthscale, self.log_signal, self.log_noise)]
-        optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=iterations, line_search_fn="strong_wolfe",
-                                      tolerance_change=1e-6)
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = self._objective(tuple(params), x, y)
-            loss.backward()
-            return loss
-
-        try:
-            optimizer.step(closure)
-        except (torch.linalg.LinAlgError, RuntimeError):
-            return  # keep the previous hyperparameters
-        if all(bool(torch.isfinite(p).all()) for p in params):
-            for p in params:
-                p.data.clamp_(-8.0, 8.0)
-            self.log_lengthscale, self.log_signal, self.log_noise = (p.detach() for p in params)
-
-    def _train(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.features[torch.as_tensor(self.indices, dtype=torch.long)]
-        y = torch.as_tensor((self.values - self._y_mean) / self._y_std, dtype=torch.float64)
-        return x, y
-
-    def condition(self, indices: typing.Sequence[int], values: typing.Sequence[float]) -> None:
-        """All measured points, hyperparameters unchanged."""
-        self.fit(indices, values, iterations=0)
-
-    # --- prediction -------------------------------------------------------------------------------------------
-    @property
-    def noise(self) -> float:
-        """Noise variance in the values' units squared."""
-        return float(torch.exp(self.log_noise)) * self._y_std ** 2
-
-    def _whitened(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cholesky factor L of K + noise, V = L^-1 k(X, all) (n x N) and the column sums of V^2, for the current
-        points and hyperparameters: extended by the new points' rows (O(n N) per point) while the
-        hyperparameters stay, recomputed when they change."""
-        key = (self.log_lengthscale.clone(), float(self.log_signal), float(self.log_noise))
-        signal, noise = math.exp(key[1]), math.exp(key[2]) + JITTER
-        lengthscale = torch.exp(self.log_lengthscale)
-        cache = self._cache
-        n_old = 0
-        if (cache is not None and torch.equal(cache[0][0], key[0]) and cache[0][1:] == key[1:]
-                and self.indices[:len(cache[1])] == cache[1]):
-            n_old = len(cache[1])
-            factor, whitened, sum_squares = cache[2], cache[3], cache[4]
-        if n_old == len(self.indices) and cache is not None and n_old:
-            return factor, whitened, sum_squares
-        x_all = self.features
-        new = torch.as_tensor(self.indices[n_old:], dtype=torch.long)
-        k_new_all = signal * _matern52(x_all[new], x_all, lengthscale)  # (m, N)
-        k_new_new = k_new_all[:, new] + noise * torch.eye(len(new), dtype=torch.float64)
-        if n_old:
-            old = torch.as_tensor(cache[1], dtype=torch.long)  # type: ignore[index]
-            l21 = torch.linalg.solve_triangular(factor, k_new_all[:, old].T, upper=False).T  # (m, n_old)
-            l22 = torch.linalg.cholesky(k_new_new - l21 @ l21.T)
-            v_new = torch.linalg.solve_triangular(l22, k_new_all - l21 @ whitened, upper=False)
-            factor = torch.cat([torch.cat([factor, torch.zeros(n_old, len(new), dtype=torch.float64)], dim=1),
-                                torch.cat([l21, l22], dim=1)])
-            whitened = torch.cat([whitened, v_new])
-            sum_squares = sum_squares + (v_new * v_new).sum(dim=0)
-        else:
-            factor = torch.linalg.cholesky(k_new_new)
-            whitened = torch.linalg.solve_triangular(factor, k_new_all, upper=False)
-            sum_squares = (whitened * whitened).sum(dim=0)
-        self._cache = (key, list(self.indices), factor, whitened, sum_squares)
-        return factor, whitened, sum_squares
-
-    def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and latent variance (values' units) at every position, the constant mean's uncertainty included."""
-        n_all = self.features.shape[0]
-        signal = float(torch.exp(self.log_signal))
-        if not self.indices:
-            return (torch.full((n_all,), self._y_mean, dtype=torch.float64),
-                    torch.full((n_all,), signal * self._y_std ** 2, dtype=torch.float64))
-        _, y = self._train()
-        with torch.no_grad():
-            try:
-                factor, whitened, sum_squares = self._whitened()
-            except torch.linalg.LinAlgError:
-                self._cache = None
-                factor, whitened, sum_squares = self._whitened()
-            ones = torch.linalg.solve_triangular(factor, torch.ones(len(y), 1, dtype=torch.float64), upper=False)[:, 0]
-            white_y = torch.linalg.solve_triangular(factor, y[:, None], upper=False)[:, 0]
-            w_w = float(ones @ ones)
-            m = float(ones @ white_y) / w_w  # the GLS constant mean
-            mean = m + whitened.T @ (white_y - m * ones)
-            gls = 1.0 - whitened.T @ ones  # the GLS mean's share of the uncertainty
-            variance = (signal - sum_squares).clamp_min(0) + gls * gls / w_w
-        return mean * self._y_std + self._y_mean, variance.clamp_min(1e-12) * self._y_std ** 2
-
-    def log_evidence(self) -> float:
-        """Log marginal likelihood plus log prior at the current hyperparameters (up to a shared constant)."""
-        if len(self.indices) < 2:
-            return -math.inf
-        params = (self.log_lengthscale, self.log_signal, self.log_noise)
-        with torch.no_grad():
-            try:
-                return -float(self._objective(params, *self._train())) - len(self.indices) * math.log(self._y_std)
-            except (torch.linalg.LinAlgError, RuntimeError):
-                return -math.inf
-
-    def loo(self) -> tuple[numpy.ndarray, numpy.ndarray]:
-        """Closed-form leave-one-out means and predictive variances (values' units) of the measured points."""
-        x, y = self._train()
-        params = (self.log_lengthscale, self.log_signal, self.log_noise)
-        with torch.no_grad():
-            factor, m, alpha, _ = self._parts(params, x, y)
-            inverse_diag = torch.cholesky_inverse(factor).diagonal()
-            mean = y - alpha / inverse_diag
-            variance = 1.0 / inverse_diag
-        return ((mean * self._y_std + self._y_mean).numpy(), (variance * self._y_std ** 2).numpy())
 
 
 JET_SCALES_PX = (0.5, 0.7, 1.0, 1.4, 2.0)  # candidate scales of the local jet (survey pixels)
@@ -293,12 +120,13 @@ class SurveyMapModel:
         self._fitted_n = 0
         self._data: tuple[list[int], list[float]] | None = None  # what the current state is conditioned on
         self._prediction: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._stale = False  # conditioned on points the weights do not yet reflect
 
     def fit(self, indices: typing.Sequence[int], values: typing.Sequence[float], iterations: int = ITERATIONS,
             refit: bool = True) -> None:
         """Hyperparameters again when the data grew by a tenth (at least one point) since the last fit; else
-        (or with `refit` False once fitted: the decision's part, fast) conditioned on the new points with the
-        hyperparameters kept."""
+        conditioned on the new points with the hyperparameters kept. With `refit` False once fitted (the decision's
+        part while the map model steers: fast) only conditioned, the weights kept until the next call without."""
         n = sum(1 for v in values if math.isfinite(v))
         if (not refit and self._fitted_n) or n - self._fitted_n < max(1, self._fitted_n // 10):
             iterations = 0
@@ -306,17 +134,25 @@ class SurveyMapModel:
             self._fitted_n = n
         data = (list(indices), [float(v) for v in values])
         if iterations == 0 and self._data is not None and _same(data, self._data):
+            if refit and self._stale:
+                self._reweight()
             return  # nothing new: keep the state and the cached prediction
         self._data, self._prediction = data, None
-        evidence = []
         for model in self.models:
             model.fit(indices, values, iterations)
-            evidence.append(model.log_evidence())
-        evidence_array = numpy.asarray(evidence)
+        self._stale = True
+        if refit or not self._fitted_n:
+            self._reweight()
+
+    def _reweight(self) -> None:
+        """The weights from each embedding's evidence on the current points."""
+        evidence_array = numpy.asarray([model.log_evidence() for model in self.models])
+        self._stale = False
         if numpy.isfinite(evidence_array).any():
             evidence_array = numpy.where(numpy.isfinite(evidence_array), evidence_array, -numpy.inf)
             weights = numpy.exp(evidence_array - evidence_array.max())
-            self.weights = weights / weights.sum()
+            if not numpy.array_equal(weights / weights.sum(), self.weights):
+                self.weights, self._prediction = weights / weights.sum(), None
 
     @property
     def best(self) -> FixedFeatureGP:
