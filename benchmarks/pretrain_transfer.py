@@ -244,7 +244,7 @@ def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, t
 
     print(f"# {meta['data']} crop {meta['crop']} ({meta['candidates']} positions), {meta['scalarizer']}, "
           f"{len(meta['seeds'])} seeds, budget {budget}, {meta['date']}")
-    print("| variant | mean first top-1% hit (miss = budget+1) | median | misses | ratio to base | minus base [95%] "
+    print("| variant | mean first top-1% hit (miss = budget+1) | median | misses | ratio to base [95%] | minus base [95%] "
           "| NRMSE @1% | minus base | NRMSE @2.5% | minus base |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     base = numpy.array([metrics(r) for r in results[reference]]) if reference in results else None
@@ -254,7 +254,12 @@ def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, t
         m = numpy.array([metrics(r) for r in runs])
         cells = [f"{m[:, 0].mean():.1f}", f"{numpy.median(m[:, 0]):.1f}",
                  str(sum(r["first_top1"] is None for r in runs))]
-        cells.append(f"{m[:, 0].mean() / base[:, 0].mean():.2f}" if base is not None else "")
+        if base is not None:  # the ratio of the means, its 95% interval over seeds resampled in pairs
+            pick = rng.integers(0, len(m), size=(10000, len(m)))
+            low, high = numpy.quantile(m[pick, 0].mean(axis=1) / base[pick, 0].mean(axis=1), [0.025, 0.975])
+            cells.append(f"{m[:, 0].mean() / base[:, 0].mean():.2f} [{low:.2f}, {high:.2f}]")
+        else:
+            cells.append("")
         steered = [len(r.get("steered_by_survey", [])) for r in runs]
         cells[0] += f" (map model steered {numpy.mean(steered):.1f} steps)" if any(steered) else ""
         for column in range(3):
