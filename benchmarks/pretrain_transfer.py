@@ -163,12 +163,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "pretrain_transfer.json"))
-    parser.add_argument("--table", default=None, metavar="JSON", help="only print the table of a saved run")
+    parser.add_argument("--table", nargs="+", default=None, metavar="JSON", help="only print the table of saved "
+                        "runs on the same seeds (variants of later files that repeat a name get the file's name)")
     parser.add_argument("--reference", default="base", help="the variant the differences and ratios are to")
     args = parser.parse_args()
     if args.table:
-        saved = json.load(open(args.table))
-        print_table(saved["meta"], saved["results"], args.reference)
+        saved = [json.load(open(path)) for path in args.table]
+        results: dict[str, list[dict[str, typing.Any]]] = {}
+        for path, run in zip(args.table, saved):
+            if run["meta"]["seeds"] != saved[0]["meta"]["seeds"]:
+                raise SystemExit(f"pretrain_transfer: {path} has other seeds than {args.table[0]}")
+            for variant, runs in run["results"].items():
+                name = variant if variant not in results else f"{variant} ({os.path.basename(path)})"
+                results[name] = runs
+        print_table(saved[0]["meta"], results, args.reference)
         return
     if args.merge:
         merge(args.merge, args.out)
