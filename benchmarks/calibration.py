@@ -48,8 +48,8 @@ def score(prediction: numpy.ndarray, sigma: numpy.ndarray, truth: numpy.ndarray,
             "baseline_nlpd": baseline_nlpd(values, truth, measured)}
 
 
-def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acquisition: str
-             ) -> tuple[dict[str, dict[str, typing.Any]], list[int]]:
+def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acquisition: str,
+             settings: dict[str, typing.Any] | None = None) -> tuple[dict[str, dict[str, typing.Any]], list[int]]:
     """Our loop up to the largest budget; scores of its maps at each budget, and the visited indices."""
     from dkl4dstem.experiment import Experiment, ExperimentConfig, StepEvent
     from dkl4dstem.instruments.replay import open_replay
@@ -76,7 +76,8 @@ def run_ours(path: str, truth: numpy.ndarray, seed: int, budgets: list[int], acq
                 "map_model": run.survey_map.name if run.survey_map is not None else "dkl",
                 "median_sigma": float(numpy.median(event.uncertainty[~measured.reshape(truth.shape)]))}
 
-    config = ExperimentConfig(seeds=10, steps=max(budgets) - 10, seed=seed, acquisition=acquisition)
+    config = ExperimentConfig(seeds=10, steps=max(budgets) - 10, seed=seed, acquisition=acquisition,
+                              **(settings or {}))
     experiment = Experiment(open_replay(path), config, on_event=on_event)
     result = experiment.run()
     return scores, [y * width + x for y, x in result.visited]
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--peers", default="")
     parser.add_argument("--peer-seeds", default="0,1", help="the peers are slow: only these seeds")
     parser.add_argument("--no-random", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a config field of our runs, as `dkl4dstem run --set` takes it (e.g. steer=dkl)")
     parser.add_argument("--merge", nargs="+", metavar="JSON")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "calibration.json"))
     args = parser.parse_args()
@@ -155,12 +158,16 @@ def main() -> None:
     ensure_threads_configured()
     paths = args.data or [p for p in DEFAULT_DATA if os.path.exists(p)]
     paths = list(dict.fromkeys(os.path.realpath(p) for p in paths))
+    from dkl4dstem.config import parse_setting
+
+    settings = dict(parse_setting(item) for item in args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
     peers = [p for p in args.peers.split(",") if p]
     peer_seeds = {int(s) for s in args.peer_seeds.split(",")}
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
-            "cores": os.cpu_count(), "load_avg_start": list(os.getloadavg()), "acquisition": args.acquisition}
+            "cores": os.cpu_count(), "load_avg_start": list(os.getloadavg()), "acquisition": args.acquisition,
+            "settings": settings}
     records: list[dict[str, typing.Any]] = []
     work = tempfile.mkdtemp(prefix="dkl4dstem-calibration-")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -174,7 +181,7 @@ def main() -> None:
         numpy.save(target_path, truth.reshape(-1))
         for seed in seeds:
             start = time.perf_counter()
-            scores, visited = run_ours(path, truth, seed, budgets, args.acquisition)
+            scores, visited = run_ours(path, truth, seed, budgets, args.acquisition, settings)
             seconds = time.perf_counter() - start
             for budget in budgets:
                 if str(budget) in scores:

@@ -118,7 +118,9 @@ def run_variant(path: str, target: numpy.ndarray, config: typing.Any, checkpoint
     start = time.perf_counter()
     result = Experiment(instrument, config, on_event=on_event).run()
     visited = [y * width + x for y, x in result.visited]
+    top = target >= numpy.quantile(target, 0.99)
     return {"first_top1": first_hit(visited, target), "nrmse_at": errors, "n_measured": len(visited),
+            "top1_found": int(top[visited].sum()),  # top-1% positions measured within the budget
             "seconds": time.perf_counter() - start, "error": result.error,
             "steered_by_survey": [i for i, name in enumerate(steered) if name == "survey"]}
 
@@ -268,6 +270,8 @@ def print_table(meta: dict[str, typing.Any], results: dict[str, list[dict[str, t
             cells.append(f"{m[:, 0].mean() / base[:, 0].mean():.2f} [{low:.2f}, {high:.2f}]")
         else:
             cells.append("")
+        if all("top1_found" in r for r in runs):
+            cells[0] += f" ({numpy.mean([r['top1_found'] for r in runs]):.1f} top-1% positions found)"
         steered = [len(r.get("steered_by_survey", [])) for r in runs]
         cells[0] += f" (map model steered {numpy.mean(steered):.1f} steps)" if any(steered) else ""
         for column in range(3):
