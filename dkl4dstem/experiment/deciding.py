@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import typing
 
@@ -117,15 +118,20 @@ class Decider:
         else:
             steered_by = self.steering.leader
             steering = predictive if steered_by == DKL else self._survey_predictive(points, valid, predictive)
-            # on the predictive distribution of the next *measurement* by default (`observation_noise`, as gpax
-            # does), not of the noiseless latent function: measured values are noisy and so is the incumbent
-            values = acquisition.acquisition_values(
-                steering, best, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
-                maximize=self.config.maximize, observation_noise=self.config.observation_noise)
+            values = self._acquisition(steering, best)
+            if steered_by != DKL and not _worth_it(values, steering, points.blocked, self.config.acquisition):
+                steered_by, values = DKL, self._acquisition(predictive, best)
             if not final:
                 self.steering.steered(steered_by)
         next_index = None if final else acquisition.choose_next(values, points.blocked)
         return Decision(next_index, predictive, values, targets, time.perf_counter() - start, steered_by)
+
+    def _acquisition(self, predictive: Predictive, best: float) -> torch.Tensor:
+        # on the predictive distribution of the next *measurement* by default (`observation_noise`, as gpax
+        # does), not of the noiseless latent function: measured values are noisy and so is the incumbent
+        return acquisition.acquisition_values(
+            predictive, best, kind=self.config.acquisition, xi=self.config.xi, beta=self.config.beta,
+            maximize=self.config.maximize, observation_noise=self.config.observation_noise)
 
     def _survey_predictive(self, points: Points, valid: numpy.ndarray, like: Predictive) -> Predictive:
         """The map model's posterior, conditioned on every point with its hyperparameters kept (they are refitted
@@ -138,3 +144,13 @@ class Decider:
         return Predictive(((mean - shift) / scale).to(dtype)[:self.n_candidates],
                           (variance / scale ** 2).to(dtype)[:self.n_candidates],
                           self.survey_map.noise / scale ** 2, shift, scale)
+
+
+def _worth_it(values: torch.Tensor, predictive: Predictive, blocked: numpy.ndarray, kind: str) -> bool:
+    """Whether the map model's EI still expects an improvement larger than the measurement noise anywhere: once it
+    does not, it has found the maxima it can see (more of its picks would be near-duplicates of them, at the cost
+    of the map), and the DKL steers this decision."""
+    if kind != "ei" or bool(blocked.all()):
+        return True
+    best = float(values[torch.as_tensor(~blocked)].max())  # log EI, standardized units
+    return best > 0.5 * math.log(max(predictive.noise, 1e-300))
