@@ -119,7 +119,7 @@ class Decider:
             steered_by = self.steering.leader
             steering = predictive if steered_by == DKL else self._survey_predictive(points, valid, predictive)
             values = self._acquisition(steering, best)
-            if steered_by != DKL and not _worth_it(values, steering, points.blocked, self.config.acquisition):
+            if steered_by != DKL and not worth_steering(values, steering, points.blocked, self.config.acquisition):
                 steered_by, values = DKL, self._acquisition(predictive, best)
             if not final:
                 self.steering.steered(steered_by)
@@ -146,7 +146,7 @@ class Decider:
                           self.survey_map.noise / scale ** 2, shift, scale)
 
 
-def _worth_it(values: torch.Tensor, predictive: Predictive, blocked: numpy.ndarray, kind: str) -> bool:
+def worth_steering(values: torch.Tensor, predictive: Predictive, blocked: numpy.ndarray, kind: str) -> bool:
     """Whether the map model's EI still expects an improvement larger than the measurement noise anywhere: once it
     does not, it has found the maxima it can see (more of its picks would be near-duplicates of them, at the cost
     of the map), and the DKL steers this decision."""
