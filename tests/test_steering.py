@@ -90,6 +90,22 @@ def test_the_map_model_steers_only_while_its_ei_expects_more_than_the_noise() ->
     assert worth_steering(acquisition.acquisition_values(flat, 1.0, kind="ucb"), flat, blocked, "ucb")  # EI only
 
 
+@pytest.mark.slow
+def test_the_summary_says_who_steered(tmp_path) -> None:
+    """`dkl4dstem run` as a user runs it: summary.json lists who chose each position after the seed points."""
+    import json
+
+    from dkl4dstem.cli import main
+
+    out = tmp_path / "run"
+    path = os.path.join(REPO, "resources", "graphene_10mrad.npz")
+    assert main(["run", path, "--out", str(out), "--seeds", "10", "--steps", "8", "--scalarizer", "vbf",
+                 "--seed", "0", "--no-truth"]) == 0
+    steered = json.loads((out / "summary.json").read_text())["steered_by"]
+    print("seed 0, vbf, steered by", steered)
+    assert len(steered) == 8 and steered[0] == SURVEY and DKL in steered
+
+
 def test_unknown_steering_is_refused_before_any_dose() -> None:
     with pytest.raises(InputError, match="steer"):
         ExperimentConfig(steer="survey-always").validate((32, 32))

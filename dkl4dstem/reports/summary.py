@@ -83,6 +83,7 @@ def run_summary(config: ExperimentConfig, result: ExperimentResult, data_path: s
         "median_decision_seconds": _median(result.decision_seconds),
         "median_step_seconds": _median(result.step_seconds),
         "excluded": [list(p) for p in result.excluded], "stopped": result.stopped, "error": result.error,
+        "steered_by": result.steered_by,  # per decision: "survey" (the map model) or "dkl" (experiment/steering.py)
     }
     return summary
 
