@@ -170,7 +170,8 @@ class LiveItems:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
             try:
-                self.__apply_stage(stage, force)
+                detail = self.__apply_stage(stage, force)
+                stage = f"{stage} {detail}" if detail else stage
             except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
                 _logger.warning("DKL live update (%s) failed: %s", stage, e)
             cpu_s = time.thread_time() - cpu_start
@@ -208,12 +209,12 @@ class LiveItems:
         self.apply_count += 1
         return True
 
-    def __apply_stage(self, stage: str, force: bool) -> None:
+    def __apply_stage(self, stage: str, force: bool) -> str | None:
         if stage == "end":
             self.__stages = list()
             self.__end()
-        else:
-            self.__pieces.apply(stage, self.__stages, float("inf") if force else PIECE_BUDGET_S)
+            return None
+        return self.__pieces.apply(stage, self.__stages, float("inf") if force else PIECE_BUDGET_S)
 
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state: normally in
