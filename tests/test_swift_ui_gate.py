@@ -65,3 +65,19 @@ class TestThumbnailGate(SwiftTestCase):
             pump(dc, lambda: Thumbnails.ThumbnailSource._executor is real_executor, 10, "the executor back")
             self.assertEqual([1], ran)
             self.assertFalse(ui_gate.thumbnails_busy() and ui_gate._deferral.held is not None)
+
+    def test_a_single_list_change_holds_the_thumbnail_it_starts(self) -> None:
+        with self.swift() as (tc, panel):
+            dc = tc.document_controller
+            real_executor = Thumbnails.ThumbnailSource._executor
+            data_item = DataItem.new_data_item(numpy.ones((8, 8), dtype=numpy.float32))
+            with ui_gate.thumbnails_held():
+                dc.document_model.append_data_item(data_item)
+                display_item = dc.document_model.get_display_item_for_data_item(data_item)
+                source = Thumbnails.ThumbnailManager().thumbnail_source_for_display_item(dc.ui, display_item)
+                future = source._ThumbnailSource__recompute_future
+                self.assertFalse(future.running() or future.done())
+            self.assertIs(real_executor, Thumbnails.ThumbnailSource._executor)
+            concurrent.futures.wait([future], timeout=30)
+            self.assertTrue(future.done())
+            self.assertIsNotNone(source.thumbnail_data)

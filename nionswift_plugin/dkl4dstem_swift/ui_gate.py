@@ -16,6 +16,7 @@ then hands the held computations to Swift's executor. Thumbnails of the new item
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -127,6 +128,17 @@ class _Deferral:
 
 
 _deferral = _Deferral()
+
+
+@contextlib.contextmanager
+def thumbnails_held() -> typing.Iterator[None]:
+    """For a single list change made at once on the UI thread (a user's menu action, a preview): no thumbnail the
+    change itself starts can run before it ends (the computations already in flight are when_idle's business)."""
+    _deferral.hold()
+    try:
+        yield
+    finally:
+        _deferral.release()
 
 
 def thumbnails_busy() -> bool:
