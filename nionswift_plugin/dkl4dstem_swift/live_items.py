@@ -110,6 +110,15 @@ class LiveItems:
 
     # any thread
 
+    def add_earlier_points(self, positions: typing.Sequence[typing.Sequence[int]], values: typing.Sequence[float]) -> None:
+        """A continued run: show the session's points from the start (the engine measures only the new ones)."""
+        with self.__lock:
+            if self.__closed:
+                return
+            self.__pieces.add_earlier_points(positions, values)
+            self.__dirty = True
+        self.__queue_apply()
+
     def post(self, event: typing.Any) -> None:
         """Called on the loop thread: remember the newest state and queue one UI update if none is queued."""
         with self.__lock:

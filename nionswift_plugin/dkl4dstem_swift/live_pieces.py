@@ -58,6 +58,11 @@ class LivePieces:
         steps.append(("marks", lambda: self.__marks.prepare(budget_s)))
         return steps
 
+    def add_earlier_points(self, positions: typing.Sequence[typing.Sequence[int]], values: typing.Sequence[float]) -> None:
+        """A continued run: the session's points, as its first steps, into the measured map and the marks."""
+        for step, (position, value) in enumerate(zip(positions, values)):
+            self.__points.add(step, position, float(value))
+
     def post(self, event: typing.Any) -> None:
         """Remember the newest maps and the measured (or excluded) point of a step event."""
         if getattr(event, "prediction", None) is not None:
