@@ -12,6 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import os
 import threading
 import time
 import typing
@@ -27,11 +28,12 @@ class TaskTiming:
     cpu_s: float  # CPU time of the UI thread: not inflated by waiting for the GIL or by other threads' GC pauses
     at: float     # time.perf_counter() at the start
     gc_s: float = 0.0  # CPU time of the garbage collections that ran inside the task
-    ready_s: float = 0.0  # time the UI thread was runnable but had no core (the OS's run queue; Linux only)
+    ready_s: float = 0.0  # time the UI thread was runnable but had no core (Linux, with MEASURE_CORE_WAIT only)
 
     @property
     def blocked_s(self) -> float:
-        """Time neither running nor waiting for a core: waiting for the GIL (or a lock) held by another thread."""
+        """Time neither running nor waiting for a core: waiting for the GIL, a lock or I/O (and for a core, unless
+        MEASURE_CORE_WAIT)."""
         return max(0.0, self.wall_s - self.cpu_s - self.ready_s)
 
     @property
@@ -85,8 +87,15 @@ class _GCClock:
             self.__started = None
 
 
+# Off by default: the two /proc reads per task each give up the GIL, and getting it back cost the UI thread 1-2 ms
+# per task in the real app on a busy 2-core machine (py-spy). For diagnosis: DKL4DSTEM_UI_CORE_WAIT=1.
+MEASURE_CORE_WAIT = os.environ.get("DKL4DSTEM_UI_CORE_WAIT") == "1"
+
+
 def _ready_s() -> float:
-    """The calling thread's total run-queue wait (/proc/thread-self/schedstat, ns); 0 where that is not available."""
+    """The calling thread's total run-queue wait (/proc/thread-self/schedstat, ns); 0 when not measured."""
+    if not MEASURE_CORE_WAIT:
+        return 0.0
     try:
         with open("/proc/thread-self/schedstat", "rb") as f:
             return int(f.read().split()[1]) * 1e-9
