@@ -64,7 +64,8 @@ class LiveItems:
                  run_metadata: typing.Mapping[str, typing.Any], units: str, n_total: int,
                  instrument: swift_instrument.SwiftInstrument | None = None,
                  on_applied: typing.Callable[[typing.Any], None] | None = None,
-                 min_interval_s: float = MIN_INTERVAL_S, run: int = 1) -> None:
+                 min_interval_s: float = MIN_INTERVAL_S, run: int = 1,
+                 earlier_points: tuple[typing.Sequence[typing.Sequence[int]], typing.Sequence[float]] = ((), ())) -> None:
         self.__on_applied = on_applied
         self.__min_interval_s = float(min_interval_s)
         self.__interval_s = float(min_interval_s)
@@ -79,6 +80,7 @@ class LiveItems:
         self.__survey_display_item = survey_display_item
         self.__pieces = live_pieces.LivePieces(document_controller, survey_display_item, survey_xdata, run_metadata,
                                                units, n_total, instrument, run)
+        self.__pieces.add_earlier_points(*earlier_points)  # a continued run's (shown with the first new point)
         self.__run_items = self.__pieces.items
         self.run = self.__run_items.run
         self.__lock = threading.RLock()
@@ -109,15 +111,6 @@ class LiveItems:
         return len(self.items) == len(MAP_TITLES)
 
     # any thread
-
-    def add_earlier_points(self, positions: typing.Sequence[typing.Sequence[int]], values: typing.Sequence[float]) -> None:
-        """A continued run: show the session's points from the start (the engine measures only the new ones)."""
-        with self.__lock:
-            if self.__closed:
-                return
-            self.__pieces.add_earlier_points(positions, values)
-            self.__dirty = True
-        self.__queue_apply()
 
     def post(self, event: typing.Any) -> None:
         """Called on the loop thread: remember the newest state and queue one UI update if none is queued."""

@@ -145,8 +145,6 @@ class RunController:
         live_items = run_start.make_live_items(self.__document_controller, plan, survey_display_item, settings, options,
                                                self.__handle_event_applied)
         self.live_items = live_items
-        if options.resume is not None:
-            live_items.add_earlier_points(options.resume.positions.tolist(), options.resume.values.tolist())
         self.instrument = plan.instrument
         self.settings = settings
         self.survey_display_item = survey_display_item
