@@ -35,6 +35,7 @@ PICK_POINT = (1545, 812)
 PREVIEW = (1628, 812)
 FORCE_NEXT = (1712, 812)
 START = (1545, 884)
+PAUSE = (1628, 884)  # 'Resume' while paused
 SHOW_MAPS = (1798, 884)
 # Swift's own: menu, toolbar, dock panel close buttons; the survey image fills x 330..1470, y 176..1316
 DKL_MENU, SHOW_PANEL_ITEM = (381, 8), (470, 97)  # the menu: run, acquire, replay, -, show panel
@@ -153,7 +154,10 @@ def demo(gui: Gui, work: pathlib.Path, steps: int, continue_steps: int | None) -
     if continue_steps:
         summary.unlink()
         gui.type_into(STEPS_FIELD, str(continue_steps))
-        gui.click(CONTINUE_RUN, 2.0)
+        gui.click(CONTINUE_RUN, 3.0)
+        gui.click(PAUSE, 3.0)  # paused: the camera stops (its item no longer live), the probe is parked
+        gui.shot("paused")
+        gui.click(PAUSE)  # resume
         wait_for(summary.exists, 600, "the end of the continued run")
         time.sleep(1.0)
         gui.shot("continued")

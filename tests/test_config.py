@@ -148,3 +148,18 @@ def test_cli_set_reaches_the_engine_and_the_session(tmp_path: typing.Any, capsys
     assert main(["run", "--resume", out, "--no-truth", "--set", "steps=4"]) == 0, capsys.readouterr().err
     session = read_session(os.path.join(out, "session.h5"))
     assert len(session.positions) == 8 and session.settings["hidden"] == [16, 16]
+
+
+def test_map_model_flag_reaches_the_session_and_refuses_unknown_models(tmp_path: typing.Any,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from dkl4dstem.session.store import read_session
+
+    out = str(tmp_path / "run")
+    argv = ["run", FIXTURE, "--out", out, "--seeds", "4", "--steps", "2", "--no-truth", "--map-model", "dkl",
+            "--set", "initial_iterations=20"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_session(os.path.join(out, "session.h5")).settings["map_model"] == "dkl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", FIXTURE, "--out", str(tmp_path / "other"), "--map-model", "gpax"])
+    assert exit_info.value.code == 2
+    assert "--map-model" in capsys.readouterr().err

@@ -128,6 +128,33 @@ def test_stop_takes_effect_within_one_step_and_closes_the_instrument(graphene_pa
     assert result.stopped and len(result.visited) == 9 and instrument.closed == 1
 
 
+def test_pause_rests_the_instrument_once_and_resume_measures_on(graphene_path: str) -> None:
+    """A pause calls the instrument's optional rest() once, on the loop's thread, before waiting (the Swift
+    instrument parks the probe and stops the camera there); nothing is measured while paused; resume goes on."""
+    instrument = ClosingReplay(graphene_path)
+    rests: list[int] = list()
+    instrument.rest = lambda: rests.append(len(measured))  # type: ignore[attr-defined]
+    measured: list[int] = list()
+    experiment: Experiment
+
+    def pause_at_step_6(event: StepEvent) -> None:
+        measured.append(event.step)
+        if event.step == 6:
+            experiment.pause()
+            threading.Timer(0.5, resume_checked).start()
+
+    def resume_checked() -> None:
+        paused_count.append(len(measured))
+        experiment.resume()
+
+    paused_count: list[int] = list()
+    experiment = Experiment(instrument, ExperimentConfig(seeds=5, steps=6, **FAST), on_event=pause_at_step_6)
+    result = experiment.run()
+    assert rests == [7]  # once, after step 6's event (steps count from 0), before the next measurement
+    assert paused_count == [7]  # nothing measured during the pause
+    assert len(result.visited) == 11 and not result.stopped
+
+
 def test_stop_from_another_thread_during_seeding(graphene_path: str) -> None:
     instrument = ClosingReplay(graphene_path)
     started = threading.Event()

@@ -125,7 +125,7 @@ def test_real_swift_runs_a_short_experiment_and_saves_a_screenshot(xvfb: str, tm
         else:
             assert "Finished" in run["message"], run
             assert run["n_measured"] == 8 + run["steps"], run
-        # the plug-in's own UI tasks in the real app, by kind: [count, longest wall ms, longest CPU ms] (reported)
+        # the plug-in's own UI tasks in the real app, by kind: [count, longest wall, CPU, waiting for a core, blocked] (ms)
         longest = sorted(run["plugin_tasks"].items(), key=lambda kv: -kv[1][1])[:4]
         print(f"run {run['run']}: the plug-in's longest UI tasks {longest}")
     kinds = ("DKL prediction", "DKL uncertainty", "DKL acquisition", "DKL measured", "DKL measured patterns")

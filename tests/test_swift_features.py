@@ -239,6 +239,11 @@ class TestContinue(SwiftTestCase):
             self.assertIn("Continuing", handler.message.value)
             second = run_to_end(tc, handler)
             self.assertEqual(10, len(second.visited))
+            # the continued run's measured map shows the earlier points too, with their values from the session
+            measured = item(tc, "DKL measured", 2)
+            pump(tc.document_controller, lambda: int(numpy.isfinite(measured.data).sum()) == 10, 30, "all 10 points")
+            for (y, x), value in zip(first.visited, first.values):
+                self.assertEqual(numpy.float32(value), measured.data[y, x])  # (the map is float32)
             self.assertEqual(first.visited, second.visited[:7])
             self.assertTrue(all(y < 16 and x < 16 for y, x in second.visited), second.visited)  # region kept
             from dkl4dstem.session.store import read_session

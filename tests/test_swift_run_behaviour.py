@@ -70,7 +70,8 @@ def map_update_cpu_s(tc: typing.Any, n: int = 15) -> float:
 
 
 def print_tasks(title: str, tasks: typing.Sequence[ui_tasks.TaskTiming]) -> None:
-    """Longest first, by kind: wall and CPU time (the CPU time without garbage collections)."""
+    """Longest first, by kind: wall and CPU time (the CPU time without garbage collections), the time the UI thread
+    waited for a core and the time it was blocked (GIL, locks, I/O)."""
     print(f"{title}: {len(tasks)} tasks")
     kinds = sorted({t.kind for t in tasks}, key=lambda k: -max(t.wall_s for t in tasks if t.kind == k))
     for kind in kinds:
@@ -78,8 +79,10 @@ def print_tasks(title: str, tasks: typing.Sequence[ui_tasks.TaskTiming]) -> None
         wall = numpy.array([t.wall_s for t in these]) * 1000
         own = numpy.array([t.own_cpu_s for t in these]) * 1000
         gc_ms = 1000 * max(t.gc_s for t in these)
+        ready_ms, blocked_ms = 1000 * max(t.ready_s for t in these), 1000 * max(t.blocked_s for t in these)
         print(f"  {kind:32s} n {len(these):4d}  wall median {numpy.median(wall):6.1f} max {wall.max():6.1f}  "
-              f"own CPU median {numpy.median(own):6.1f} max {own.max():6.1f}  GC in a task max {gc_ms:5.1f} ms")
+              f"own CPU median {numpy.median(own):6.1f} max {own.max():6.1f}  GC in a task max {gc_ms:5.1f}  "
+              f"no core max {ready_ms:5.1f}  blocked max {blocked_ms:5.1f} ms")
 
 
 def start_run(tc: typing.Any, handler: typing.Any, seeds: int, steps: int) -> None:

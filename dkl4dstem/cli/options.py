@@ -63,7 +63,8 @@ def experiment_config(args: argparse.Namespace, stored: dict[str, typing.Any] | 
     overrides = set_options(args)
     given = {"scalarizer": args.scalarizer, "window": args.window, "seeds": getattr(args, "seeds", None),
              "steps": getattr(args, "steps", None), "acquisition": getattr(args, "acquisition", None),
-             "xi": getattr(args, "xi", None), "beta": getattr(args, "beta", None), "seed": args.seed}
+             "xi": getattr(args, "xi", None), "beta": getattr(args, "beta", None), "seed": args.seed,
+             "map_model": getattr(args, "map_model", None)}
     values = {k: v for k, v in given.items() if v is not None}
     if args.param:
         values["scalarizer_params"] = scalarizer_params(args.param)

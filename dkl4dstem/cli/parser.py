@@ -8,7 +8,7 @@ import textwrap
 import typing
 
 from dkl4dstem import __version__
-from dkl4dstem.config import ACQUISITIONS, DEFAULTS  # stdlib only: --help stays instant
+from dkl4dstem.config import ACQUISITIONS, DEFAULTS, MAP_MODELS  # stdlib only: --help stays instant
 
 READER_OPTIONS = ("scan_shape", "nm_per_px", "mrad_per_px", "semiangle_mrad", "reference")
 DEMO_STEPS = 40  # the demo is a first look at the shipped data: a short run, not the engine's default steps
@@ -88,6 +88,9 @@ def _add_run(sub: typing.Any) -> None:
     run.add_argument("--acquisition", choices=ACQUISITIONS, default=None,
                      help="ei / ucb look for the extreme value; uncertainty measures where sigma is largest; map "
                      "where a measurement lowers the uncertainty summed over the survey most (best map per dose)")
+    run.add_argument("--map-model", choices=MAP_MODELS, default=None,
+                     help=f"what draws the prediction and uncertainty maps: survey = a GP on fixed features of the "
+                     f"survey image (default {DEFAULTS.map_model}), dkl = the DKL's own fit")
     run.add_argument("--xi", type=nonnegative_float, default=None,
                      help=f"EI exploration offset (default {DEFAULTS.xi:g})")
     run.add_argument("--beta", type=nonnegative_float, default=None, help=f"UCB beta (default {DEFAULTS.beta:g})")

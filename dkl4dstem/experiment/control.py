@@ -53,7 +53,12 @@ class RunControl:
         with self._lock:
             self._on_stop.clear()
 
-    def wait_if_paused(self) -> None:
+    def wait_if_paused(self, on_pause: typing.Callable[[], None] | None = None) -> None:
+        """Block while paused; `on_pause` runs once when a pause begins here (e.g. to park the probe)."""
+        if self._running.is_set():
+            return
+        if on_pause is not None:
+            on_pause()
         while not self._running.wait(timeout=0.1):
             if self.stopped:
                 return

@@ -173,7 +173,7 @@ class _Run:
                 break
             if self.points.blocked[index]:
                 continue
-            self.control.wait_if_paused()
+            self.control.wait_if_paused(self.measurer.rest)
             index = forced_or(index, self.control, self.points, self.height)
             step_start = time.perf_counter()
             value, instrument_seconds = self._measure(index, "seed")
@@ -184,7 +184,7 @@ class _Run:
             return
         decision = self._decide_train_and_map(final=False)
         while len(self.points) < self.total and not self.control.stopped and decision.next_index is not None:
-            self.control.wait_if_paused()
+            self.control.wait_if_paused(self.measurer.rest)
             if self.control.stopped:
                 break
             index = forced_or(decision.next_index, self.control, self.points, self.height)

@@ -59,6 +59,7 @@ class Measurer:
         self.pattern_shape = pattern_shape
         self.control = control
         timeout_s = config.measure_timeout_s or getattr(instrument, "measure_timeout_s", None)
+        self._instrument = instrument
         self._timed_measure = TimedMeasure(instrument.measure, timeout_s)
         self.failures = 0  # consecutive positions whose frames all failed
         self.error: str | None = None  # the scalarizer stopped the run
@@ -76,6 +77,15 @@ class Measurer:
             self.pattern_shape = tuple(numpy.shape(measurement.pattern))
         value = self._scalarize(measurement.pattern, y, x)
         return Measured(measurement.pattern, value, "", instrument_seconds)
+
+    def rest(self) -> None:
+        """The run pauses: the instrument takes the beam off the last point, where it can (Instrument.rest)."""
+        rest = getattr(self._instrument, "rest", None)
+        if callable(rest):
+            try:
+                rest()
+            except Exception as e:  # the pause goes on; the next measure() moves the probe anyway
+                logger.warning("could not rest the instrument for the pause: %s", e)
 
     def given_up(self, y: int, x: int, problem: str) -> None:
         """(y, x) is excluded after failed frames; too many such positions in a row stop the run (raises)."""

@@ -24,3 +24,6 @@ class Instrument(typing.Protocol):
     def close(self) -> None:
         """Stop the camera and release (or park) the probe. Idempotent; called on every exit path."""
         ...
+
+# Optional: `rest() -> None`, called on the loop's thread when a run pauses: take the beam off the sample point (stop
+# the camera, park the probe) until the next measure() moves it again. Without it the probe stays where it was.

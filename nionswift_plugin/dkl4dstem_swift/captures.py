@@ -141,7 +141,8 @@ def create_survey_item(document_model: typing.Any, xdata: DataAndMetadata.DataAn
                                                   metadata=metadata, timestamp=xdata.timestamp)
     data_item = DataItem.new_data_item(xdata)
     data_item.title = f"{SURVEY_TITLE} ({settings.survey.channel})"
-    document_model.append_data_item(data_item)
+    with ui_gate.thumbnails_held():
+        document_model.append_data_item(data_item)
     display_item = document_model.get_display_item_for_data_item(data_item)
     assert display_item is not None
     return display_item
@@ -153,4 +154,5 @@ def create_reference_item(document_model: typing.Any, pattern: numpy.ndarray, po
                                          "camera_settings": dataclasses.asdict(settings.camera)}}
     data_item = DataItem.new_data_item(DataAndMetadata.new_data_and_metadata(pattern, metadata=metadata))
     data_item.title = REFERENCE_TITLE
-    document_model.append_data_item(data_item)
+    with ui_gate.thumbnails_held():
+        document_model.append_data_item(data_item)

@@ -64,7 +64,8 @@ class LiveItems:
                  run_metadata: typing.Mapping[str, typing.Any], units: str, n_total: int,
                  instrument: swift_instrument.SwiftInstrument | None = None,
                  on_applied: typing.Callable[[typing.Any], None] | None = None,
-                 min_interval_s: float = MIN_INTERVAL_S, run: int = 1) -> None:
+                 min_interval_s: float = MIN_INTERVAL_S, run: int = 1,
+                 earlier_points: tuple[typing.Sequence[typing.Sequence[int]], typing.Sequence[float]] = ((), ())) -> None:
         self.__on_applied = on_applied
         self.__min_interval_s = float(min_interval_s)
         self.__interval_s = float(min_interval_s)
@@ -79,6 +80,7 @@ class LiveItems:
         self.__survey_display_item = survey_display_item
         self.__pieces = live_pieces.LivePieces(document_controller, survey_display_item, survey_xdata, run_metadata,
                                                units, n_total, instrument, run)
+        self.__pieces.add_earlier_points(*earlier_points)  # a continued run's (shown with the first new point)
         self.__run_items = self.__pieces.items
         self.run = self.__run_items.run
         self.__lock = threading.RLock()
@@ -170,7 +172,8 @@ class LiveItems:
             stage = self.__stages.pop(0)
             cpu_start = time.thread_time()
             try:
-                self.__apply_stage(stage, force)
+                detail = self.__apply_stage(stage, force)
+                stage = f"{stage} {detail}" if detail else stage
             except Exception as e:  # a user may delete an item mid-run; never let that escape into Swift
                 _logger.warning("DKL live update (%s) failed: %s", stage, e)
             cpu_s = time.thread_time() - cpu_start
@@ -208,12 +211,12 @@ class LiveItems:
         self.apply_count += 1
         return True
 
-    def __apply_stage(self, stage: str, force: bool) -> None:
+    def __apply_stage(self, stage: str, force: bool) -> str | None:
         if stage == "end":
             self.__stages = list()
             self.__end()
-        else:
-            self.__pieces.apply(stage, self.__stages, float("inf") if force else PIECE_BUDGET_S)
+            return None
+        return self.__pieces.apply(stage, self.__stages, float("inf") if force else PIECE_BUDGET_S)
 
     def finish(self, *, window_closing: bool = False) -> None:
         """Apply what is left, trim the pattern sequence to what was measured, and end the live state: normally in

@@ -58,6 +58,11 @@ class LivePieces:
         steps.append(("marks", lambda: self.__marks.prepare(budget_s)))
         return steps
 
+    def add_earlier_points(self, positions: typing.Sequence[typing.Sequence[int]], values: typing.Sequence[float]) -> None:
+        """A continued run: the session's points, as its first steps, into the measured map and the marks."""
+        for step, (position, value) in enumerate(zip(positions, values)):
+            self.__points.add(step, position, float(value))
+
     def post(self, event: typing.Any) -> None:
         """Remember the newest maps and the measured (or excluded) point of a step event."""
         if getattr(event, "prediction", None) is not None:
@@ -68,8 +73,9 @@ class LivePieces:
         elif position is not None:
             self.__points.add(event.step, position, event.value)
 
-    def apply(self, piece: str, stages: list[str], budget_s: float) -> None:
-        """Apply one piece; a piece with more to do puts itself back into `stages`."""
+    def apply(self, piece: str, stages: list[str], budget_s: float) -> str | None:
+        """Apply one piece; a piece with more to do puts itself back into `stages`. Returns what it worked on when
+        the piece's name does not say (the item a "close" wrote)."""
         if piece == "measured":
             self.__apply_measured()
         elif piece == "marks":
@@ -85,10 +91,13 @@ class LivePieces:
         elif piece == "trim":
             self.patterns.trim()
         elif piece == "close":  # one transaction per UI tick: each writes its item
-            if self.items.close_one_transaction():
+            more, title = self.items.close_one_transaction()
+            if more:
                 stages.insert(0, "close")
+            return title
         else:
             self.__apply_map(piece)
+        return None
 
     def finish_now(self) -> None:
         """All the end-of-run pieces at once (the window is closing)."""

@@ -25,6 +25,7 @@ from . import region as region_module
 from . import run_controller
 from . import run_state
 from . import swift_instrument
+from . import ui_gate
 from . import ui_tasks
 
 if typing.TYPE_CHECKING:
@@ -144,12 +145,13 @@ class Preview:
         xdata = DataAndMetadata.new_data_and_metadata(result.pattern, metadata=metadata,
                                                       intensity_calibration=Calibration.Calibration(units="counts"))
         data_item = self.__data_item
-        if data_item is None or data_item._closed or data_item.container is None:
-            data_item = DataItem.new_data_item(xdata)
-            self.__document_controller.document_model.append_data_item(data_item)
-            self.__data_item = data_item
-        else:
-            data_item.set_xdata(xdata)
+        with ui_gate.thumbnails_held():  # a new item, or a changed one moving to the top of the data panel
+            if data_item is None or data_item._closed or data_item.container is None:
+                data_item = DataItem.new_data_item(xdata)
+                self.__document_controller.document_model.append_data_item(data_item)
+                self.__data_item = data_item
+            else:
+                data_item.set_xdata(xdata)
         data_item.title = f"{PREVIEW_TITLE} ({result.pixel[0]}, {result.pixel[1]})"
 
     @property

@@ -21,6 +21,7 @@ from nion.ui import Window
 from dkl4dstem.errors import InputError
 
 from . import live_items as live_items_module
+from . import ui_gate
 from . import ui_tasks
 
 if typing.TYPE_CHECKING:
@@ -104,7 +105,8 @@ class ReplayRun:
         data_item = DataItem.new_data_item(xdata)
         data_item.title = f"DKL survey: virtual ADF of '{source.title}'"
         document_model = self.__document_controller.document_model
-        document_model.append_data_item(data_item)
+        with ui_gate.thumbnails_held():
+            document_model.append_data_item(data_item)
         display_item = document_model.get_display_item_for_data_item(data_item)
         assert display_item is not None
         return display_item

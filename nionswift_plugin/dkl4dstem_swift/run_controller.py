@@ -192,7 +192,7 @@ class RunController:
     def pause(self) -> None:
         if self.experiment is not None and self.status.state == "running":
             self.experiment.pause()
-            self.__set_status(state="paused", message="Paused (the probe stays where it is).")
+            self.__set_status(state="paused", message="Paused (camera stopped, probe parked once the step in progress ends).")
 
     def resume(self) -> None:
         if self.experiment is not None and self.status.state == "paused":

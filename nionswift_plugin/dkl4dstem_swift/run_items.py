@@ -174,11 +174,15 @@ class RunItems:
 
     # the end
 
-    def close_one_transaction(self) -> bool:
-        """Close one transaction (each writes its item); True while more are left."""
+    def close_one_transaction(self) -> tuple[bool, str]:
+        """Close one transaction (each writes its item); True while more are left, and the item's title."""
+        title = ""
         if self.__transactions:
-            self.__transactions.pop(0).close()
-        return bool(self.__transactions)
+            transaction = self.__transactions.pop(0)
+            item = getattr(transaction, "item", None)
+            title = str(getattr(item, "title", "") or type(item).__name__)
+            transaction.close()
+        return bool(self.__transactions), title
 
     def end(self, window_closing: bool = False) -> None:
         """Close the transactions and end the live state: on later UI ticks with no thumbnail being computed (ending it

@@ -97,11 +97,14 @@ def make_live_items(document_controller: DocumentController.DocumentController, 
                     survey_display_item: DisplayItem.DisplayItem, settings: settings_module.RunSettings,
                     options: settings_module.RunOptions,
                     on_applied: typing.Callable[[typing.Any], None]) -> live_items.LiveItems:
-    """The run's live items, numbered after the runs already in the document."""
+    """The run's live items, numbered after the runs already in the document (a continued run's items show the
+    session's points from the start; the engine measures only the new ones)."""
     run = live_items.next_run_number(document_controller.document_model)
+    resumed = options.resume
+    earlier = (resumed.positions.tolist(), resumed.values.tolist()) if resumed is not None else ((), ())
     return live_items.LiveItems(document_controller, survey_display_item, plan.survey_xdata,
                                 run_metadata(plan, settings, options), plan.units, settings.n_total, plan.instrument,
-                                on_applied=on_applied, run=run)
+                                on_applied=on_applied, run=run, earlier_points=earlier)
 
 
 def make_experiment(plan: RunPlan, settings: settings_module.RunSettings, options: settings_module.RunOptions,

@@ -133,6 +133,17 @@ class SwiftInstrument:
         with self.__measure_lock:
             self.close()
 
+    def rest(self) -> None:
+        """The run pauses (the loop's thread): stop the camera and park the probe, so that no dose falls on the last
+        point while paused; the next measure() moves the probe and starts the camera again."""
+        with self.__measure_lock:
+            if self.__closed:
+                return
+            try:
+                self.__frames.stop()
+            finally:
+                self.__probe_guard.move(self.__park_position)
+
     def __measure(self, y: int, x: int) -> Measurement:
         if self.__closed:
             raise InstrumentError("the instrument was closed")

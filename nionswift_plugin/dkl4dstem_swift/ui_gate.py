@@ -1,16 +1,24 @@
-"""Changes to the document's item list only while no thumbnail is being computed.
+"""Changes to the document's item list only while no thumbnail thread can run.
 
 Nion Swift's data panel (nionui GridFlowCanvasItem) takes two locks in opposite orders: the UI thread, inserting or
 removing an item of the data panel's list (append_data_item, a live state that begins or ends, a non-live item whose
-data changes and so moves to the top), holds the list model's lock and then wants the grid's canvas lock; a thumbnail
-thread that has just finished a thumbnail holds the canvas lock and then wants the list's. When both happen at once
-Swift hangs for good (seen once in ten Starts). Thumbnails are only recomputed after a change made on the UI thread,
-so a list change made on the UI thread while no thumbnail computation is in flight cannot meet one. `when_idle`
-runs such changes one at a time, each on a UI tick that finds the thumbnail threads idle.
+data changes and so moves to the top), holds the grid's canvas lock and then wants a cell's; a thumbnail thread that
+has just finished (or, for a new cell, just started) a thumbnail holds the cell's lock and then wants the grid's.
+When both happen at once Swift hangs for good. Two ways in:
+- a thumbnail computation already in flight when the list changes (a live camera view keeps them coming), and
+- the list change itself: a new cell creates its thumbnail source, whose constructor submits the first computation
+  to Swift's thumbnail executor, and that thread fires "thumbnail updated" at once, while the UI thread is still
+  inside the list change (seen in the real app; a short GIL switch interval makes it likely).
+`when_idle` closes both: it first DEFERS every new thumbnail computation (Swift's thumbnail executor is swapped for
+one that holds the submissions), waits for a UI tick with none in flight, makes the changes one per UI tick, and
+then hands the held computations to Swift's executor. Thumbnails of the new items appear after the last change.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 import typing
 
@@ -18,20 +26,134 @@ from . import ui_tasks
 
 _logger = logging.getLogger(__name__)
 
-MAX_WAIT_S = 2.0  # a live camera or scan view keeps thumbnails busy all the time: after this the change is made anyway
+MAX_WAIT_S = 10.0  # a thumbnail computation that has not ended after this is taken as stuck: change the list anyway
+MAX_HOLD_S = 60.0  # new thumbnail computations are never held longer than this
+
+
+def _thumbnail_source_class() -> typing.Any:
+    try:
+        from nion.swift import Thumbnails
+        return Thumbnails.ThumbnailSource
+    except Exception:  # another Swift version
+        return None
+
+
+class _HeldSubmissions:
+    """Stands in for Swift's thumbnail executor: submit() returns a future that runs on the real executor only when
+    released. Futures keep their semantics (cancel, done) for Swift's ThumbnailSource."""
+
+    def __init__(self, executor: concurrent.futures.Executor) -> None:
+        self.executor = executor
+        self.__lock = threading.Lock()
+        self.__held: list[tuple[concurrent.futures.Future[typing.Any], typing.Callable[..., typing.Any], tuple[typing.Any, ...], dict[str, typing.Any]]] = list()
+
+    def submit(self, fn: typing.Callable[..., typing.Any], /, *args: typing.Any, **kwargs: typing.Any) -> concurrent.futures.Future[typing.Any]:
+        future: concurrent.futures.Future[typing.Any] = concurrent.futures.Future()
+        with self.__lock:
+            self.__held.append((future, fn, args, kwargs))
+        return future
+
+    def is_held(self, future: typing.Any) -> bool:
+        with self.__lock:
+            return any(future is held[0] for held in self.__held)
+
+    def release(self) -> int:
+        with self.__lock:
+            held, self.__held = self.__held, list()
+        for future, fn, args, kwargs in held:
+            self.executor.submit(_run_into, future, fn, args, kwargs)
+        return len(held)
+
+    def shutdown(self, wait: bool = True, **kwargs: typing.Any) -> None:
+        self.release()
+        self.executor.shutdown(wait, **kwargs)
+
+
+def _run_into(future: concurrent.futures.Future[typing.Any], fn: typing.Callable[..., typing.Any],
+              args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while held (its display item closed)
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as e:
+        future.set_exception(e)
+
+
+class _Deferral:
+    """Reference-counted: thumbnails are held from the first hold() to the last release() (UI thread). A hold that
+    outlives MAX_HOLD_S (its UI tasks never ran: the window closed) is released by a timer, so that thumbnails never
+    stay held."""
+
+    def __init__(self) -> None:
+        self.__lock = threading.Lock()
+        self.__count = 0
+        self.__timer: threading.Timer | None = None
+        self.held: _HeldSubmissions | None = None
+
+    def hold(self) -> None:
+        with self.__lock:
+            self.__count += 1
+            source_class = _thumbnail_source_class()
+            executor = getattr(source_class, "_executor", None)
+            if self.__count == 1 and executor is not None and not isinstance(executor, _HeldSubmissions):
+                self.held = _HeldSubmissions(executor)
+                source_class._executor = self.held
+                self.__timer = threading.Timer(MAX_HOLD_S, self.__expire)
+                self.__timer.daemon = True
+                self.__timer.start()
+
+    def release(self) -> None:
+        with self.__lock:
+            self.__count = max(0, self.__count - 1)
+            if self.__count == 0:
+                self.__end()
+
+    def __expire(self) -> None:
+        with self.__lock:
+            if self.held is not None:
+                _logger.warning("DKL: thumbnails held for %.0f s; released", MAX_HOLD_S)
+            self.__count = 0
+            self.__end()
+
+    def __end(self) -> None:
+        if self.__timer is not None:
+            self.__timer.cancel()
+            self.__timer = None
+        held, self.held = self.held, None
+        if held is not None:
+            source_class = _thumbnail_source_class()
+            if source_class is not None and source_class._executor is held:
+                source_class._executor = held.executor
+            held.release()
+
+
+_deferral = _Deferral()
+
+
+@contextlib.contextmanager
+def thumbnails_held() -> typing.Iterator[None]:
+    """For a single list change made at once on the UI thread (a user's menu action, a preview): no thumbnail the
+    change itself starts can run before it ends (the computations already in flight are when_idle's business)."""
+    _deferral.hold()
+    try:
+        yield
+    finally:
+        _deferral.release()
 
 
 def thumbnails_busy() -> bool:
-    """True while any thumbnail of any display item is being (re)computed on Swift's thumbnail threads."""
+    """True while a thumbnail of any display item is being (re)computed, or waits to be, on Swift's threads (the
+    computations held by when_idle do not count: they cannot run)."""
     try:
         from nion.swift import Thumbnails
         manager = Thumbnails.ThumbnailManager()
         sources = list(getattr(manager, "_ThumbnailManager__thumbnail_sources", dict()).values())
     except Exception:  # another Swift version: nothing to wait for
         return False
+    held = _deferral.held
     for source in sources:
         future = getattr(source, "_ThumbnailSource__recompute_future", None)
-        if future is not None and not future.done():
+        if future is not None and not future.done() and not (held is not None and held.is_held(future)):
             return True
     return False
 
@@ -40,32 +162,49 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
               on_done: typing.Callable[[], None] | None = None,
               cancelled: typing.Callable[[], bool] = lambda: False,
               max_wait_s: float = MAX_WAIT_S, kind: str = "item list change") -> None:
-    """Run steps on the UI thread, one per UI tick on which no thumbnail is being computed, then on_done.
+    """Run steps on the UI thread, one per UI tick, with new thumbnail computations held from the first tick to the
+    last step and the first step only once none is in flight; then on_done (see the module docstring).
 
-    A step that returns False is not done: it runs again on the next such tick (work split into short pieces).
-    Call on the UI thread; the first step runs at once when the thumbnails are idle (the usual case)."""
+    A step that returns False is not done: it runs again on the next UI tick (work split into short pieces).
+    Call on the UI thread; the first step runs at once when no thumbnail is in flight (the usual case)."""
     pending = list(steps)
-    state = {"since": time.perf_counter()}
+    state = {"since": time.perf_counter(), "holding": False, "started": False}
+
+    def stop_holding() -> None:
+        if state["holding"]:
+            state["holding"] = False
+            _deferral.release()
 
     def tick() -> str | None:
         """One UI task; returns the name of the step it ran (for ui_tasks.LOG)."""
         if cancelled():
+            stop_holding()
             return None
-        if pending and thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
-            ui_tasks.queue(document_controller, kind, tick)
-            return "waiting for thumbnails"
+        if pending and not state["holding"]:
+            state["holding"] = True
+            _deferral.hold()
+        if pending and not state["started"]:
+            if thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
+                ui_tasks.queue(document_controller, kind, tick)
+                return "waiting for thumbnails"
+            if thumbnails_busy():
+                _logger.warning("DKL: a thumbnail still computing after %.0f s; changing the item list anyway", max_wait_s)
+            state["started"] = True
         name = None
-        if pending and thumbnails_busy():
-            _logger.warning("DKL: thumbnails still busy after %.0f s; changing the item list anyway", max_wait_s)
+        try:
+            if pending:
+                name = getattr(pending[0], "__name__", None)
+                if pending[0]() is not False:
+                    pending.pop(0)
+        except BaseException:
+            stop_holding()
+            raise
         if pending:
-            name = getattr(pending[0], "__name__", None)
-            if pending[0]() is not False:
-                pending.pop(0)
-            state["since"] = time.perf_counter()
-        if pending:
-            ui_tasks.queue(document_controller, kind, tick)  # the change just made starts thumbnails: look again next tick
-        elif on_done is not None:
-            ui_tasks.queue(document_controller, kind, done)  # its own UI task
+            ui_tasks.queue(document_controller, kind, tick)
+        else:
+            stop_holding()
+            if on_done is not None:
+                ui_tasks.queue(document_controller, kind, done)  # its own UI task
         return name
 
     def done() -> str:

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import os
 import threading
 import time
 import typing
@@ -27,6 +28,13 @@ class TaskTiming:
     cpu_s: float  # CPU time of the UI thread: not inflated by waiting for the GIL or by other threads' GC pauses
     at: float     # time.perf_counter() at the start
     gc_s: float = 0.0  # CPU time of the garbage collections that ran inside the task
+    ready_s: float = 0.0  # time the UI thread was runnable but had no core (Linux, with MEASURE_CORE_WAIT only)
+
+    @property
+    def blocked_s(self) -> float:
+        """Time neither running nor waiting for a core: waiting for the GIL, a lock or I/O (and for a core, unless
+        MEASURE_CORE_WAIT)."""
+        return max(0.0, self.wall_s - self.cpu_s - self.ready_s)
 
     @property
     def own_cpu_s(self) -> float:
@@ -79,6 +87,22 @@ class _GCClock:
             self.__started = None
 
 
+# Off by default: the two /proc reads per task each give up the GIL, and getting it back cost the UI thread 1-2 ms
+# per task in the real app on a busy 2-core machine (py-spy). For diagnosis: DKL4DSTEM_UI_CORE_WAIT=1.
+MEASURE_CORE_WAIT = os.environ.get("DKL4DSTEM_UI_CORE_WAIT") == "1"
+
+
+def _ready_s() -> float:
+    """The calling thread's total run-queue wait (/proc/thread-self/schedstat, ns); 0 when not measured."""
+    if not MEASURE_CORE_WAIT:
+        return 0.0
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) * 1e-9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 _gc_clock = _GCClock()
 gc.callbacks.append(_gc_clock)
 
@@ -89,13 +113,13 @@ def timing(kind: str) -> typing.Iterator[list[str]]:
     outer = _gc_clock.thread
     _gc_clock.thread = threading.get_ident()
     gc_start = _gc_clock.total_s
-    start, cpu_start = time.perf_counter(), time.thread_time()
+    start, cpu_start, ready_start = time.perf_counter(), time.thread_time(), _ready_s()
     detail: list[str] = list()
     try:
         yield detail
     finally:
         LOG.add(TaskTiming(": ".join([kind] + detail), time.perf_counter() - start, time.thread_time() - cpu_start,
-                           start, _gc_clock.total_s - gc_start))
+                           start, _gc_clock.total_s - gc_start, _ready_s() - ready_start))
         _gc_clock.thread = outer
 
 

@@ -71,13 +71,16 @@ def click(on_press: typing.Callable[[], None]) -> None:
 
 
 def task_summary(since: float) -> dict[str, list[float]]:
-    """The plug-in's UI tasks since a time, by kind: [count, longest wall ms, longest CPU ms without GC]."""
+    """The plug-in's UI tasks since a time, by kind: [count, then the longest of: wall ms, CPU ms without GC, ms waiting
+    for a core, ms blocked (GIL, locks, I/O)] (each column its own longest)."""
     table: dict[str, list[float]] = dict()
     for t in ui_tasks.LOG.since(since):
-        row = table.setdefault(t.kind, [0, 0.0, 0.0])
+        row = table.setdefault(t.kind, [0, 0.0, 0.0, 0.0, 0.0])
         row[0] += 1
         row[1] = max(row[1], round(1000 * t.wall_s, 1))
         row[2] = max(row[2], round(1000 * t.own_cpu_s, 1))
+        row[3] = max(row[3], round(1000 * t.ready_s, 1))
+        row[4] = max(row[4], round(1000 * t.blocked_s, 1))
     return table
 
 
