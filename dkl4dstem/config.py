@@ -16,8 +16,8 @@ import typing
 from dkl4dstem.errors import InputError
 
 ACQUISITIONS = ("ei", "ucb", "uncertainty", "map")
-MAP_MODELS = ("survey", "dkl")
-STEERS = ("auto", "dkl")  # who steers the acquisition: prequential hand-over map model -> DKL (steering.py), or the DKL  # the maps: a GP on fixed survey features (models/survey_map.py) or the DKL's fit
+MAP_MODELS = ("survey", "dkl")  # the maps: a GP on fixed survey features (models/survey_map.py) or the DKL's fit
+STEERS = ("auto", "dkl")  # who steers the acquisition: prequential hand-over map model -> DKL (steering.py), or the DKL
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's range (numpy's default_rng takes any non-negative integer)
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")  # torch.device strings
 
