@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy
 import pytest
@@ -87,7 +88,12 @@ class TestReplayOnDataItem(SwiftTestCase):
             select(dc, tc.document_model.get_display_item_for_data_item(data_item))
             dc.perform_action(replay_item.REPLAY_ACTION_ID)
             run = replay_item._runs[id(dc)]
+            # a camera's frame time (5 ms) on the replay, so that 505 points take seconds whatever the machine's load
+            # (set before the loop starts: the items are made on the next UI ticks, then the loop reads it)
+            measure = run.instrument.measure
+            run.instrument.measure = lambda y, x: (time.sleep(0.005), measure(y, x))[1]
             pump(dc, lambda: run.live_items.apply_count > 0, 120, "first live update")
+            self.assertTrue(run.thread.is_alive())  # the window closes during the run
         # the context closed the window (and the extension: close_all) while the run was going
         run.thread.join(30)
         self.assertFalse(run.thread.is_alive())
