@@ -9,9 +9,11 @@ When both happen at once Swift hangs for good. Two ways in:
 - the list change itself: a new cell creates its thumbnail source, whose constructor submits the first computation
   to Swift's thumbnail executor, and that thread fires "thumbnail updated" at once, while the UI thread is still
   inside the list change (seen in the real app; a short GIL switch interval makes it likely).
-`when_idle` closes both: it first DEFERS every new thumbnail computation (Swift's thumbnail executor is swapped for
-one that holds the submissions), waits for a UI tick with none in flight, makes the changes one per UI tick, and
-then hands the held computations to Swift's executor. Thumbnails of the new items appear after the last change.
+`when_idle` closes both: each change runs in its own UI task, inside which every NEW thumbnail computation is held
+(Swift's thumbnail executor is swapped for one that keeps the submissions, from any thread) and which makes its
+change only when none is in flight; at the end of the task the held computations go to Swift's executor, after the
+UI thread has left the change. Nothing is held across UI tasks, so a window that closes between them leaves nothing
+behind.
 """
 from __future__ import annotations
 
@@ -26,8 +28,7 @@ from . import ui_tasks
 
 _logger = logging.getLogger(__name__)
 
-MAX_WAIT_S = 10.0  # a thumbnail computation that has not ended after this is taken as stuck: change the list anyway
-MAX_HOLD_S = 60.0  # new thumbnail computations are never held longer than this
+MAX_WAIT_S = 2.0  # a live camera or scan view keeps thumbnails busy: after this the change is made anyway (its own held)
 
 
 def _thumbnail_source_class() -> typing.Any:
@@ -80,14 +81,12 @@ def _run_into(future: concurrent.futures.Future[typing.Any], fn: typing.Callable
 
 
 class _Deferral:
-    """Reference-counted: thumbnails are held from the first hold() to the last release() (UI thread). A hold that
-    outlives MAX_HOLD_S (its UI tasks never ran: the window closed) is released by a timer, so that thumbnails never
-    stay held."""
+    """Reference-counted (a step may hold again inside a held task): thumbnails are held from the first hold() to
+    the last release(). UI thread; always used as a pair around a synchronous block (thumbnails_held)."""
 
     def __init__(self) -> None:
         self.__lock = threading.Lock()
         self.__count = 0
-        self.__timer: threading.Timer | None = None
         self.held: _HeldSubmissions | None = None
 
     def hold(self) -> None:
@@ -98,28 +97,13 @@ class _Deferral:
             if self.__count == 1 and executor is not None and not isinstance(executor, _HeldSubmissions):
                 self.held = _HeldSubmissions(executor)
                 source_class._executor = self.held
-                self.__timer = threading.Timer(MAX_HOLD_S, self.__expire)
-                self.__timer.daemon = True
-                self.__timer.start()
 
     def release(self) -> None:
         with self.__lock:
             self.__count = max(0, self.__count - 1)
-            if self.__count == 0:
-                self.__end()
-
-    def __expire(self) -> None:
-        with self.__lock:
-            if self.held is not None:
-                _logger.warning("DKL: thumbnails held for %.0f s; released", MAX_HOLD_S)
-            self.__count = 0
-            self.__end()
-
-    def __end(self) -> None:
-        if self.__timer is not None:
-            self.__timer.cancel()
-            self.__timer = None
-        held, self.held = self.held, None
+            if self.__count > 0:
+                return
+            held, self.held = self.held, None
         if held is not None:
             source_class = _thumbnail_source_class()
             if source_class is not None and source_class._executor is held:
@@ -132,8 +116,9 @@ _deferral = _Deferral()
 
 @contextlib.contextmanager
 def thumbnails_held() -> typing.Iterator[None]:
-    """For a single list change made at once on the UI thread (a user's menu action, a preview): no thumbnail the
-    change itself starts can run before it ends (the computations already in flight are when_idle's business)."""
+    """Around a list change made at once on the UI thread: no thumbnail computation started meanwhile (by the change
+    itself, or by any thread) runs before the block ends. when_idle uses it for each step; a user's menu action or
+    a preview uses it alone (the computations already in flight are when_idle's business)."""
     _deferral.hold()
     try:
         yield
@@ -162,49 +147,34 @@ def when_idle(document_controller: typing.Any, steps: typing.Sequence[typing.Cal
               on_done: typing.Callable[[], None] | None = None,
               cancelled: typing.Callable[[], bool] = lambda: False,
               max_wait_s: float = MAX_WAIT_S, kind: str = "item list change") -> None:
-    """Run steps on the UI thread, one per UI tick, with new thumbnail computations held from the first tick to the
-    last step and the first step only once none is in flight; then on_done (see the module docstring).
+    """Run steps on the UI thread, one per UI task, each with new thumbnail computations held (thumbnails_held) and
+    only when none is in flight; then on_done (see the module docstring).
 
     A step that returns False is not done: it runs again on the next UI tick (work split into short pieces).
     Call on the UI thread; the first step runs at once when no thumbnail is in flight (the usual case)."""
     pending = list(steps)
-    state = {"since": time.perf_counter(), "holding": False, "started": False}
-
-    def stop_holding() -> None:
-        if state["holding"]:
-            state["holding"] = False
-            _deferral.release()
+    state = {"since": time.perf_counter()}
 
     def tick() -> str | None:
         """One UI task; returns the name of the step it ran (for ui_tasks.LOG)."""
         if cancelled():
-            stop_holding()
             return None
-        if pending and not state["holding"]:
-            state["holding"] = True
-            _deferral.hold()
-        if pending and not state["started"]:
-            if thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
+        name = None
+        with thumbnails_held():
+            if pending and thumbnails_busy() and time.perf_counter() - state["since"] < max_wait_s:
                 ui_tasks.queue(document_controller, kind, tick)
                 return "waiting for thumbnails"
-            if thumbnails_busy():
+            if pending and thumbnails_busy():
                 _logger.warning("DKL: a thumbnail still computing after %.0f s; changing the item list anyway", max_wait_s)
-            state["started"] = True
-        name = None
-        try:
             if pending:
                 name = getattr(pending[0], "__name__", None)
                 if pending[0]() is not False:
                     pending.pop(0)
-        except BaseException:
-            stop_holding()
-            raise
+                state["since"] = time.perf_counter()
         if pending:
-            ui_tasks.queue(document_controller, kind, tick)
-        else:
-            stop_holding()
-            if on_done is not None:
-                ui_tasks.queue(document_controller, kind, done)  # its own UI task
+            ui_tasks.queue(document_controller, kind, tick)  # the held thumbnails run now: look again next tick
+        elif on_done is not None:
+            ui_tasks.queue(document_controller, kind, done)  # its own UI task
         return name
 
     def done() -> str:
