@@ -241,7 +241,8 @@ class _Run:
         if not final and not self.control.stopped:
             self.trainer.start(self.points.indices, self.points.values)
         maps = self.maps.update(self.posterior, decision, self.points)
-        if decision.next_index is not None:  # both models' predictions of the next value, for the steering
+        if decision.next_index is not None and self.decider.steering.enabled:
+            # both models' predictions of the next value, scored against it once measured (steering.py)
             self.decider.steering.predicted(decision.next_index, {
                 SURVEY: float(maps[0].reshape(-1)[decision.next_index]),
                 DKL: float(decision.predictive.mean_in_units()[decision.next_index])})

@@ -65,10 +65,6 @@ class _HeldSubmissions:
             self.executor.submit(_run_into, future, fn, args, kwargs)
         return len(held)
 
-    def shutdown(self, wait: bool = True, **kwargs: typing.Any) -> None:
-        self.release()
-        self.executor.shutdown(wait, **kwargs)
-
 
 def _run_into(future: concurrent.futures.Future[typing.Any], fn: typing.Callable[..., typing.Any],
               args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]) -> None:
